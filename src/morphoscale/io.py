@@ -1,0 +1,98 @@
+"""Outputs that are either complete or absent.
+
+Files are written to a temporary name in the same folder, fsynced and renamed
+into place; a folder (an image store) is built under `<name>.partial` and
+renamed when complete, so a killed job never leaves a result that looks done.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import InputError, OutputExistsError
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output unless overwriting; fail early on an unwritable folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: output exists; pass --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{parent}: cannot create the output folder ({e.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{parent}: output folder is not writable")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def os_error_message(path: Path, e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return f"{path}: no space left on the device while writing"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{path}: permission denied while writing"
+    return f"{path}: {e.strerror or e}"
+
+
+@contextmanager
+def atomic_file(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success fsync it and rename it to `path`."""
+    path = Path(path)
+    check_output(path, overwrite)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        _remove(tmp)
+        raise InputError(os_error_message(path, e)) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def partial_dir(path: Path) -> Path:
+    """Where a folder output is built before it is complete."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def commit_dir(partial: Path, final: Path) -> None:
+    """Move a finished folder into place (replacing an old one only after it is done)."""
+    final = Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(partial, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        _remove(old)
+
+
+def _remove(p: Path) -> None:
+    p = Path(p)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
