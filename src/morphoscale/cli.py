@@ -183,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="morphoscale", standalone_mode=False)
+        # Non-standalone typer returns the exit code of Exit (130 for Ctrl-C) instead of exiting.
+        rv = app(args=args, prog_name="morphoscale", standalone_mode=False)
+        if isinstance(rv, int) and rv != 0:
+            if rv == 130:
+                err_console.print("interrupted; re-run the same command to resume")
+            return rv
     except MorphoscaleError as e:
         if debug:
             raise

@@ -43,6 +43,8 @@ class Problem:
     column: str | None = None
 
     def __str__(self) -> str:
+        if not self.file:
+            return self.message
         where = self.file
         if self.line is not None:
             where += f" line {self.line}"

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from .. import __version__
 from ..config import parse_model, read_yaml
-from ..errors import ConfigError, InputError, Problems
+from ..errors import ConfigError, InputError, Problems, ValidationError
 from ..io import atomic_file, check_output, commit_dir, os_error_message, partial_dir
 from .images import read_image, to_store_dtype
 from .readers import READERS, SourceTable, check_images
@@ -256,10 +256,12 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
         else:
             pool = ctx.Pool(workers, initializer=_worker_init, initargs=init)
             results = pool.imap_unordered(_ingest_site, todo, chunksize=chunksize)
+        failed = Problems()
         try:
             for i, ranges, err in results:
                 if err is not None:
-                    raise InputError(err)
+                    failed.add("", err)  # err already names the file
+                    continue
                 done[i] = ranges
                 logf.write(json.dumps({"i": i, "r": ranges}) + "\n")
                 logf.flush()
@@ -270,6 +272,15 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
             if pool is not None:
                 pool.terminate()
                 pool.join()
+    if len(failed):
+        # Every undecodable file is named at once; finished sites stay in the
+        # .partial store so that a re-run after fixing the files resumes.
+        msg = str(ValidationError(failed.items)).replace("in the input", "decoding images")
+        if len(done):
+            msg += f" ({len(done)} finished sites kept in {part}; fix the files and re-run to resume)"
+        else:
+            shutil.rmtree(part, ignore_errors=True)
+        raise InputError(msg)
 
 
 def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -> None:

@@ -1,0 +1,171 @@
+"""Torch datasets over an image store.
+
+- `CropDataset`: random crops (one, or multi-crop views) of each site, for training.
+- `TileDataset`: non-overlapping tiles covering each site, for embedding.
+
+Both read one site chunk at a time from zarr (never the whole store), open the
+store lazily in each DataLoader worker, and self-standardize every crop.
+Randomness comes from (seed, epoch, index), so an item is reproducible and
+independent of the number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import InputError
+from .store import ImageStore
+from .transforms import Augment, MultiCrop, self_standardize
+
+
+def _labels(store: ImageStore, column: str) -> tuple[np.ndarray, list[str]]:
+    codes, names = store.sites[column].astype(str).factorize(sort=True)
+    return codes.astype(np.int64), list(names)
+
+
+class CropDataset(Dataset):
+    """Random `crop_size` crops of each site; item i is site i % n_sites.
+
+    Returns a dict: `image` (C, h, w) float32, or `views` (a list of such tensors)
+    when `multicrop` is set; `site` (row of the site table), `label` (perturbation
+    code), `batch` (batch code).
+    """
+
+    def __init__(
+        self,
+        store: ImageStore | str | Path,
+        crop_size: int,
+        augment: Augment | None = None,
+        multicrop: MultiCrop | None = None,
+        channels: list[str] | None = None,
+        sites: np.ndarray | None = None,
+        seed: int = 0,
+        length: int | None = None,
+    ):
+        self.store = store if isinstance(store, ImageStore) else ImageStore(store)
+        h, w = self.store.image_size
+        sizes = multicrop.sizes() if multicrop else [crop_size]
+        too_big = [s for s in sizes if s > min(h, w) or s <= 0]
+        if too_big:
+            raise InputError(f"crop size {too_big[0]} does not fit the store's {h}x{w} images")
+        self.crop_size = crop_size
+        self.augment = augment or Augment.none()
+        self.multicrop = multicrop
+        self.channel_idx = self.store.channel_indices(channels)
+        self.channels = [self.store.channels[i] for i in self.channel_idx]
+        self.sites = np.arange(len(self.store)) if sites is None else np.asarray(sites)
+        self.length = length or len(self.sites)
+        self.seed = seed
+        self.epoch = 0
+        self.labels, self.label_names = _labels(self.store, "perturbation")
+        self.batches, self.batch_names = _labels(self.store, "batch")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _generator(self, index: int) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFFFFFFFFFF)
+        return g
+
+    def _view(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
+        _, h, w = site.shape
+        y = int(torch.randint(0, h - size + 1, (), generator=g))
+        x = int(torch.randint(0, w - size + 1, (), generator=g))
+        crop = torch.from_numpy(np.ascontiguousarray(site[:, y : y + size, x : x + size]))
+        return self.augment(self_standardize(crop), g)
+
+    def __getitem__(self, index: int) -> dict:
+        s = int(self.sites[index % len(self.sites)])
+        site = self.store.read(s, self.channel_idx)
+        g = self._generator(index)
+        item = {"site": s, "label": int(self.labels[s]), "batch": int(self.batches[s])}
+        if self.multicrop:
+            item["views"] = [self._view(site, size, g) for size in self.multicrop.sizes()]
+        else:
+            item["image"] = self._view(site, self.crop_size, g)
+        return item
+
+
+@dataclass(frozen=True)
+class Tile:
+    site: int
+    y: int
+    x: int
+
+
+def tile_origins(length: int, tile: int, stride: int, remainder: str) -> list[int]:
+    """Tile start positions along one axis.
+
+    remainder="shift" (default): a grid from 0 by `stride`; when it misses the last
+    pixels, one more tile ends flush with the edge, so every pixel is covered (that
+    last tile overlaps its neighbour by less than a tile).
+    remainder="center": the grid is centred and the leftover margin (< stride) dropped.
+    remainder="drop": the grid starts at 0 and the leftover at the far edge is dropped.
+    """
+    if tile > length:
+        raise InputError(f"tile size {tile} is larger than the image side {length}")
+    n = (length - tile) // stride + 1
+    starts = [i * stride for i in range(n)]
+    covered = starts[-1] + tile
+    if remainder == "shift":
+        if covered < length:
+            starts.append(length - tile)
+    elif remainder == "center":
+        off = (length - covered) // 2
+        starts = [s + off for s in starts]
+    elif remainder != "drop":
+        raise ValueError(f"unknown remainder policy {remainder!r}")
+    return starts
+
+
+class TileDataset(Dataset):
+    """Every tile of every site, in site order; item = (tile tensor, tile index)."""
+
+    def __init__(
+        self,
+        store: ImageStore | str | Path,
+        tile_size: int,
+        stride: int | None = None,
+        remainder: Literal["shift", "center", "drop"] = "shift",
+        channels: list[str] | None = None,
+        sites: np.ndarray | None = None,
+    ):
+        self.store = store if isinstance(store, ImageStore) else ImageStore(store)
+        self.tile_size = tile_size
+        self.stride = stride or tile_size
+        h, w = self.store.image_size
+        ys = tile_origins(h, tile_size, self.stride, remainder)
+        xs = tile_origins(w, tile_size, self.stride, remainder)
+        self.tiles_per_site = len(ys) * len(xs)
+        self.origins = [(y, x) for y in ys for x in xs]
+        self.channel_idx = self.store.channel_indices(channels)
+        self.sites = np.arange(len(self.store)) if sites is None else np.asarray(sites)
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sites) * self.tiles_per_site
+
+    def tile(self, index: int) -> Tile:
+        s, t = divmod(index, self.tiles_per_site)
+        y, x = self.origins[t]
+        return Tile(int(self.sites[s]), y, x)
+
+    def __getitem__(self, index: int) -> dict:
+        t = self.tile(index)
+        # Consecutive tiles share a site: decode it once.
+        if self._cache is None or self._cache[0] != t.site:
+            self._cache = (t.site, self.store.read(t.site, self.channel_idx))
+        site = self._cache[1]
+        k = self.tile_size
+        crop = torch.from_numpy(np.ascontiguousarray(site[:, t.y : t.y + k, t.x : t.x + k]))
+        return {"image": self_standardize(crop), "site": t.site, "y": t.y, "x": t.x}

@@ -1,0 +1,39 @@
+"""Shared fixtures: small screens written on the fly, and the real example data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures import write_csv_screen, write_rxrx_screen
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    """The real example data (fetched by `make setup`; fetched here when missing)."""
+    from morphoscale.data import examples
+
+    for name in examples.EXAMPLES:
+        examples.get(name)
+    return examples.cache_dir()
+
+
+@pytest.fixture
+def rxrx_screen(tmp_path) -> Path:
+    return write_rxrx_screen(tmp_path / "rxrx")
+
+
+@pytest.fixture
+def csv_screen(tmp_path) -> Path:
+    return write_csv_screen(tmp_path / "csvscreen")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_cwd(tmp_path, monkeypatch):
+    # Tests never write into the repository.
+    monkeypatch.chdir(tmp_path)
+    np.random.seed(0)
+    yield

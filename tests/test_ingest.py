@@ -1,0 +1,174 @@
+"""Ingest of the real JUMP field and of RxRx / CSV fixtures: stored pixels match the source."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from cli_helpers import run_cli
+from fixtures import rxrx_path, rxrx_rows, write_rxrx_screen
+from morphoscale.data.examples import JUMP_FIELD_FILES
+from morphoscale.data.images import percentiles_uint, scale_to_uint8
+from morphoscale.data.store import ImageStore
+
+
+def documented_uint8(x: np.ndarray, lo_p=0.1, hi_p=99.9) -> np.ndarray:
+    """The scaling rule of docs/ingest.md, computed independently with np.percentile."""
+    lo, hi = np.percentile(x, [lo_p, hi_p])
+    y = np.floor((x.astype(np.float64) - lo) / (hi - lo) * 255.0 + 0.5)
+    return np.clip(y, 0, 255).astype(np.uint8)
+
+
+def test_jump_field_uint8_matches_documented_scaling(examples_dir, tmp_path, capsys):
+    field = examples_dir / "jump-pilot-field"
+    rc, out, err = run_cli(capsys, "ingest", "--config", field / "ingest.yaml", "--out", tmp_path / "jf.zarr", "--quiet")
+    assert rc == 0, err
+    store = ImageStore(tmp_path / "jf.zarr")
+    assert store.shape == (1, 5, 1080, 1080) and store.dtype == np.uint8
+    assert store.channels == ["DNA", "ER", "RNA", "AGP", "Mito"]
+    site = store.read(0)
+    for c, ch in enumerate(store.channels):
+        src = tifffile.imread(field / JUMP_FIELD_FILES[ch])
+        assert src.dtype == np.uint16
+        np.testing.assert_array_equal(site[c], documented_uint8(src))
+        lo, hi = store.intensity_range()[0, c]
+        np.testing.assert_allclose([lo, hi], np.percentile(src, [0.1, 99.9]), rtol=1e-6)
+    sites = store.sites
+    assert sites.loc[0, "plate"] == "BR00116991" and sites.loc[0, "well"] == "A01" and sites.loc[0, "site"] == 1
+
+
+def test_jump_field_uint16_is_bit_exact(examples_dir, tmp_path, capsys):
+    field = examples_dir / "jump-pilot-field"
+    rc, _, err = run_cli(capsys, "ingest", "--config", field / "ingest.yaml", "--dtype", "uint16", "--out", tmp_path / "jf16.zarr", "--quiet")
+    assert rc == 0, err
+    store = ImageStore(tmp_path / "jf16.zarr")
+    assert store.dtype == np.uint16
+    for c, ch in enumerate(store.channels):
+        np.testing.assert_array_equal(store.read(0)[c], tifffile.imread(field / JUMP_FIELD_FILES[ch]))
+
+
+def test_rxrx_fixture_is_bit_exact(rxrx_screen, tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", tmp_path / "r.zarr", "--quiet")
+    assert rc == 0, err
+    store = ImageStore(tmp_path / "r.zarr")
+    rows = rxrx_rows()
+    assert len(store) == len(rows) and store.channels == ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"]
+    for i, r in enumerate(rows):
+        assert store.sites.loc[i, "site_id"] == r["site_id"]
+        for c in range(6):
+            np.testing.assert_array_equal(store.read(i)[c], np.asarray(Image.open(rxrx_path(rxrx_screen, r, c + 1))))
+    s = store.sites
+    assert s["is_control"].sum() == 4 and set(s.loc[s.is_control, "perturbation_type"]) == {"control"}
+    assert set(s["batch"]) == {"EXP-1", "EXP-2"} and s.loc[0, "plate"] == "EXP-1_1"
+
+
+def test_csv_fixture_uint16_bit_exact_and_uint8_scaled(csv_screen, tmp_path, capsys):
+    cfg = csv_screen.parent / "ingest.yaml"
+    for dtype in ("uint16", "uint8"):
+        out = tmp_path / f"c{dtype}.zarr"
+        rc, _, err = run_cli(capsys, "ingest", "--config", cfg, "--dtype", dtype, "--out", out, "--quiet", "--workers", "2")
+        assert rc == 0, err
+        store = ImageStore(out)
+        table = pd.read_csv(csv_screen)
+        for i in range(len(table)):
+            for c, col in enumerate(["dna", "actin", "mito"]):
+                src = tifffile.imread(csv_screen.parent / table.loc[i, col])
+                expected = src if dtype == "uint16" else documented_uint8(src)
+                np.testing.assert_array_equal(store.read(i)[c], expected)
+        assert set(store.sites.perturbation_type) == {"compound", "control"}
+
+
+def test_example_fly_through_csv_reader(examples_dir, tmp_path, capsys):
+    fly = examples_dir / "example-fly"
+    rc, _, err = run_cli(capsys, "ingest", "--config", fly / "ingest.yaml", "--out", tmp_path / "fly.zarr", "--quiet")
+    assert rc == 0, err
+    store = ImageStore(tmp_path / "fly.zarr")
+    assert store.channels == ["DNA", "PH3", "Actin"] and len(store) == 3
+    src = tifffile.imread(fly / "01_POS076_R.TIF")
+    expected = src if src.dtype == np.uint8 else documented_uint8(src)
+    np.testing.assert_array_equal(store.read(1)[2], expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 65535), min_size=1, max_size=300),
+    st.floats(0, 100),
+    st.floats(0, 100),
+)
+def test_histogram_percentiles_equal_numpy(values, p1, p2):
+    x = np.array(values, dtype=np.uint16)
+    got = percentiles_uint(x, (p1, p2))
+    np.testing.assert_allclose(got, np.percentile(x, [p1, p2]), rtol=1e-9, atol=1e-9)
+
+
+def test_flat_image_scales_to_zeros():
+    y, lo, hi = scale_to_uint8(np.full((8, 8), 700, np.uint16), (0.1, 99.9))
+    assert lo == hi == 700 and not y.any()
+
+
+def test_killed_ingest_resumes_to_the_same_store(tmp_path):
+    """SIGKILL an ingest mid-way: no complete-looking store; the re-run skips done sites and matches."""
+    rows = rxrx_rows(experiments=("E1", "E2"), wells=tuple(f"B{k:02d}" for k in range(2, 22)), sites=(1, 2, 3))
+    src = write_rxrx_screen(tmp_path / "big", size=256, rows=rows)
+    cmd = [sys.executable, "-m", "morphoscale", "ingest", "--format", "rxrx", "--source", str(src), "--quiet", "--workers", "1"]
+    out = tmp_path / "killed.zarr"
+    partial = tmp_path / "killed.zarr.partial"
+    proc = subprocess.Popen(cmd + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = partial / "progress.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "a killed ingest left a store under the final name"
+    assert partial.exists()
+    done_before = len(log.read_text().splitlines())
+    assert 10 <= done_before < len(rows)
+
+    res = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert not partial.exists()
+    ref = tmp_path / "ref.zarr"
+    assert subprocess.run(cmd + ["--out", str(ref)], capture_output=True).returncode == 0
+    a, b = ImageStore(out), ImageStore(ref)
+    np.testing.assert_array_equal(a.images[:], b.images[:])
+    np.testing.assert_array_equal(a.intensity_range(), b.intensity_range())
+    pd.testing.assert_frame_equal(a.sites, b.sites)
+
+
+def test_resume_skips_finished_sites(rxrx_screen, tmp_path, capsys, monkeypatch):
+    """A partial store whose log lists sites as done: those are not decoded again."""
+    from morphoscale.data import ingest as ingest_mod
+
+    out = tmp_path / "s.zarr"
+    calls = []
+    real = ingest_mod._ingest_site
+
+    def boom(job):
+        calls.append(job[0])
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # stop mid-way, like Ctrl-C
+        return real(job)
+
+    monkeypatch.setattr(ingest_mod, "_ingest_site", boom)
+    rc, _, _ = run_cli(capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", out, "--workers", "1", "--quiet")
+    assert rc == 130 and not out.exists()
+    calls.clear()
+    monkeypatch.setattr(ingest_mod, "_ingest_site", lambda job: (calls.append(job[0]), real(job))[1])
+    rc, _, err = run_cli(capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", out, "--workers", "1", "--quiet")
+    assert rc == 0, err
+    assert sorted(calls) == list(range(4, 16))  # the 4 finished sites were skipped
