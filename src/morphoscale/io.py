@@ -23,6 +23,8 @@ def check_output(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: output exists; pass --overwrite to replace it")
     parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{parent}: cannot create the output folder (a file is in the way)")
     if not parent.exists():
         try:
             parent.mkdir(parents=True, exist_ok=True)
