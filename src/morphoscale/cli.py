@@ -178,7 +178,7 @@ def datasets_get(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user-facing errors into one line and an exit code."""
-    import click
+    from typer.exceptions import Abort, Exit, TyperException
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -194,15 +194,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except Abort:
         err_console.print("aborted")
         return 130
-    except click.ClickException as e:
+    except TyperException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(e.format_message())
+            return 0
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e.format_message()}", markup=True, highlight=False)
+        msg = " ".join(e.format_message().split())
+        err_console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -240,24 +240,22 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
     if not todo:
         return
     workers = min(cfg.workers, len(todo))
-    # spawn, not fork: zarr runs an event-loop thread that a forked child would inherit dead.
-    ctx = mp.get_context("spawn")
     init = (str(part / "images"), cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape))
     chunksize = max(1, min(8, len(todo) // (workers * 8)))
-    with open(log, "a") as logf, Progress(
-        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn(), disable=not progress
-    ) as bar:
-        task = bar.add_task("ingest", total=n, completed=len(done), rate="-")
-        t0, k0 = time.perf_counter(), len(done)
-        if workers == 1:
-            _worker_init(*init)
-            results = map(_ingest_site, todo)
-            pool = None
-        else:
-            pool = ctx.Pool(workers, initializer=_worker_init, initargs=init)
-            results = pool.imap_unordered(_ingest_site, todo, chunksize=chunksize)
-        failed = Problems()
-        try:
+    # fork (zarr resets its event loop in a forked child); the pool starts before any
+    # progress-bar thread exists.
+    pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=init) if workers > 1 else None
+    if pool is None:
+        _worker_init(*init)
+        results = map(_ingest_site, todo)
+    else:
+        results = pool.imap_unordered(_ingest_site, todo, chunksize=chunksize)
+    failed = Problems()
+    columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn())
+    try:
+        with open(log, "a") as logf, Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task("ingest", total=n, completed=len(done), rate="-")
+            t0, k0 = time.perf_counter(), len(done)
             for i, ranges, err in results:
                 if err is not None:
                     failed.add("", err)  # err already names the file
@@ -266,12 +264,12 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
                 logf.write(json.dumps({"i": i, "r": ranges}) + "\n")
                 logf.flush()
                 bar.update(task, completed=len(done), rate=f"{(len(done) - k0) / max(time.perf_counter() - t0, 1e-9):.1f}")
-            if pool is not None:
-                pool.close()
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+        if pool is not None:
+            pool.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     if len(failed):
         # Every undecodable file is named at once; finished sites stay in the
         # .partial store so that a re-run after fixing the files resumes.
