@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from ..errors import InputError
@@ -79,13 +80,31 @@ def read_image_header(path: str | Path) -> tuple[tuple[int, int], np.dtype]:
     return shape, dtype
 
 
+@numba.njit(cache=True, nogil=True)
+def _histogram(flat, n_levels):
+    counts = np.zeros(n_levels, np.int64)
+    for v in flat:
+        counts[v] += 1
+    return counts
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply_lut(flat, lut):
+    out = np.empty(flat.size, np.uint8)
+    for i in range(flat.size):
+        out[i] = lut[flat[i]]
+    return out
+
+
 def percentiles_uint(x: np.ndarray, q: tuple[float, float]) -> tuple[float, float]:
     """numpy.percentile(x, q) (linear method), exactly, for unsigned integer images via a histogram.
 
     A histogram and a cumulative count replace a sort: O(n + 65536) instead of O(n log n).
+    (numba loops: numpy's bincount and fancy indexing first cast the pixels to int64,
+    which made scaling a quarter of ingest's time.)
     """
-    flat = x.ravel()
-    counts = np.bincount(flat, minlength=1 << (8 * x.dtype.itemsize))
+    flat = np.ascontiguousarray(x).ravel()
+    counts = _histogram(flat, 1 << (8 * x.dtype.itemsize))
     cum = np.cumsum(counts)
     n = flat.size
     out = []
@@ -110,7 +129,7 @@ def scale_to_uint8(x: np.ndarray, clip: tuple[float, float]) -> tuple[np.ndarray
     # A lookup table over every possible input value: exact and faster than float math per pixel.
     levels = np.arange(1 << (8 * x.dtype.itemsize), dtype=np.float64)
     lut = np.clip(np.floor((levels - lo) / (hi - lo) * 255.0 + 0.5), 0, 255).astype(np.uint8)
-    return lut[x], lo, hi
+    return _apply_lut(np.ascontiguousarray(x).ravel(), lut).reshape(x.shape), lo, hi
 
 
 def to_store_dtype(x: np.ndarray, dtype: str, clip: tuple[float, float]) -> tuple[np.ndarray, float, float]:

@@ -24,12 +24,12 @@ from .. import __version__
 from ..config import parse_model, read_yaml
 from ..errors import ConfigError, InputError, Problems, ValidationError
 from ..io import atomic_file, check_output, commit_dir, os_error_message, partial_dir
-from .images import read_image, to_store_dtype
+from .images import read_image, scale_to_uint8, to_store_dtype
 from .readers import READERS, SourceTable, check_images
 from .readers.jump import JUMP_COLUMNS
 from .readers.rxrx import RXRX_COLUMNS
 from .sitetable import SiteColumns, channel_path_columns
-from .store import STORE_FORMAT, blosc_codec
+from .store import STORE_FORMAT, ChunkWriter, blosc_codec
 
 DEFAULT_COLUMNS = {"rxrx": RXRX_COLUMNS, "jump": JUMP_COLUMNS, "csv": SiteColumns()}
 
@@ -126,9 +126,7 @@ _W: dict = {}
 
 
 def _worker_init(array_path: str, dtype: str, clip: tuple[float, float], shape: tuple[int, int]) -> None:
-    import zarr
-
-    _W.update(array=zarr.open_array(array_path, mode="r+"), dtype=dtype, clip=clip, shape=shape)
+    _W.update(writer=ChunkWriter(array_path), path=array_path, dtype=dtype, clip=clip, shape=shape)
 
 
 def _ingest_site(job: tuple[int, list[str]]) -> tuple[int, list[list[float]], str | None]:
@@ -142,12 +140,12 @@ def _ingest_site(job: tuple[int, list[str]]) -> tuple[int, list[list[float]], st
             out, lo, hi = to_store_dtype(img, _W["dtype"], _W["clip"])
             planes.append(out)
             ranges.append([float(lo), float(hi)])
-        _W["array"][i] = np.stack(planes)
+        _W["writer"].write(i, np.stack(planes))
         return i, ranges, None
     except InputError as e:
         return i, [], str(e)
     except OSError as e:
-        return i, [], os_error_message(Path(_W["array"].store.root if hasattr(_W["array"].store, "root") else "store"), e)
+        return i, [], os_error_message(Path(_W["path"]), e)
 
 
 # --- the driver ------------------------------------------------------------
@@ -244,6 +242,7 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
     chunksize = max(1, min(8, len(todo) // (workers * 8)))
     # fork (zarr resets its event loop in a forked child); the pool starts before any
     # progress-bar thread exists.
+    scale_to_uint8(np.zeros((2, 2), np.uint16), (0.0, 100.0))  # compile (or load) the numba kernels once, before forking
     pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=init) if workers > 1 else None
     if pool is None:
         _worker_init(*init)

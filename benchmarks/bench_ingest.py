@@ -1,0 +1,162 @@
+"""Ingest throughput against the plain decode rate of the same files.
+
+Plain decode: tifffile/Pillow decode every file of every site, one process per core,
+nothing else. Ingest: `morphoscale ingest` end to end (validation, header checks,
+decode, scaling, zarr write, finalize), same number of processes.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--sites 48] [--workers N]
+
+Writes the table into BENCHMARKS.md between the ingest markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from morphoscale.data import examples
+from morphoscale.data.examples import JUMP_FIELD_FILES
+from morphoscale.data.images import read_image, scale_to_uint8
+from morphoscale.data.ingest import ingest, load_ingest_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_jump_screen(root: Path, n_sites: int) -> Path:
+    """n_sites copies of the real JUMP field (LZW-compressed 1080x1080 uint16 TIFFs), each its own files."""
+    field = examples.get("jump-pilot-field")
+    root.mkdir(parents=True)
+    header = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"] + [f"{p}Orig{ch}" for ch in JUMP_FIELD_FILES for p in ("FileName_", "PathName_")]
+    lines = [",".join(header)]
+    pm = ["well_position,broad_sample"]
+    for i in range(n_sites):
+        well = f"{'ABCDEFGH'[i // 12 % 8]}{i % 12 + 1:02d}"
+        site = i // 96 + 1
+        row = ["P1", well, str(site)]
+        for ch, f in JUMP_FIELD_FILES.items():
+            name = f"s{i}_{f}"
+            shutil.copyfile(field / f, root / name)
+            row += [name, "."]
+        lines.append(",".join(row))
+        if site == 1:
+            pm.append(f"{well},{'DMSO' if i % 8 == 0 else f'cpd{i}'}")
+    (root / "load_data.csv").write_text("\n".join(lines) + "\n")
+    (root / "platemap.csv").write_text("\n".join(pm) + "\n")
+    return root / "load_data.csv"
+
+
+def make_rxrx_screen(root: Path, n_sites: int) -> Path:
+    """RxRx layout, 6 x 512x512 uint8 PNG per site, cut from the real field (so PNG compression is realistic)."""
+    field = examples.get("jump-pilot-field")
+    planes = [scale_to_uint8(tifffile.imread(field / f), (0.1, 99.9))[0] for f in JUMP_FIELD_FILES.values()]
+    planes.append(planes[0][::-1].copy())
+    rows = ["site_id,well_id,cell_type,dataset,experiment,plate,well,site,well_type,sirna"]
+    folder = root / "images" / "EXP-1" / "Plate1"
+    folder.mkdir(parents=True)
+    for i in range(n_sites):
+        well, site = f"{'BCDEFGHIJKLMNO'[i // 20 % 14]}{i % 20 + 2:02d}", 1 + i // 280
+        y, x = (i * 97) % 560, (i * 53) % 560
+        for c, p in enumerate(planes, start=1):
+            Image.fromarray(p[y : y + 512, x : x + 512]).save(folder / f"{well}_s{site}_w{c}.png")
+        ctl = i % 10 == 0
+        rows.append(f"EXP-1_1_{well}_{site},EXP-1_1_{well},HUVEC,train,EXP-1,1,{well},{site},{'negative_control' if ctl else 'treatment'},{'EMPTY' if ctl else f's{i}'}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _decode_site(paths: list[str]) -> int:
+    return sum(read_image(p).nbytes for p in paths)
+
+
+def plain_decode(sites: list[list[str]], workers: int) -> tuple[float, int]:
+    with mp.get_context("fork").Pool(workers) as pool:
+        pool.map(_decode_site, sites[:workers])  # warm the workers, as ingest's pool is part of its time
+        t0 = time.perf_counter()
+        nbytes = sum(pool.imap_unordered(_decode_site, sites, chunksize=1))
+        return time.perf_counter() - t0, nbytes
+
+
+def run_ingest(overrides: dict, out: Path, workers: int) -> float:
+    cfg = load_ingest_config(None, {**overrides, "workers": workers})
+    t0 = time.perf_counter()
+    ingest(cfg, out, overwrite=True, progress=False)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sites", type=int, default=48)
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        load_data = make_jump_screen(tmp / "jump", args.sites)
+        rxrx = make_rxrx_screen(tmp / "rxrx", args.sites * 4)
+        jump_sites = [[str(tmp / "jump" / f"s{i}_{f}") for f in JUMP_FIELD_FILES.values()] for i in range(args.sites)]
+        rx_files = sorted((rxrx / "images" / "EXP-1" / "Plate1").glob("*.png"))
+        rx_sites = [[str(p) for p in rx_files[k : k + 6]] for k in range(0, len(rx_files), 6)]
+        cases = [
+            ("JUMP TIFF uint16 (LZW) -> uint8 (percentile scaled)", jump_sites, {"format": "jump", "source": str(load_data)}),
+            ("JUMP TIFF uint16 (LZW) -> uint16 (bit-exact)", jump_sites, {"format": "jump", "source": str(load_data), "dtype": "uint16"}),
+            ("RxRx PNG uint8 512x512 x6 -> uint8", rx_sites, {"format": "rxrx", "source": str(rxrx)}),
+        ]
+        for name, sites, overrides in cases:
+            dec = min(plain_decode(sites, args.workers)[0] for _ in range(args.repeats))
+            _, nbytes = plain_decode(sites[:1], 1)
+            nbytes *= len(sites)
+            ing = min(run_ingest(overrides, tmp / "store.zarr", args.workers) for _ in range(args.repeats))
+            n = len(sites)
+            rows.append((name, n, n / dec, nbytes / dec / 1e6, n / ing, nbytes / ing / 1e6, dec / ing))
+            print(f"{name}: decode {n / dec:.1f} sites/s, ingest {n / ing:.1f} sites/s, ratio {dec / ing:.2f}", flush=True)
+    cpu = _cpu_name()
+    table = [
+        f"Command: `.venv/bin/python benchmarks/bench_ingest.py --sites {args.sites} --workers {args.workers}` (best of {args.repeats}).",
+        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; files in the page cache.",
+        "",
+        "| source | sites | plain decode sites/s | plain decode MB/s | ingest sites/s | ingest MB/s | ingest / decode |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, n, ds, dm, is_, im, ratio in rows:
+        table.append(f"| {name} | {n} | {ds:.1f} | {dm:.0f} | {is_:.1f} | {im:.0f} | {ratio:.0%} |")
+    _write_section("ingest", "\n".join(table))
+    print("\n".join(table))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _write_section(name: str, body: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body}\n{end}"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + f"\n\n## {name}\n\n{block}\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
