@@ -28,9 +28,12 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -m slow -q
 
-## demo: the main job on built-in data
+## demo: what the flow can do today, on real data: ingest the JUMP field and ExampleFly.
+## (The simulated-screen demo with training, maps and the HTML report comes with issues #3 and #8.)
 demo: setup
-	$(MS) run configs/demo.yaml
+	$(MS) ingest --config $(MORPHOSCALE_CACHE)/jump-pilot-field/ingest.yaml --out runs/demo/jump-pilot-field.zarr --overwrite
+	$(MS) ingest --config $(MORPHOSCALE_CACHE)/example-fly/ingest.yaml --out runs/demo/example-fly.zarr --overwrite
+	$(PY) -m morphoscale.data.summary runs/demo/jump-pilot-field.zarr runs/demo/example-fly.zarr
 
 ## bench: the scripts behind BENCHMARKS.md
 bench: setup
