@@ -47,19 +47,6 @@ def _main(
     _state["debug"] = debug
 
 
-def _not_built(verb: str, issue: int, what: str) -> None:
-    raise NotBuiltError(f"`morphoscale {verb}` is not built yet ({what}; tracked in issue #{issue})")
-
-
-# --- simulate -----------------------------------------------------------------
-
-
-@app.command(context_settings=PASS_THROUGH)
-def simulate(ctx: typer.Context):
-    """Render a simulated CRISPR + compound Cell Painting screen with known biology (RxRx layout)."""
-    _not_built("simulate", 3, "the simulated screen")
-
-
 # --- ingest -------------------------------------------------------------------
 
 
@@ -93,55 +80,33 @@ def ingest(
     out_console.print(f"wrote {path}: {n} sites x {c} channels ({', '.join(store.channels)}) of {h}x{w} {store.dtype}")
 
 
-# --- later stages -------------------------------------------------------------
+# --- verbs not built yet -------------------------------------------------------
+
+# verb -> (issue, what, help). Each is registered so `--help` lists the whole flow;
+# running one says it is not built and exits 3, never a silent no-op.
+PLANNED = {
+    "simulate": (3, "the simulated screen", "Render a simulated CRISPR + compound Cell Painting screen with known biology (RxRx layout)."),
+    "train": (4, "the training recipe", "Train an encoder (MAE-ViT, channel-agnostic MAE, MU-Net, WSL, autoencoders, BYOL) on a store."),
+    "features": (5, "hand-crafted features", "Hand-crafted (CellProfiler-style) features of a store, as an embedding file."),
+    "embed": (6, "embedding", "Embed every site of a store with a trained encoder (AnnData .h5ad)."),
+    "map": (7, "maps", "Filter, align on controls, and aggregate embeddings into a map of perturbations."),
+    "bench": (7, "benchmarks", "Measure how well a map recovers known biology (relationship recall, mAP, ...)."),
+    "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
+    "report": (8, "the HTML report", "Write a self-contained HTML report of a run folder."),
+    "run": (8, "the end-to-end run", "Run the whole flow from one YAML experiment config."),
+}
 
 
-@app.command(context_settings=PASS_THROUGH)
-def train(ctx: typer.Context):
-    """Train an encoder (MAE-ViT, channel-agnostic MAE, MU-Net, WSL, autoencoders, BYOL) on a store."""
-    _not_built("train", 4, "the training recipe")
+def _register_planned(verb: str, issue: int, what: str, help_text: str) -> None:
+    def command(ctx: typer.Context):
+        raise NotBuiltError(f"`morphoscale {verb}` is not built yet ({what}; tracked in issue #{issue})")
+
+    command.__doc__ = help_text
+    app.command(name=verb, context_settings=PASS_THROUGH)(command)
 
 
-@app.command(context_settings=PASS_THROUGH)
-def features(ctx: typer.Context):
-    """Hand-crafted (CellProfiler-style) features of a store, as an embedding file."""
-    _not_built("features", 5, "hand-crafted features")
-
-
-@app.command(context_settings=PASS_THROUGH)
-def embed(ctx: typer.Context):
-    """Embed every site of a store with a trained encoder (AnnData .h5ad)."""
-    _not_built("embed", 6, "embedding")
-
-
-@app.command(name="map", context_settings=PASS_THROUGH)
-def map_(ctx: typer.Context):
-    """Filter, align on controls, and aggregate embeddings into a map of perturbations."""
-    _not_built("map", 7, "maps")
-
-
-@app.command(context_settings=PASS_THROUGH)
-def bench(ctx: typer.Context):
-    """Measure how well a map recovers known biology (relationship recall, mAP, ...)."""
-    _not_built("bench", 7, "benchmarks")
-
-
-@app.command(context_settings=PASS_THROUGH)
-def compare(ctx: typer.Context):
-    """Run a fair grid of training paradigms with time and memory accounting."""
-    _not_built("compare", 9, "the comparison grid")
-
-
-@app.command(context_settings=PASS_THROUGH)
-def report(ctx: typer.Context):
-    """Write a self-contained HTML report of a run folder."""
-    _not_built("report", 8, "the HTML report")
-
-
-@app.command(context_settings=PASS_THROUGH)
-def run(ctx: typer.Context):
-    """Run the whole flow from one YAML experiment config."""
-    _not_built("run", 8, "the end-to-end run")
+for _verb, (_issue, _what, _help) in PLANNED.items():
+    _register_planned(_verb, _issue, _what, _help)
 
 
 # --- datasets -----------------------------------------------------------------

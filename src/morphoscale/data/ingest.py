@@ -115,7 +115,8 @@ def read_source(cfg: IngestConfig, where: str = "config") -> SourceTable:
         problems.add(table.source, "no sites to ingest")
     if not len(problems):
         header = check_images(table, problems, table.source)
-        table.image_shape, table.image_dtype = header if header else (None, None)
+        if header:
+            table.image_shape, table.image_dtype = header
     problems.raise_if_any()
     return table
 
@@ -181,9 +182,7 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
     table = read_source(cfg, where)
     n, channels = len(table.sites), table.channels
     h, w = table.image_shape
-    store_dtype = cfg.dtype
-    if cfg.dtype == "uint8" and table.image_dtype == np.uint8:
-        pass  # uint8 sources are stored unchanged
+    store_dtype = cfg.dtype  # uint8 sources are stored unchanged under either dtype
     fingerprint = _fingerprint(cfg, table)
     part = partial_dir(out)
 
@@ -229,6 +228,7 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
     except OSError as e:
         raise InputError(os_error_message(part, e)) from None
     commit_dir(part, out)
+    (out / "progress.jsonl").unlink(missing_ok=True)  # kept until the rename, so a kill before it loses nothing
     return out
 
 
@@ -294,5 +294,4 @@ def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -
     sites = sites.rename(columns={c: "source_" + c[len("path_"):] for c in channel_path_columns(sites)})
     with atomic_file(part / "sites.parquet", overwrite=True) as tmp:
         sites.to_parquet(tmp, index=False)
-    (part / "progress.jsonl").unlink(missing_ok=True)
     group.attrs.update(complete=True, n_sites=n)

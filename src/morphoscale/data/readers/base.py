@@ -21,6 +21,9 @@ class SourceTable:
     sites: pd.DataFrame  # site-table columns + one `path_<channel>` column per channel
     channels: list[str]
     source: str  # what was read, for provenance
+    # Set by `check_images` once every header agrees.
+    image_shape: tuple[int, int] | None = None
+    image_dtype: np.dtype | None = None
 
     def paths(self, i: int) -> list[str]:
         return [self.sites.at[i, PATH_PREFIX + ch] for ch in self.channels]
