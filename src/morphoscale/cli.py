@@ -24,7 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 datasets_app = typer.Typer(help="Real example data shipped inside public packages: list and fetch into the cache.", no_args_is_help=True)
-app.add_typer(datasets_app, name="datasets")
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
@@ -45,6 +44,34 @@ def _main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ):
     _state["debug"] = debug
+
+
+# --- verbs not built yet -------------------------------------------------------
+
+# verb -> (issue, what, help). Each is registered so `--help` lists the whole flow;
+# running one says it is not built and exits 3, never a silent no-op.
+PLANNED = {
+    "simulate": (3, "the simulated screen", "Render a simulated CRISPR + compound Cell Painting screen with known biology (RxRx layout)."),
+    "train": (4, "the training recipe", "Train an encoder (MAE-ViT, channel-agnostic MAE, MU-Net, WSL, autoencoders, BYOL) on a store."),
+    "features": (5, "hand-crafted features", "Hand-crafted (CellProfiler-style) features of a store, as an embedding file."),
+    "embed": (6, "embedding", "Embed every site of a store with a trained encoder (AnnData .h5ad)."),
+    "map": (7, "maps", "Filter, align on controls, and aggregate embeddings into a map of perturbations."),
+    "bench": (7, "benchmarks", "Measure how well a map recovers known biology (relationship recall, mAP, ...)."),
+    "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
+    "report": (8, "the HTML report", "Write a self-contained HTML report of a run folder."),
+    "run": (8, "the end-to-end run", "Run the whole flow from one YAML experiment config."),
+}
+
+
+def _register_planned(verb: str, issue: int, what: str, help_text: str) -> None:
+    def command(ctx: typer.Context):
+        raise NotBuiltError(f"`morphoscale {verb}` is not built yet ({what}; tracked in issue #{issue})")
+
+    command.__doc__ = help_text
+    app.command(name=verb, context_settings=PASS_THROUGH)(command)
+
+
+_register_planned("simulate", *PLANNED["simulate"])  # first: the flow's order in --help
 
 
 # --- ingest -------------------------------------------------------------------
@@ -80,33 +107,9 @@ def ingest(
     out_console.print(f"wrote {path}: {n} sites x {c} channels ({', '.join(store.channels)}) of {h}x{w} {store.dtype}")
 
 
-# --- verbs not built yet -------------------------------------------------------
-
-# verb -> (issue, what, help). Each is registered so `--help` lists the whole flow;
-# running one says it is not built and exits 3, never a silent no-op.
-PLANNED = {
-    "simulate": (3, "the simulated screen", "Render a simulated CRISPR + compound Cell Painting screen with known biology (RxRx layout)."),
-    "train": (4, "the training recipe", "Train an encoder (MAE-ViT, channel-agnostic MAE, MU-Net, WSL, autoencoders, BYOL) on a store."),
-    "features": (5, "hand-crafted features", "Hand-crafted (CellProfiler-style) features of a store, as an embedding file."),
-    "embed": (6, "embedding", "Embed every site of a store with a trained encoder (AnnData .h5ad)."),
-    "map": (7, "maps", "Filter, align on controls, and aggregate embeddings into a map of perturbations."),
-    "bench": (7, "benchmarks", "Measure how well a map recovers known biology (relationship recall, mAP, ...)."),
-    "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
-    "report": (8, "the HTML report", "Write a self-contained HTML report of a run folder."),
-    "run": (8, "the end-to-end run", "Run the whole flow from one YAML experiment config."),
-}
-
-
-def _register_planned(verb: str, issue: int, what: str, help_text: str) -> None:
-    def command(ctx: typer.Context):
-        raise NotBuiltError(f"`morphoscale {verb}` is not built yet ({what}; tracked in issue #{issue})")
-
-    command.__doc__ = help_text
-    app.command(name=verb, context_settings=PASS_THROUGH)(command)
-
-
 for _verb, (_issue, _what, _help) in PLANNED.items():
-    _register_planned(_verb, _issue, _what, _help)
+    if _verb != "simulate":
+        _register_planned(_verb, _issue, _what, _help)
 
 
 # --- datasets -----------------------------------------------------------------
@@ -139,6 +142,9 @@ def datasets_get(
     for name in names:
         path = examples.get(name, force=force)
         out_console.print(f"{name}: {path}")
+
+
+app.add_typer(datasets_app, name="datasets")
 
 
 def main(argv: list[str] | None = None) -> int:
