@@ -172,3 +172,15 @@ def test_resume_skips_finished_sites(rxrx_screen, tmp_path, capsys, monkeypatch)
     rc, _, err = run_cli(capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", out, "--workers", "1", "--quiet")
     assert rc == 0, err
     assert sorted(calls) == list(range(4, 16))  # the 4 finished sites were skipped
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_header_agrees_with_the_decoder(tmp_path, dtype):
+    from morphoscale.data.images import read_image, read_image_header
+
+    arr = (np.arange(30 * 41).reshape(30, 41) * 37).astype(dtype)
+    Image.fromarray(arr).save(tmp_path / "x.png")
+    shape, dt = read_image_header(tmp_path / "x.png")
+    decoded = read_image(tmp_path / "x.png")
+    assert shape == decoded.shape == (30, 41) and dt == decoded.dtype == dtype
+    np.testing.assert_array_equal(decoded, arr)
