@@ -239,7 +239,6 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
         return
     workers = min(cfg.workers, len(todo))
     init = (str(part / "images"), cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape))
-    chunksize = max(1, min(8, len(todo) // (workers * 8)))
     # fork (zarr resets its event loop in a forked child); the pool starts before any
     # progress-bar thread exists.
     scale_to_uint8(np.zeros((2, 2), np.uint16), (0.0, 100.0))  # compile (or load) the numba kernels once, before forking
@@ -248,7 +247,7 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
         _worker_init(*init)
         results = map(_ingest_site, todo)
     else:
-        results = pool.imap_unordered(_ingest_site, todo, chunksize=chunksize)
+        results = pool.imap_unordered(_ingest_site, todo, chunksize=1)  # a site is >10 ms of work: no batching, no idle tail
     failed = Problems()
     columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn())
     try:
