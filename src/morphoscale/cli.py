@@ -55,8 +55,6 @@ PLANNED = {
     "train": (4, "the training recipe", "Train an encoder (MAE-ViT, channel-agnostic MAE, MU-Net, WSL, autoencoders, BYOL) on a store."),
     "features": (5, "hand-crafted features", "Hand-crafted (CellProfiler-style) features of a store, as an embedding file."),
     "embed": (6, "embedding", "Embed every site of a store with a trained encoder (AnnData .h5ad)."),
-    "map": (7, "maps", "Filter, align on controls, and aggregate embeddings into a map of perturbations."),
-    "bench": (7, "benchmarks", "Measure how well a map recovers known biology (relationship recall, mAP, ...)."),
     "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
     "report": (8, "the HTML report", "Write a self-contained HTML report of a run folder."),
     "run": (8, "the end-to-end run", "Run the whole flow from one YAML experiment config."),
@@ -105,6 +103,64 @@ def ingest(
     store = ImageStore(path)
     n, c, h, w = store.shape
     out_console.print(f"wrote {path}: {n} sites x {c} channels ({', '.join(store.channels)}) of {h}x{w} {store.dtype}")
+
+
+@app.command(name="map")
+def map_(
+    embeddings: Annotated[Path, typer.Option("--embeddings", help="Well- or site-level embeddings (.h5ad; obs: perturbation, perturbation_type, is_control, batch).")],
+    out: Annotated[Path, typer.Option("--out", help="The map to write (.h5ad); aligned wells go beside it as <name>.wells.h5ad.")],
+    align: Annotated[str, typer.Option("--align", help="none, center_scale, pca_center_scale, tvn, sphering or harmony.")] = "tvn",
+    aggregate: Annotated[str, typer.Option("--aggregate", help="mean or median.")] = "mean",
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Perturbations to leave out (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+):
+    """Align embeddings on control wells and aggregate them into a map of perturbations."""
+    from .io import check_output
+    from .maps.build import build_map, read_embeddings, wells_path, write_h5ad
+
+    check_output(out, overwrite)
+    check_output(wells_path(out), overwrite)
+    emb = read_embeddings(embeddings)
+    m, aligned = build_map(emb, align=align, method=aggregate, exclude=exclude)
+    write_h5ad(aligned, wells_path(out), overwrite)
+    write_h5ad(m, out, overwrite)
+    n_ctrl = int(m.obs["is_control"].sum())
+    out_console.print(f"wrote {out}: {m.n_obs - n_ctrl} perturbation profiles (+{n_ctrl} control) x {m.n_vars} dims, aligned with {align}, {aggregate} per perturbation")
+
+
+@app.command()
+def bench(
+    map_path: Annotated[Path, typer.Option("--map", help="A map written by `morphoscale map`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the tables, figures and summary.json.")],
+    embeddings: Annotated[Optional[Path], typer.Option("--embeddings", help="Aligned well embeddings (default: the map's <name>.wells.h5ad).")] = None,
+    raw_embeddings: Annotated[Optional[Path], typer.Option("--raw-embeddings", help="Unaligned embeddings, for the before/after UMAP.")] = None,
+    annotations: Annotated[Optional[Path], typer.Option("--annotations", help="Folder of CORUM/HuMAP/Reactome/SIGNOR/StringDB .txt and CORUM_clusters.tsv (default: the cached efaar annotations).")] = None,
+    pairs: Annotated[Optional[list[str]], typer.Option("--pairs", help="Extra relationship source NAME=FILE (entity1,entity2 CSV); repeatable.")] = None,
+    compound_targets: Annotated[Optional[Path], typer.Option("--compound-targets", help="CSV compound,target for compound-gene retrieval.")] = None,
+    clustering: Annotated[bool, typer.Option("--clustering", help="Also run UMAP + HDBSCAN clustering scores (slow).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
+):
+    """Measure how well a map recovers known biology (relationship recall, mAP, ...)."""
+    from rich.table import Table
+
+    from .bench.run import run_bench
+    from .errors import ConfigError
+
+    extra = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise ConfigError(f"--pairs '{item}': expected NAME=FILE")
+        name, path = item.split("=", 1)
+        extra[name] = Path(path)
+    summary = run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, overwrite=overwrite)
+    table = Table("source", "recall 5/95", "random", "recall 10/90", "random", "pairs", "genes", title="known-relationship recall")
+    rec = summary.get("recall", [])
+    for src in dict.fromkeys(r["source"] for r in rec):
+        a = next(r for r in rec if r["source"] == src and r["lower"] == 5.0)
+        b = next(r for r in rec if r["source"] == src and r["lower"] == 10.0)
+        table.add_row(src, f"{a['recall']:.3f}", f"{a['random_recall']:.2f}", f"{b['recall']:.3f}", f"{b['random_recall']:.2f}", str(a["n_pairs"]), str(a["n_genes"]))
+    out_console.print(table)
+    out_console.print(f"wrote {out}/summary.json and tables")
 
 
 for _verb, (_issue, _what, _help) in PLANNED.items():

@@ -1,0 +1,1 @@
+"""Maps: filter embeddings, align them on control wells, aggregate to perturbations."""

@@ -1,0 +1,55 @@
+"""Aggregation of aligned well (or site) embeddings to one profile per perturbation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+METHODS = ("mean", "median")
+
+
+def group_keys(obs: pd.DataFrame) -> list[str]:
+    """A perturbation, and for compounds also the concentration when the table has one."""
+    keys = ["perturbation"]
+    if "concentration" in obs.columns and obs["concentration"].notna().any():
+        keys.append("concentration")
+    return keys
+
+
+def aggregate(X: np.ndarray, obs: pd.DataFrame, method: str = "mean") -> tuple[np.ndarray, pd.DataFrame]:
+    """One row per perturbation (x concentration); controls aggregate to their own rows, flagged.
+
+    Returns (profiles, obs) with obs columns perturbation, perturbation_type, is_control,
+    [concentration], n_rows. Rows are sorted by (is_control, perturbation, concentration).
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown aggregation '{method}'; choose mean or median")
+    for col in ("perturbation", "perturbation_type", "is_control"):
+        if col not in obs.columns:
+            raise InputError(f"embeddings obs lacks column '{col}'")
+    keys = group_keys(obs)
+    frame = obs[keys + ["perturbation_type", "is_control"]].copy()
+    if "concentration" in keys:
+        # genes and controls have no concentration: one group each
+        frame["concentration"] = pd.to_numeric(frame["concentration"], errors="coerce").where(frame["perturbation_type"] == "compound")
+    frame["is_control"] = frame["is_control"].astype(bool)
+    frame["_row"] = np.arange(len(frame))
+    groups = frame.groupby(["is_control"] + keys, sort=True, dropna=False, observed=True)
+    profiles, rows = [], []
+    for key, g in groups:
+        idx = g["_row"].to_numpy()
+        block = X[idx]
+        profiles.append(block.mean(axis=0) if method == "mean" else np.median(block, axis=0))
+        rec = dict(zip(["is_control"] + keys, key if isinstance(key, tuple) else (key,)))
+        ptypes = g["perturbation_type"].unique()
+        if len(ptypes) > 1:
+            raise InputError(f"perturbation '{rec['perturbation']}' has several perturbation types: {', '.join(map(str, ptypes))}")
+        rec["perturbation_type"] = ptypes[0]
+        rec["n_rows"] = len(idx)
+        rows.append(rec)
+    out = pd.DataFrame(rows)
+    out = out[["perturbation", "perturbation_type", "is_control"] + [k for k in keys if k != "perturbation"] + ["n_rows"]]
+    out.index = [f"{p}@{c}" if "concentration" in keys and pd.notna(c) else str(p) for p, c in zip(out["perturbation"], out.get("concentration", pd.Series([np.nan] * len(out))))]
+    return np.vstack(profiles).astype(np.float32), out

@@ -1,0 +1,86 @@
+"""`morphoscale map`: embeddings -> filter -> align on controls -> aggregate -> map (AnnData)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..errors import InputError
+from ..io import atomic_file
+from .aggregate import aggregate
+from .align import make_aligner
+
+REQUIRED_OBS = ("perturbation", "perturbation_type", "is_control", "batch")
+
+
+def read_embeddings(path: Path):
+    import anndata as ad
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: embeddings file not found")
+    try:
+        emb = ad.read_h5ad(path)
+    except Exception as e:
+        raise InputError(f"{path}: cannot read as AnnData .h5ad ({type(e).__name__}: {e})") from None
+    missing = [c for c in REQUIRED_OBS if c not in emb.obs.columns]
+    if missing:
+        raise InputError(f"{path}: obs lacks column(s) {', '.join(missing)}")
+    if emb.n_obs == 0 or emb.n_vars == 0:
+        raise InputError(f"{path}: the embedding matrix is empty ({emb.n_obs} x {emb.n_vars})")
+    X = np.asarray(emb.X.toarray() if hasattr(emb.X, "toarray") else emb.X)
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        first = emb.obs_names[np.argmax(bad)]
+        raise InputError(f"{path}: {int(bad.sum())} rows have NaN or infinite values (first: obs '{first}')")
+    return emb
+
+
+def build_map(emb, align: str = "tvn", method: str = "mean", exclude: list[str] | None = None, align_params: dict | None = None):
+    """Returns (map AnnData, aligned well-level AnnData)."""
+    import anndata as ad
+
+    obs = emb.obs.copy()
+    X = np.asarray(emb.X, dtype=np.float64)
+    keep = np.ones(len(obs), bool)
+    if exclude:
+        keep &= ~obs["perturbation"].astype(str).isin(exclude).to_numpy()
+    obs, X = obs[keep], X[keep]
+    obs["is_control"] = obs["is_control"].astype(bool)
+    batch = obs["batch"].astype(str).to_numpy()
+    aligner = make_aligner(align, **(align_params or {}))
+    Xa = aligner.fit_transform(X, batch, obs["is_control"].to_numpy())
+    aligned = ad.AnnData(X=Xa.astype(np.float32), obs=obs.reset_index(drop=True).set_axis(obs.index.astype(str)))
+    profiles, mobs = aggregate(Xa, obs, method)
+    n_pert = int((~mobs["is_control"]).sum())
+    if n_pert < 2:
+        raise InputError(f"the map has {n_pert} perturbation(s) besides controls; at least 2 are needed")
+    prov = dict(emb.uns.get("provenance", {})) if isinstance(emb.uns.get("provenance", {}), dict) else {}
+    uns = {
+        "provenance": {
+            **{f"embedding_{k}": v for k, v in prov.items() if isinstance(v, (str, int, float))},
+            "align": align,
+            "aggregate": method,
+            "n_input_rows": int(len(obs)),
+            "morphoscale_version": __version__,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    }
+    aligned.uns = {"provenance": dict(uns["provenance"])}
+    m = ad.AnnData(X=profiles, obs=mobs, uns=uns)
+    return m, aligned
+
+
+def write_h5ad(adata, path: Path, overwrite: bool) -> None:
+    with atomic_file(Path(path), overwrite) as tmp:
+        adata.write_h5ad(tmp)
+
+
+def wells_path(map_path: Path) -> Path:
+    """Where `map` puts the aligned well-level embeddings beside the map."""
+    p = Path(map_path)
+    return p.with_name(p.name[: -len(".h5ad")] + ".wells.h5ad" if p.name.endswith(".h5ad") else p.name + ".wells.h5ad")

@@ -1,0 +1,148 @@
+"""Aligners fitted on controls: what each is defined to do, computed independently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from morphoscale.maps.align import ALIGNERS, TVN, CenterScale, Harmony, PCACenterScale, Sphering, make_aligner
+from morphoscale.errors import InputError
+
+
+def distorted_screen(seed=0, n_ctrl=300, n_pert=20, reps=3, d=6, n_batches=3):
+    """The same latent wells in every batch, distorted per batch by a per-feature gain and offset."""
+    rng = np.random.default_rng(seed)
+    ctrl = rng.normal(size=(n_ctrl, d))
+    effects = 2.0 * rng.normal(size=(n_pert, d))
+    treat = np.repeat(effects, reps, axis=0) + rng.normal(size=(n_pert * reps, d))
+    Z = np.vstack([ctrl, treat])
+    is_control = np.r_[np.ones(n_ctrl, bool), np.zeros(n_pert * reps, bool)]
+    Xs, batches = [], []
+    for b in range(n_batches):
+        gain, offset = rng.uniform(0.3, 3.0, d), rng.normal(0, 5, d)
+        Xs.append(Z * gain + offset)
+        batches.append(np.full(len(Z), f"b{b}"))
+    return np.vstack(Xs), np.concatenate(batches), np.tile(is_control, n_batches), len(Z)
+
+
+def batch_discrepancy(Y, n):
+    """How far the same latent well lands in different batches, relative to the spread of wells."""
+    parts = [Y[k * n : (k + 1) * n] for k in range(len(Y) // n)]
+    diff = np.mean([np.linalg.norm(parts[0] - p, axis=1).mean() for p in parts[1:]])
+    return diff / np.linalg.norm(parts[0] - parts[0].mean(0), axis=1).mean()
+
+
+def test_center_scale_gives_controls_zero_mean_unit_sd_per_batch():
+    X, batch, ctrl, _ = distorted_screen()
+    Y = CenterScale().fit_transform(X, batch, ctrl)
+    for b in np.unique(batch):
+        C = Y[(batch == b) & ctrl]
+        np.testing.assert_allclose(C.mean(0), 0, atol=1e-10)
+        np.testing.assert_allclose(C.std(0), 1, atol=1e-10)
+
+
+def test_center_scale_removes_a_per_batch_gain_and_offset_exactly_on_controls_statistics():
+    X, batch, ctrl, n = distorted_screen()
+    assert batch_discrepancy(X, n) > 1.0
+    assert batch_discrepancy(CenterScale().fit_transform(X, batch, ctrl), n) < 1e-10
+
+
+def test_tvn_removes_a_known_per_batch_linear_distortion():
+    X, batch, ctrl, n = distorted_screen()
+    before = batch_discrepancy(X, n)
+    for reg in (0.0, 0.5):
+        assert batch_discrepancy(TVN(reg=reg).fit_transform(X, batch, ctrl), n) < 1e-8 * before
+
+
+def test_tvn_without_regularization_whitens_each_batch_of_controls():
+    rng = np.random.default_rng(4)
+    X, batch, ctrl, _ = distorted_screen(seed=4)
+    # add a different correlated (non-diagonal) distortion per batch
+    for b in np.unique(batch):
+        rows = batch == b
+        X[rows] = X[rows] @ (np.eye(X.shape[1]) + 0.4 * rng.normal(size=(X.shape[1], X.shape[1])))
+    Y = TVN(reg=0.0).fit_transform(X, batch, ctrl)
+    for b in np.unique(batch):
+        np.testing.assert_allclose(np.cov(Y[(batch == b) & ctrl], rowvar=False), np.eye(X.shape[1]), atol=1e-6)
+
+
+def test_tvn_steps_match_the_definition():
+    from sklearn.decomposition import PCA
+
+    X, batch, ctrl, _ = distorted_screen(seed=3)
+
+    def cs(A):
+        out = np.empty_like(A)
+        for b in np.unique(batch):
+            C = A[(batch == b) & ctrl]
+            out[batch == b] = (A[batch == b] - C.mean(0)) / C.std(0)
+        return out
+
+    Z = cs(X)
+    Q = cs(PCA(n_components=X.shape[1], svd_solver="full").fit(Z[ctrl]).transform(Z))
+    expected = np.empty_like(Q)
+    for b in np.unique(batch):
+        rows = batch == b
+        cov = np.cov(Q[rows & ctrl], rowvar=False) + 0.5 * np.eye(Q.shape[1])
+        w, v = np.linalg.eigh(cov)
+        expected[rows] = Q[rows] @ (v @ np.diag(w ** -0.5) @ v.T)
+    got = TVN().fit_transform(X, batch, ctrl)
+    # PCA may flip a component's sign; the result is then flipped in the same component
+    np.testing.assert_allclose(got @ got.T, expected @ expected.T, atol=1e-8)
+
+
+def test_sphering_whitens_the_controls():
+    X, batch, ctrl, _ = distorted_screen()
+    Y = Sphering(epsilon=1e-9).fit_transform(X, batch, ctrl)
+    np.testing.assert_allclose(np.cov(Y[ctrl], rowvar=False), np.eye(X.shape[1]), atol=1e-5)
+
+
+def test_pca_center_scale_controls_are_centred_per_batch():
+    X, batch, ctrl, _ = distorted_screen()
+    Y = PCACenterScale(n_components=4).fit_transform(X, batch, ctrl)
+    assert Y.shape[1] == 4
+    for b in np.unique(batch):
+        np.testing.assert_allclose(Y[(batch == b) & ctrl].mean(0), 0, atol=1e-10)
+
+
+def test_harmony_reduces_the_batch_discrepancy():
+    X, batch, ctrl, n = distorted_screen(n_ctrl=150)
+    before = batch_discrepancy(X, n)
+    Y = Harmony(n_components=6).fit_transform(X, batch, ctrl)
+    assert Y.shape == (len(X), 6)
+    assert batch_discrepancy(Y, n) < 0.2 * before
+
+
+@pytest.mark.parametrize("name", ["center_scale", "pca_center_scale", "tvn", "harmony"])
+def test_a_batch_without_controls_is_an_error(name):
+    X, batch, ctrl, _ = distorted_screen()
+    ctrl = ctrl & (batch != "b1")
+    with pytest.raises(InputError, match="batch 'b1' has 0 control wells"):
+        make_aligner(name).fit(X, batch, ctrl)
+
+
+def test_nan_rows_and_unknown_aligner_are_errors():
+    X, batch, ctrl, _ = distorted_screen()
+    X[5, 2] = np.nan
+    with pytest.raises(InputError, match="1 rows with NaN"):
+        TVN().fit(X, batch, ctrl)
+    with pytest.raises(InputError, match="unknown alignment 'combat'"):
+        make_aligner("combat")
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.sampled_from(["center_scale", "tvn", "sphering", "pca_center_scale"]), st.integers(0, 1000))
+def test_aligners_are_invariant_to_row_order_and_batch_relabelling(name, seed):
+    X, batch, ctrl, _ = distorted_screen(seed=seed % 7, n_ctrl=60, n_pert=5)
+    ref = make_aligner(name).fit_transform(X, batch, ctrl)
+    perm = np.random.default_rng(seed).permutation(len(X))
+    relabel = np.array([{"b0": "z", "b1": "a", "b2": "m"}[b] for b in batch])
+    got = make_aligner(name).fit_transform(X[perm], relabel[perm], ctrl[perm])
+    # PCA-based aligners may flip component signs
+    np.testing.assert_allclose(np.abs(got), np.abs(ref[perm]), atol=1e-7)
+
+
+def test_every_aligner_is_registered():
+    assert set(ALIGNERS) == {"none", "center_scale", "pca_center_scale", "tvn", "sphering", "harmony"}

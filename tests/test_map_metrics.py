@@ -1,0 +1,195 @@
+"""Aggregation and every bench metric against an independent computation."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import ks_2samp
+
+from cli_helpers import assert_one_line_error, run_cli
+from morphoscale.bench.complexes import complex_ks
+from morphoscale.bench.compounds import compound_gene_retrieval, drug_similarity_score
+from morphoscale.bench.probes import drug_vs_control
+from morphoscale.bench.replicates import energy_distance, perturbation_magnitude, replicate_consistency
+from morphoscale.bench.retrieval import activity_average_precision, phenotypic_activity
+from morphoscale.maps.aggregate import aggregate
+
+
+def wells(seed=0, n_genes=12, reps=4, n_ctrl=30, d=5, n_plates=3):
+    rng = np.random.default_rng(seed)
+    rows, X = [], []
+    for p in range(n_plates):
+        for g in range(n_genes):
+            effect = np.full(d, 3.0 * (g % 3 == 0)) * (1 + g % 2)
+            for r in range(reps // n_plates + 1):
+                X.append(effect + rng.normal(size=d))
+                rows.append(dict(perturbation=f"G{g}", perturbation_type="gene", is_control=False, batch=f"b{p}", plate=f"P{p}"))
+        for c in range(n_ctrl // n_plates):
+            X.append(rng.normal(size=d))
+            rows.append(dict(perturbation="NTC", perturbation_type="control", is_control=True, batch=f"b{p}", plate=f"P{p}"))
+    return np.array(X), pd.DataFrame(rows)
+
+
+def test_aggregate_mean_and_median_per_perturbation_with_controls_apart():
+    X, obs = wells()
+    for method, fn in (("mean", "mean"), ("median", "median")):
+        P, pobs = aggregate(X, obs, method)
+        expected = pd.DataFrame(X).groupby(obs["perturbation"].to_numpy()).agg(fn)
+        for k, name in enumerate(pobs["perturbation"]):
+            np.testing.assert_allclose(P[k], expected.loc[name].to_numpy(), rtol=1e-6)
+        assert pobs.loc[pobs.perturbation == "NTC", "is_control"].item()
+        assert pobs["n_rows"].sum() == len(X)
+
+
+def test_aggregate_keeps_compound_concentrations_apart():
+    X = np.arange(12, dtype=float).reshape(6, 2)
+    obs = pd.DataFrame({"perturbation": ["c1", "c1", "c1", "g1", "g1", "NTC"], "perturbation_type": ["compound"] * 3 + ["gene"] * 2 + ["control"],
+                        "is_control": [False] * 5 + [True], "concentration": [0.1, 0.1, 1.0, np.nan, np.nan, np.nan]})
+    P, pobs = aggregate(X, obs, "mean")
+    assert list(pobs.index) == ["c1@0.1", "c1@1.0", "g1", "NTC"]
+    np.testing.assert_allclose(P[0], X[:2].mean(0))
+
+
+def test_replicate_consistency_statistic_and_p_value():
+    X, obs = wells()
+    res = replicate_consistency(X, obs, n_null=200).set_index("perturbation")
+    idx = np.flatnonzero(obs.perturbation == "G3")
+    U = X[idx] / np.linalg.norm(X[idx], axis=1, keepdims=True)
+    expected = np.mean([U[i] @ U[j] for i in range(len(idx)) for j in range(len(idx)) if i != j])
+    assert res.loc["G3", "consistency"] == pytest.approx(expected)
+    assert res.loc["G3", "p_value"] < 0.05  # a strong, consistent effect
+    assert res.loc["G1", "p_value"] > 0.05  # no effect
+
+
+def test_energy_distance_matches_the_definition():
+    rng = np.random.default_rng(1)
+    A, B = rng.normal(size=(5, 3)), rng.normal(size=(7, 3)) + 1
+
+    def mean_dist(P, Q):
+        return np.mean([np.linalg.norm(p - q) for p in P for q in Q])
+
+    expected = 2 * mean_dist(A, B) - mean_dist(A, A) - mean_dist(B, B)
+    assert energy_distance(A, B) == pytest.approx(expected)
+    X, obs = wells()
+    mag = perturbation_magnitude(X, obs, n_null=100).set_index("perturbation")
+    assert mag.loc["G3", "p_value"] < 0.05 and mag.loc["G1", "p_value"] > 0.05
+
+
+def test_complex_ks_matches_scipy():
+    rng = np.random.default_rng(2)
+    genes = [f"G{i}" for i in range(40)]
+    X = rng.normal(size=(40, 6))
+    X[:12] += 3 * rng.normal(size=6)
+    res = complex_ks(X, genes, {"big": genes[:12], "small": genes[20:25]}, min_genes=10)
+    assert list(res["complex"]) == ["big"]
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = U @ U.T
+    within = S[:12, :12][np.triu_indices(12, 1)]
+    between = S[:12, 12:].ravel()
+    ref = ks_2samp(within, between)
+    assert res["ks_statistic"].item() == pytest.approx(ref.statistic) and res["p_value"].item() == pytest.approx(ref.pvalue)
+
+
+def test_compound_gene_auc_is_the_rank_statistic():
+    rng = np.random.default_rng(3)
+    G = rng.normal(size=(30, 4))
+    genes = [f"G{i}" for i in range(30)]
+    C = G[[4]] + 0.1 * rng.normal(size=(1, 4))
+    res = compound_gene_retrieval(C, ["cpd"], G, genes, {"cpd": ["G4", "G9", "NOTINMAP"]})
+    U = G / np.linalg.norm(G, axis=1, keepdims=True)
+    s = U @ (C[0] / np.linalg.norm(C[0]))
+    pos, neg = s[[4, 9]], np.delete(s, [4, 9])
+    expected = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+    assert res["auc"].item() == pytest.approx(expected) and res["n_targets"].item() == 2
+    assert res["random_average_precision"].item() == pytest.approx(2 / 30)
+
+
+def test_drug_similarity_score():
+    C = np.array([[1.0, 0], [0.9, 0.1], [0, 1.0]])
+    out = drug_similarity_score(C, ["a", "b", "c"], np.array([[-1.0, -1.0]]), {"a": ["T"], "b": ["T"], "c": ["U"]})
+    u = C / np.linalg.norm(C, axis=1, keepdims=True)
+    assert out["n_pairs"] == 1 and out["median_distance_shared_target"] == pytest.approx(1 - u[0] @ u[1])
+    assert out["ratio"] < 1
+
+
+def test_average_precision_matches_a_manual_ranking():
+    X, obs = wells(n_genes=4, reps=3)
+    ap = activity_average_precision(X, obs)
+    i = int(np.flatnonzero(obs.perturbation == "G0")[0])
+    pos = set(np.flatnonzero(obs.perturbation == "G0")) - {i}
+    cand = sorted(pos | set(np.flatnonzero(obs.is_control)))
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    order = sorted(cand, key=lambda j: -(U[i] @ U[j]))
+    hits, precisions = 0, []
+    for rank, j in enumerate(order, start=1):
+        if j in pos:
+            hits += 1
+            precisions.append(hits / rank)
+    got = ap.loc[ap["row"] == i, "average_precision"].item()
+    assert got == pytest.approx(np.mean(precisions))
+    table = phenotypic_activity(X, obs, null_size=500).set_index("perturbation")
+    assert table.loc["G0", "mean_average_precision"] > table.loc["G1", "mean_average_precision"]
+
+
+def test_drug_vs_control_probes_use_probabilities_and_plate_groups():
+    X, obs = wells(n_genes=6)
+    obs["perturbation_type"] = np.where(obs.is_control, "control", "compound")
+    res = drug_vs_control(X, obs).set_index("probe")
+    assert set(res.index) == {"linear", "mlp"} and (res["n_groups"] == 3).all()
+    assert 0.5 < res.loc["linear", "roc_auc"] <= 1.0
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=X.shape)
+    res_noise = drug_vs_control(noise, obs).set_index("probe")
+    assert abs(res_noise.loc["linear", "roc_auc"] - 0.5) < 0.2
+
+
+def _write_embeddings(path, X, obs):
+    obs = obs.copy()
+    obs.index = [f"w{i}" for i in range(len(obs))]
+    ad.AnnData(X=X.astype(np.float32), obs=obs).write_h5ad(path)
+
+
+def test_map_and_bench_end_to_end(tmp_path, capsys, examples_dir):
+    X, obs = wells(n_genes=12)
+    genes = ["POLR2A", "POLR2B", "POLR2C", "POLR2D", "POLR2E", "POLR2F", "SNRPE", "SNRPF", "SNRPG", "PSMA1", "PSMA2", "PSMA3"]
+    obs["perturbation"] = obs["perturbation"].map(lambda p: genes[int(p[1:])] if p.startswith("G") else p)
+    _write_embeddings(tmp_path / "emb.h5ad", X, obs)
+    rc, out, err = run_cli(capsys, "map", "--embeddings", tmp_path / "emb.h5ad", "--align", "tvn", "--out", tmp_path / "m.h5ad")
+    assert rc == 0, err
+    m = ad.read_h5ad(tmp_path / "m.h5ad")
+    assert m.n_obs == 13 and m.obs["is_control"].sum() == 1 and m.uns["provenance"]["align"] == "tvn"
+    assert (tmp_path / "m.wells.h5ad").exists()
+    (tmp_path / "mine.csv").write_text("entity1,entity2\nPOLR2A,POLR2B\nPOLR2A,SNRPE\n")
+    rc, out, err = run_cli(capsys, "bench", "--map", tmp_path / "m.h5ad", "--out", tmp_path / "b", "--pairs", f"mine={tmp_path / 'mine.csv'}")
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    sources = {r["source"] for r in summary["recall"]}
+    assert sources == {"CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB", "mine"}
+    mine = [r for r in summary["recall"] if r["source"] == "mine" and r["lower"] == 5.0][0]
+    assert mine["n_pairs"] == 2 and mine["random_recall"] == pytest.approx(0.1)
+    for f in ("recall.csv", "consistency.csv", "magnitude.csv", "map_activity.csv", "recall.png"):
+        assert (tmp_path / "b" / f).exists(), f
+    assert "known-relationship recall" in out
+
+
+def test_map_bad_inputs(tmp_path, capsys):
+    X, obs = wells()
+    X[3, 1] = np.nan
+    _write_embeddings(tmp_path / "nan.h5ad", X, obs)
+    rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "nan.h5ad", "--out", tmp_path / "m.h5ad")
+    assert_one_line_error(rc, err, "nan.h5ad: 1 rows have NaN or infinite values (first: obs 'w3')")
+    X, obs = wells(n_genes=1)
+    _write_embeddings(tmp_path / "one.h5ad", X, obs)
+    rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "one.h5ad", "--out", tmp_path / "m.h5ad")
+    assert_one_line_error(rc, err, "the map has 1 perturbation(s) besides controls; at least 2 are needed")
+    X, obs = wells()
+    _write_embeddings(tmp_path / "nob.h5ad", X, obs.drop(columns=["batch"]))
+    rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "nob.h5ad", "--out", tmp_path / "m.h5ad")
+    assert_one_line_error(rc, err, "nob.h5ad: obs lacks column(s) batch")
+    rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "missing.h5ad", "--out", tmp_path / "m.h5ad")
+    assert_one_line_error(rc, err, "missing.h5ad: embeddings file not found")
+    assert not (tmp_path / "m.h5ad").exists() and not (tmp_path / "m.wells.h5ad").exists()

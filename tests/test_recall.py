@@ -1,0 +1,98 @@
+"""Known-relationship recall: exact against a brute-force computation over the full null."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from morphoscale.bench.relationships import null_percentiles, pair_indices, relationship_recall
+from morphoscale.errors import InputError
+
+
+def brute_force_recall(X, genes, pairs, lo, hi):
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = U @ U.T
+    null = S[np.triu_indices(len(X), 1)]
+    t_lo, t_hi = np.percentile(null, [lo, hi])
+    seen, hits = set(), []
+    index = {g: i for i, g in enumerate(genes)}
+    for a, b in zip(pairs.entity1, pairs.entity2):
+        if a not in index or b not in index or a == b:
+            continue
+        key = tuple(sorted((index[a], index[b])))
+        if key in seen:
+            continue
+        seen.add(key)
+        c = S[key]
+        hits.append(c <= t_lo or c >= t_hi)
+    return float(np.mean(hits)), len(hits)
+
+
+def random_case(seed, n=70, d=6, n_pairs=150):
+    rng = np.random.default_rng(seed)
+    genes = [f"G{i}" for i in range(n)]
+    X = rng.normal(size=(n, d))
+    names = genes + ["NOTINMAP1", "NOTINMAP2"]
+    pairs = pd.DataFrame({"entity1": rng.choice(names, n_pairs), "entity2": rng.choice(names, n_pairs)})
+    return X, genes, pairs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("block", [7, 32, 2048])
+def test_recall_equals_brute_force_exactly(seed, block):
+    X, genes, pairs = random_case(seed)
+    table = relationship_recall(X, genes, {"S": pairs}, block=block, dtype=torch.float64)
+    for lo, hi in ((5.0, 95.0), (10.0, 90.0)):
+        row = table[(table.lower == lo)].iloc[0]
+        expected, n = brute_force_recall(X, genes, pairs, lo, hi)
+        assert row.recall == expected and row.n_pairs == n
+        assert row.random_recall == pytest.approx((lo + 100 - hi) / 100)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(3, 40), st.integers(1, 5), st.lists(st.floats(0, 100), min_size=1, max_size=4), st.integers(2, 9), st.integers(0, 10_000))
+def test_null_percentiles_are_exact(n, d, ps, block, seed):
+    X = np.random.default_rng(seed).normal(size=(n, d))
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    null = (U @ U.T)[np.triu_indices(n, 1)]
+    got = null_percentiles(X, ps, block=block, dtype=torch.float64)
+    np.testing.assert_allclose([got[p] for p in ps], np.percentile(null, ps), rtol=0, atol=1e-12)
+
+
+def test_recall_is_invariant_to_the_order_of_perturbations_and_pairs():
+    X, genes, pairs = random_case(5)
+    ref = relationship_recall(X, genes, {"S": pairs}, dtype=torch.float64)
+    perm = np.random.default_rng(1).permutation(len(genes))
+    flipped = pairs.rename(columns={"entity1": "entity2", "entity2": "entity1"}).sample(frac=1, random_state=3)
+    got = relationship_recall(X[perm], [genes[i] for i in perm], {"S": flipped}, dtype=torch.float64)
+    pd.testing.assert_frame_equal(ref.drop(columns=["lower_threshold", "upper_threshold"]), got.drop(columns=["lower_threshold", "upper_threshold"]))
+
+
+def test_pairs_are_undirected_deduplicated_without_self_pairs():
+    pairs = pd.DataFrame({"entity1": ["A", "B", "A", "A", "C", "Z"], "entity2": ["B", "A", "A", "C", "A", "A"]})
+    idx = pair_indices(pairs, ["A", "B", "C"])
+    assert idx.tolist() == [[0, 1], [0, 2]]
+
+
+def test_structured_map_beats_random_and_a_shuffled_map_does_not():
+    rng = np.random.default_rng(0)
+    groups = rng.normal(size=(30, 16))
+    genes = [f"G{i}" for i in range(300)]
+    member = np.repeat(np.arange(30), 10)
+    X = groups[member] + 0.5 * rng.normal(size=(300, 16))
+    pairs = pd.DataFrame([(genes[i], genes[j]) for i in range(300) for j in range(i + 1, 300) if member[i] == member[j]], columns=["entity1", "entity2"])
+    rec = relationship_recall(X, genes, {"complexes": pairs})
+    assert rec.loc[rec.lower == 5, "recall"].item() > 0.6
+    shuffled = relationship_recall(X[rng.permutation(300)], genes, {"complexes": pairs})
+    assert abs(shuffled.loc[shuffled.lower == 5, "recall"].item() - 0.10) < 0.05
+
+
+def test_duplicate_gene_and_zero_profile_are_errors():
+    with pytest.raises(InputError, match="gene 'A' has several profiles"):
+        relationship_recall(np.eye(3), ["A", "B", "A"], {})
+    with pytest.raises(InputError, match="all zeros"):
+        relationship_recall(np.array([[1.0, 0], [0, 0], [0, 1]]), ["A", "B", "C"], {})
