@@ -76,24 +76,6 @@ def make_rxrx_screen(root: Path, n_sites: int) -> Path:
     return root
 
 
-def _half_source(overrides: dict, tmp: Path, n_half: int) -> dict:
-    """The same screen cut to its first n_half sites (a shorter metadata file beside the images)."""
-    if overrides["format"] == "jump":
-        src = Path(overrides["source"])
-        lines = src.read_text().splitlines()
-        half = src.with_name("load_data_half.csv")
-        half.write_text("\n".join(lines[: n_half + 1]) + "\n")
-        return {**overrides, "source": str(half), "platemap": str(src.with_name("platemap.csv"))}
-    src = Path(overrides["source"])
-    half_root = tmp / "rxrx_half"
-    if not half_root.exists():
-        half_root.mkdir()
-        (half_root / "images").symlink_to(src / "images")
-        lines = (src / "metadata.csv").read_text().splitlines()
-        (half_root / "metadata.csv").write_text("\n".join(lines[: n_half + 1]) + "\n")
-    return {**overrides, "source": str(half_root)}
-
-
 def _decode_site(paths: list[str]) -> int:
     return sum(read_image(p).nbytes for p in paths)
 
@@ -133,27 +115,26 @@ def main() -> None:
             ("RxRx PNG uint8 512x512 x6 -> uint8", rx_sites, {"format": "rxrx", "source": str(rxrx)}),
         ]
         for name, sites, overrides in cases:
-            dec = min(plain_decode(sites, args.workers)[0] for _ in range(args.repeats))
             _, nbytes = plain_decode(sites[:1], 1)
             nbytes *= len(sites)
-            ing = min(run_ingest(overrides, tmp / "store.zarr", args.workers) for _ in range(args.repeats))
-            # The marginal rate (start-up excluded): the extra time for the second half of the sites.
-            half = _half_source(overrides, tmp, len(sites) // 2)
-            ing_half = min(run_ingest(half, tmp / "store_half.zarr", args.workers) for _ in range(args.repeats))
+            # Interleaved repeats, best of each: the machine's speed drifts between runs.
+            dec, ing = float("inf"), float("inf")
+            for _ in range(args.repeats):
+                dec = min(dec, plain_decode(sites, args.workers)[0])
+                ing = min(ing, run_ingest(overrides, tmp / "store.zarr", args.workers))
             n = len(sites)
-            marginal = (n - n // 2) / max(ing - ing_half, 1e-9)
-            rows.append((name, n, n / dec, nbytes / dec / 1e6, n / ing, nbytes / ing / 1e6, dec / ing, marginal, marginal / (n / dec)))
-            print(f"{name}: decode {n / dec:.1f} sites/s, ingest {n / ing:.1f} sites/s ({dec / ing:.0%}), marginal {marginal:.1f} sites/s ({marginal / (n / dec):.0%})", flush=True)
+            rows.append((name, n, n / dec, nbytes / dec / 1e6, n / ing, nbytes / ing / 1e6, dec / ing))
+            print(f"{name}: decode {n / dec:.1f} sites/s, ingest {n / ing:.1f} sites/s ({dec / ing:.0%})", flush=True)
     cpu = _cpu_name()
     table = [
         f"Command: `.venv/bin/python benchmarks/bench_ingest.py --sites {args.sites} --workers {args.workers}` (best of {args.repeats}).",
         f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; files in the page cache.",
         "",
-        "| source | sites | plain decode sites/s | plain decode MB/s | ingest sites/s | ingest MB/s | ingest / decode | marginal ingest sites/s | marginal / decode |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| source | sites | plain decode sites/s | plain decode MB/s | ingest sites/s | ingest MB/s | ingest / decode |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, n, ds, dm, is_, im, ratio, marg, mratio in rows:
-        table.append(f"| {name} | {n} | {ds:.1f} | {dm:.0f} | {is_:.1f} | {im:.0f} | {ratio:.0%} | {marg:.1f} | {mratio:.0%} |")
+    for name, n, ds, dm, is_, im, ratio in rows:
+        table.append(f"| {name} | {n} | {ds:.1f} | {dm:.0f} | {is_:.1f} | {im:.0f} | {ratio:.0%} |")
     _write_section("ingest", "\n".join(table))
     print("\n".join(table))
 

@@ -51,7 +51,6 @@ def _main(
 # verb -> (issue, what, help). Each is registered so `--help` lists the whole flow;
 # running one says it is not built and exits 3, never a silent no-op.
 PLANNED = {
-    "simulate": (3, "the simulated screen", "Render a simulated CRISPR + compound Cell Painting screen with known biology (RxRx layout)."),
     "train": (4, "the training recipe", "Train an encoder (MAE-ViT, channel-agnostic MAE, MU-Net, WSL, autoencoders, BYOL) on a store."),
     "features": (5, "hand-crafted features", "Hand-crafted (CellProfiler-style) features of a store, as an embedding file."),
     "embed": (6, "embedding", "Embed every site of a store with a trained encoder (AnnData .h5ad)."),
@@ -69,7 +68,29 @@ def _register_planned(verb: str, issue: int, what: str, help_text: str) -> None:
     app.command(name=verb, context_settings=PASS_THROUGH)(command)
 
 
-_register_planned("simulate", *PLANNED["simulate"])  # first: the flow's order in --help
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the simulated screen (RxRx layout) and its ground_truth/.")],
+    preset: Annotated[str, typer.Option("--preset", help="tiny (seconds), demo (the CPU demo), large (GPU scale).")] = "demo",
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, bit-identical output.")] = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Rendering processes (default: one per core).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+):
+    """Render a simulated CRISPR + compound Cell Painting screen with known biology (RxRx layout)."""
+    import pandas as pd
+
+    from .simulate.screen import simulate as run_simulate
+
+    path = run_simulate(out, preset, seed, workers, overwrite, progress=not quiet)
+    meta = pd.read_csv(path / "metadata.csv")
+    out_console.print(
+        f"wrote {path}: {len(meta)} sites, {meta.well_id.nunique()} wells, {meta.experiment.nunique()} batches, "
+        f"{meta[meta.perturbation_type == 'gene'].sirna.nunique()} genes, {meta[meta.perturbation_type == 'compound'].sirna.nunique()} compounds; ground truth in {path / 'ground_truth'}"
+    )
+    out_console.print(f"ingest it with: morphoscale ingest --format rxrx --source {path} --out {path}.zarr")
+
+
 
 
 # --- ingest -------------------------------------------------------------------
@@ -164,8 +185,7 @@ def bench(
 
 
 for _verb, (_issue, _what, _help) in PLANNED.items():
-    if _verb != "simulate":
-        _register_planned(_verb, _issue, _what, _help)
+    _register_planned(_verb, _issue, _what, _help)
 
 
 # --- datasets -----------------------------------------------------------------

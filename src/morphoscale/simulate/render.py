@@ -1,0 +1,228 @@
+"""Rendering one imaging site: cells from morphology parameters, then optics and a camera.
+
+Vectorized over cells (fields of shape (n_cells, H, W)) and over pixels; textures are
+band-limited noise made with FFTs. The six channels follow RxRx: DNA (Hoechst), ER
+(concanavalin A), Actin (phalloidin), RNA / nucleoli (SYTO14), Mito (MitoTracker),
+Golgi + plasma membrane (WGA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft as sfft
+
+from .biology import PARAMETERS
+
+CHANNELS = ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"]
+_IDX = {name: i for i, name in enumerate(PARAMETERS)}
+
+
+def _sig(x):
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
+
+
+@dataclass
+class Optics:
+    """Technical (non-biological) conditions of one site."""
+
+    gain: np.ndarray  # (6,) per-channel multiplicative gain (batch x plate)
+    offset: np.ndarray  # (6,) per-channel additive background, in [0, 1] intensity units
+    vignetting: float  # fraction of intensity lost at the corners
+    focus_blur: float  # extra Gaussian blur sigma, px
+    photons: float = 300.0  # expected photo-electrons at intensity 1 (shot noise)
+    read_noise: float = 2.0  # electrons
+    psf_sigma: float = 0.7  # px
+
+
+class Renderer:
+    """Renders sites of a fixed size; caches the frequency grids and the vignetting field."""
+
+    def __init__(self, size: int, cell_radius: float | None = None):
+        self.size = S = size
+        self.cell_radius = cell_radius or 14.0 * size / 128
+        fy = sfft.fftfreq(S)[:, None]
+        fx = sfft.rfftfreq(S)[None, :]
+        self.f2 = (fx**2 + fy**2).astype(np.float32)
+        self.fx, self.fy = np.broadcast_to(fx, self.f2.shape).astype(np.float32), np.broadcast_to(fy, self.f2.shape).astype(np.float32)
+        yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
+        self.yy, self.xx = yy, xx
+        c = (S - 1) / 2
+        self.r2 = (((yy - c) ** 2 + (xx - c) ** 2) / (2 * c * c)).astype(np.float32)
+
+    # --- band-limited noise and blur in the Fourier domain -------------------------------
+
+    def _gauss_filter(self, sigma: float) -> np.ndarray:
+        return np.exp(-2 * (np.pi * sigma) ** 2 * self.f2)
+
+    def blur(self, img: np.ndarray, sigma: float) -> np.ndarray:
+        if sigma <= 0:
+            return img
+        return sfft.irfft2(sfft.rfft2(img) * self._gauss_filter(sigma), s=img.shape[-2:]).astype(np.float32)
+
+    def noise(self, rng, sigma: float) -> np.ndarray:
+        """Isotropic Gaussian-filtered white noise, unit variance."""
+        n = sfft.irfft2(sfft.rfft2(rng.standard_normal((self.size, self.size), dtype=np.float32)) * self._gauss_filter(sigma), s=(self.size, self.size))
+        return (n / (n.std() + 1e-8)).astype(np.float32)
+
+    def oriented_noise(self, rng, angle: float, along: float, across: float) -> np.ndarray:
+        """Noise stretched along `angle` (fibres): long correlation `along`, short `across`, unit variance."""
+        u = self.fx * np.cos(angle) + self.fy * np.sin(angle)
+        v = -self.fx * np.sin(angle) + self.fy * np.cos(angle)
+        filt = np.exp(-2 * np.pi**2 * ((u * along) ** 2 + (v * across) ** 2))
+        n = sfft.irfft2(sfft.rfft2(rng.standard_normal((self.size, self.size), dtype=np.float32)) * filt, s=(self.size, self.size))
+        return (n / (n.std() + 1e-8)).astype(np.float32)
+
+    def splat(self, ys, xs, weights, sigma: float) -> np.ndarray:
+        """Gaussian spots at (ys, xs), by adding impulses and blurring once."""
+        img = np.zeros((self.size, self.size), np.float32)
+        ys = np.clip(np.round(ys).astype(int), 0, self.size - 1)
+        xs = np.clip(np.round(xs).astype(int), 0, self.size - 1)
+        np.add.at(img, (ys, xs), weights)
+        return self.blur(img, sigma) * (2 * np.pi * sigma**2)
+
+    # --- cells -------------------------------------------------------------------------
+
+    def render(self, z: np.ndarray, optics: Optics, rng: np.random.Generator, n_cells_scale: float = 1.0) -> np.ndarray:
+        """z: (P,) morphology parameters of the site. Returns (6, S, S) uint8."""
+        S, R0 = self.size, self.cell_radius
+        g = lambda name: float(z[_IDX[name]])  # noqa: E731
+
+        # cell count and positions: a jittered grid, then a random subset
+        density = (S / (2.1 * R0)) ** 2
+        n = int(np.clip(rng.poisson(max(density * np.exp(0.35 * g("cell_count")) * n_cells_scale, 1.0)), 1, int(3 * density)))
+        k = int(np.ceil(np.sqrt(max(n, 1) * 1.3)))
+        gy, gx = np.meshgrid((np.arange(k) + 0.5) * S / k, (np.arange(k) + 0.5) * S / k, indexing="ij")
+        pick = rng.permutation(k * k)[:n]
+        cy = gy.ravel()[pick] + rng.uniform(-0.35, 0.35, n) * S / k
+        cx = gx.ravel()[pick] + rng.uniform(-0.35, 0.35, n) * S / k
+
+        # per-cell shape: size (with cell-cycle variation), elongation, orientation
+        coherence = _sig(1.2 * g("actin_coherence"))
+        site_angle = rng.uniform(0, np.pi)
+        theta = site_angle + (1 - coherence) * rng.uniform(-np.pi / 2, np.pi / 2, n)
+        cycle = rng.uniform(0, 1, n)  # G1 -> G2: cells and nuclei grow
+        R = R0 * np.exp(0.22 * g("cell_area") + 0.15 * rng.standard_normal(n)) * (0.85 + 0.3 * cycle)
+        ecc = np.clip(0.1 + 0.35 * _sig(g("cell_eccentricity")) + 0.08 * rng.standard_normal(n), 0, 0.8)
+        a, b = R * (1 + ecc), R / (1 + ecc)
+
+        # nuclei: size and shape; some cells get two (multinucleation)
+        rn0 = np.clip(0.42 * np.exp(0.22 * g("nucleus_area") + 0.1 * rng.standard_normal(n)) * (0.9 + 0.2 * cycle), 0.2, 0.75)
+        necc = np.clip(0.05 + 0.3 * _sig(g("nucleus_eccentricity")) + 0.05 * rng.standard_normal(n), 0, 0.7)
+        multi = rng.random(n) < _sig(1.5 * g("multinucleation") - 3.0)
+        ox = rng.uniform(-0.15, 0.15, n) * R
+        wobble_amp = rng.uniform(0.03, 0.12, (n, 3))
+        wobble_phase = rng.uniform(0, 2 * np.pi, (n, 3))
+        angles = np.linspace(0, np.pi, 4, endpoint=False)
+        bins = np.argmin(np.abs(((theta[:, None] - angles[None]) + np.pi / 2) % np.pi - np.pi / 2), axis=1)
+
+        # Each cell is drawn in its own bounding box and added to whole-image fields.
+        boundary = np.zeros((S, S), np.float32)
+        nuc = np.zeros((S, S), np.float32)
+        cyto = np.zeros((S, S), np.float32)
+        perinuclear = np.zeros((S, S), np.float32)
+        fibre_weight = np.zeros((len(angles), S, S), np.float32)
+        centers = []
+        for i in range(n):
+            half = int(np.ceil(a[i] * 1.4)) + 2
+            y0, y1 = max(int(cy[i]) - half, 0), min(int(cy[i]) + half + 1, S)
+            x0, x1 = max(int(cx[i]) - half, 0), min(int(cx[i]) + half + 1, S)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            dy = self.yy[y0:y1, x0:x1] - cy[i]
+            dx = self.xx[y0:y1, x0:x1] - cx[i]
+            ci, si = np.cos(theta[i]), np.sin(theta[i])
+            u, v = dx * ci + dy * si, -dx * si + dy * ci
+            phi = np.arctan2(v, u)
+            wobble = 1 + sum(wobble_amp[i, k] * np.cos(m * phi + wobble_phase[i, k]) for k, m in enumerate((2, 3, 5)))
+            rc = np.sqrt((u / a[i]) ** 2 + (v / b[i]) ** 2) / wobble
+            m_cell = _sig((1 - rc) * 10)  # soft masks: neighbours touch and overlap
+            m_nuc = np.zeros_like(m_cell)
+            sides = (-1.0, 1.0) if multi[i] else (0.0,)
+            scale = 0.75 if multi[i] else 1.0
+            an, bn = rn0[i] * scale * R[i] * (1 + necc[i]), rn0[i] * scale * R[i] / (1 + necc[i])
+            for side in sides:
+                off = ox[i] + side * 0.55 * rn0[i] * R[i]
+                rn = np.sqrt(((u - off) / an) ** 2 + (v / bn) ** 2) / (1 + 0.05 * np.cos(3 * phi))
+                m_nuc = np.maximum(m_nuc, _sig((1 - rn) * 12))
+                centers.append((cy[i] + off * si, cx[i] + off * ci, float(rn0[i] * scale * R[i])))
+            m_cyto = np.clip(m_cell - m_nuc, 0, None)
+            win = (slice(y0, y1), slice(x0, x1))
+            boundary[win] += 4 * m_cell * (1 - m_cell)
+            nuc[win] += m_nuc
+            cyto[win] += m_cyto
+            perinuclear[win] += m_cyto * np.exp(-1.5 * np.clip(rc - 0.3, 0, None))
+            fibre_weight[bins[i]][win] += m_cell
+
+        # shared textures
+        fine = self.noise(rng, 0.8)
+        medium = self.noise(rng, 1.6)
+        ch = np.zeros((6, S, S), np.float32)
+
+        # DNA: nuclei with chromatin texture
+        tex = 0.25 * np.exp(0.35 * g("dna_texture"))
+        ch[0] = nuc * np.clip(0.75 + tex * fine, 0.05, None)
+
+        # ER: perinuclear reticulum, excluded from nuclei
+        er_int = np.exp(0.3 * g("er_intensity"))
+        er_tex = 0.45 * np.exp(0.35 * g("er_texture"))
+        ch[1] = 0.55 * er_int * perinuclear * np.clip(0.7 + er_tex * self.noise(rng, 0.6), 0.0, None)
+
+        # Actin: stress fibres along each cell's orientation, and a cortical rim
+        dens = 0.55 * np.exp(0.35 * g("actin_density"))
+        fibres = np.zeros((S, S), np.float32)
+        for kb, ang in enumerate(angles):
+            if (bins == kb).any():
+                fibres += fibre_weight[kb] * np.clip(self.oriented_noise(rng, ang, 6.0, 0.7), 0, None) ** 1.5
+        ch[2] = dens * fibres * (1 - 0.7 * np.clip(nuc, 0, 1)) + 0.35 * boundary
+
+        # RNA: nucleoli (count and size) in nuclei, dim cytoplasm
+        lam = 2.0 * np.exp(0.35 * g("nucleoli_count"))
+        size = 0.9 * np.exp(0.3 * g("nucleoli_size")) * self.size / 128
+        ys, xs, ws = [], [], []
+        for y0, x0, rad in centers:
+            kspots = rng.poisson(lam)
+            if kspots:
+                rr = rad * 0.55 * np.sqrt(rng.random(kspots))
+                aa = rng.uniform(0, 2 * np.pi, kspots)
+                ys.append(y0 + rr * np.sin(aa))
+                xs.append(x0 + rr * np.cos(aa))
+                ws.append(np.full(kspots, 1.0, np.float32))
+        spots = self.splat(np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), max(size, 0.5)) if ys else np.zeros((S, S), np.float32)
+        ch[3] = 0.18 * cyto + 0.25 * nuc + 0.9 * spots / max(size, 0.5) ** 0.5
+
+        # Mito: filaments (oriented noise) or fragments (puncta) in the cytoplasm, perinuclear-weighted
+        frag = _sig(1.3 * g("mito_fragmentation") - 0.5)
+        filaments = np.clip(self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None) + np.clip(self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None)
+        puncta = np.clip(medium - 0.8, 0, None) * 2.5
+        ch[4] = 0.5 * perinuclear * ((1 - frag) * filaments + frag * puncta)
+
+        # Golgi (compact ribbon beside the nucleus, or dispersed puncta) and WGA membrane
+        disp = _sig(1.3 * g("golgi_dispersion") - 0.5)
+        ys, xs, ws = [], [], []
+        for y0, x0, rad in centers:
+            ang = rng.uniform(0, 2 * np.pi)
+            npun = 1 + rng.poisson(1 + 8 * disp)
+            spread = rad * (0.3 + 1.6 * disp)
+            gy0, gx0 = y0 + (rad + 2) * np.sin(ang), x0 + (rad + 2) * np.cos(ang)
+            ys.append(gy0 + spread * rng.standard_normal(npun) * 0.5)
+            xs.append(gx0 + spread * rng.standard_normal(npun) * 0.5)
+            ws.append(np.full(npun, 3.0 / npun**0.5, np.float32))
+        golgi = self.splat(np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), 1.2 * self.size / 128) if ys else 0
+        ch[5] = 0.6 * golgi + 0.3 * boundary + 0.06 * cyto
+
+        return self.camera(ch, optics, rng)
+
+    # --- optics and camera -------------------------------------------------------------
+
+    def camera(self, ch: np.ndarray, o: Optics, rng) -> np.ndarray:
+        sigma = float(np.hypot(o.psf_sigma, o.focus_blur))
+        illum = 1.0 - o.vignetting * self.r2
+        out = np.empty(ch.shape, np.uint8)
+        for k in range(ch.shape[0]):
+            signal = np.clip(self.blur(ch[k], sigma), 0, None) * illum * o.gain[k] + o.offset[k]
+            electrons = signal * o.photons
+            electrons = electrons + np.sqrt(np.clip(electrons, 0, None)) * rng.standard_normal(electrons.shape, dtype=np.float32) + o.read_noise * rng.standard_normal(electrons.shape, dtype=np.float32)
+            out[k] = np.clip(electrons / o.photons * 160.0, 0, 255).astype(np.uint8)
+        return out
