@@ -26,12 +26,12 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from _report import cpu_name, write_section
 from morphoscale.data import examples
 from morphoscale.data.examples import JUMP_FIELD_FILES
 from morphoscale.data.images import read_image, scale_to_uint8
 from morphoscale.data.ingest import ingest, load_ingest_config
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_jump_screen(root: Path, n_sites: int) -> Path:
@@ -125,7 +125,7 @@ def main() -> None:
             n = len(sites)
             rows.append((name, n, n / dec, nbytes / dec / 1e6, n / ing, nbytes / ing / 1e6, dec / ing))
             print(f"{name}: decode {n / dec:.1f} sites/s, ingest {n / ing:.1f} sites/s ({dec / ing:.0%})", flush=True)
-    cpu = _cpu_name()
+    cpu = cpu_name()
     table = [
         f"Command: `.venv/bin/python benchmarks/bench_ingest.py --sites {args.sites} --workers {args.workers}` (best of {args.repeats}).",
         f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; files in the page cache.",
@@ -135,30 +135,8 @@ def main() -> None:
     ]
     for name, n, ds, dm, is_, im, ratio in rows:
         table.append(f"| {name} | {n} | {ds:.1f} | {dm:.0f} | {is_:.1f} | {im:.0f} | {ratio:.0%} |")
-    _write_section("ingest", "\n".join(table))
+    write_section("ingest", "\n".join(table))
     print("\n".join(table))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _write_section(name: str, body: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + f"\n\n## {name}\n\n{block}\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

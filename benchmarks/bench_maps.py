@@ -77,18 +77,18 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(results[-1], flush=True)
-    from bench_ingest import _cpu_name, _write_section
+    from _report import cpu_name, write_section
 
     lines = [
         f"Command: `.venv/bin/python benchmarks/bench_maps.py --sizes {' '.join(map(str, args.sizes))}`.",
-        f"Machine: {_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}. Peak memory is the whole process (Python, numpy, torch and the data).",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}. Peak memory is the whole process (Python, numpy, torch and the data).",
         "",
         "| perturbations x 384 | wells | TVN s | aggregate s | recall (5 sources, 5/95 and 10/90) s | total s | peak RSS MB | known pairs in map |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(f"| {r['n']} | {r['wells']} | {r['align_s']:.2f} | {r['aggregate_s']:.2f} | {r['recall_s']:.2f} | {r['total_s']:.2f} | {r['peak_mb']:.0f} | {r['pairs']} |")
-    _write_section("maps", "\n".join(lines))
+    write_section("maps", "\n".join(lines))
     print("\n".join(lines))
 
 
