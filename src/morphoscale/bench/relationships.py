@@ -52,8 +52,10 @@ def _upper_values(Xn: torch.Tensor, i0, i1, j0, j1) -> torch.Tensor:
 
 
 def _bin_index(v: torch.Tensor) -> torch.Tensor:
+    """Histogram bin of each value. Any monotone rule works (both passes use this one), so it
+    runs in the values' own precision."""
     scale = _N_BINS / (_HI_EDGE - _LO_EDGE)
-    return ((v.double() - _LO_EDGE) * scale).long().clamp_(0, _N_BINS - 1)
+    return ((v - _LO_EDGE) * scale).clamp_(0, _N_BINS - 1).long()
 
 
 def null_percentiles(X, percentiles, block: int = 2048, dtype=torch.float32) -> dict[float, float]:

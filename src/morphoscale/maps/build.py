@@ -45,7 +45,8 @@ def build_map(emb, align: str = "tvn", method: str = "mean", exclude: list[str] 
     import anndata as ad
 
     obs = emb.obs.copy()
-    X = np.asarray(emb.X, dtype=np.float64)
+    X = np.asarray(emb.X)
+    X = X.astype(np.float32 if X.dtype == np.float32 else np.float64, copy=False)
     keep = np.ones(len(obs), bool)
     if exclude:
         keep &= ~obs["perturbation"].astype(str).isin(exclude).to_numpy()
