@@ -193,3 +193,31 @@ def test_map_bad_inputs(tmp_path, capsys):
     rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "missing.h5ad", "--out", tmp_path / "m.h5ad")
     assert_one_line_error(rc, err, "missing.h5ad: embeddings file not found")
     assert not (tmp_path / "m.h5ad").exists() and not (tmp_path / "m.wells.h5ad").exists()
+
+
+def test_phenotypic_consistency_retrieves_groups_with_shared_signal():
+    from morphoscale.bench.retrieval import phenotypic_consistency
+
+    rng = np.random.default_rng(5)
+    genes = [f"G{i}" for i in range(30)]
+    X = rng.normal(size=(30, 8))
+    X[:8] += 4 * rng.normal(size=8)  # group A shares a strong direction
+    groups = {"A": genes[:8], "B": genes[8:16], "C": genes[16:24]}  # B and C: no shared signal
+    res = phenotypic_consistency(X, genes, groups, null_size=2000).set_index("group")
+    assert res.loc["A", "below_corrected_p"] and res.loc["A", "mean_average_precision"] > 0.8
+    assert not res.loc["B", "below_corrected_p"] and not res.loc["C", "below_corrected_p"]
+
+
+def test_cluster_scores_find_separated_blobs_and_score_on_the_embeddings():
+    from sklearn.metrics import silhouette_score
+
+    from morphoscale.bench.probes import cluster_scores
+
+    rng = np.random.default_rng(6)
+    centers = 10 * rng.normal(size=(3, 12))
+    X = np.vstack([c + rng.normal(size=(40, 12)) for c in centers])
+    obs = pd.DataFrame({"cell_type": ["U2OS"] * 120})
+    res = cluster_scores(X, obs, min_cluster_size=10).iloc[0]
+    assert res["n_clusters"] == 3 and res["noise_fraction"] < 0.1
+    truth = np.repeat(np.arange(3), 40)
+    assert res["silhouette"] == pytest.approx(silhouette_score(X, truth, metric="cosine"), abs=0.05)

@@ -55,7 +55,7 @@ def complex_heatmap(X: np.ndarray, genes: list[str], complexes: dict[str, list[s
         ax.axvline(b - 0.5, color="k", lw=0.8)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title("cosine similarity, best-recovered complexes\n" + "; ".join(n[:28] for n, _ in bounds), fontsize=7)
+    ax.set_title("cosine similarity, best-recovered complexes:\n" + "\n".join(n[:60] for n, _ in bounds), fontsize=6)
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

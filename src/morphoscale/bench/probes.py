@@ -60,7 +60,7 @@ def cluster_scores(X: np.ndarray, obs: pd.DataFrame, by: str | None = "cell_type
         if len(idx) < max(3 * min_cluster_size, 15):
             continue
         emb2 = umap.UMAP(n_components=2, random_state=seed, n_jobs=1).fit_transform(X[idx])
-        labels = HDBSCAN(min_cluster_size=min_cluster_size).fit_predict(emb2)
+        labels = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(emb2)
         keep = labels >= 0
         k = len(np.unique(labels[keep]))
         row = {"group": name, "n": len(idx), "n_clusters": k, "noise_fraction": float(1 - keep.mean())}

@@ -92,7 +92,9 @@ def run_bench(
             summary["map_consistency"] = {"skipped": str(e)}
         if figures:
             plots.recall_bars(recall, part / "recall.png")
-            plots.complex_heatmap(G, genes, complexes, ks, part / "complex_heatmap.png")
+            # small maps rarely hold 10 genes of one complex: rank smaller ones for the figure
+            shown = ks if len(ks) else complex_ks(G, genes, complexes, min_genes=3)
+            plots.complex_heatmap(G, genes, complexes, shown, part / "complex_heatmap.png")
     C, compounds = compound_profiles(m)
     if compounds and compound_targets:
         targets = read_targets(compound_targets)
