@@ -1,0 +1,1 @@
+"""Encoders of every paradigm, built from named presets (see `registry`)."""
