@@ -51,7 +51,6 @@ def _main(
 # verb -> (issue, what, help). Each is registered so `--help` lists the whole flow;
 # running one says it is not built and exits 3, never a silent no-op.
 PLANNED = {
-    "train": (4, "the training recipe", "Train an encoder (MAE-ViT, channel-agnostic MAE, MU-Net, WSL, autoencoders, BYOL) on a store."),
     "features": (5, "hand-crafted features", "Hand-crafted (CellProfiler-style) features of a store, as an embedding file."),
     "embed": (6, "embedding", "Embed every site of a store with a trained encoder (AnnData .h5ad)."),
     "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
@@ -182,6 +181,28 @@ def bench(
         table.add_row(src, f"{a['recall']:.3f}", f"{a['random_recall']:.2f}", f"{b['recall']:.3f}", f"{b['random_recall']:.2f}", str(a["n_pairs"]), str(a["n_genes"]))
     out_console.print(table)
     out_console.print(f"wrote {out}/summary.json and tables")
+
+
+@app.command()
+def train(
+    store: Annotated[Path, typer.Option("--store", help="The image store to train on.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, logs/, tensorboard/, previews/, model.ckpt.")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML training config (keys of TrainConfig, docs/train.md).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model preset, e.g. mae_vit_tiny_patch8_64.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
+    resume_from: Annotated[Optional[Path], typer.Option("--resume-from", help="Continue from this checkpoint.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an existing run folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+):
+    """Train a masked-reconstruction encoder (MAE-ViT, channel-agnostic MAE, MU-Net) on a store."""
+    from .train.run import load_train_config
+    from .train.run import train as run_train
+
+    cfg = load_train_config(config, {"model": model, "max_steps": max_steps, "batch_size": batch_size})
+    final = run_train(cfg, store, out, resume=resume, resume_from=resume_from, overwrite=overwrite, progress=not quiet)
+    out_console.print(f"wrote {final}")
 
 
 for _verb, (_issue, _what, _help) in PLANNED.items():

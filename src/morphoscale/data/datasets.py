@@ -47,6 +47,7 @@ class CropDataset(Dataset):
         sites: np.ndarray | None = None,
         seed: int = 0,
         length: int | None = None,
+        order: Literal["cycle", "shuffle"] = "cycle",
     ):
         self.store = store if isinstance(store, ImageStore) else ImageStore(store)
         h, w = self.store.image_size
@@ -63,6 +64,8 @@ class CropDataset(Dataset):
         self.length = length or len(self.sites)
         self.seed = seed
         self.epoch = 0
+        self.order = order
+        self._perm: tuple[int, np.ndarray] | None = None
         self.labels, self.label_names = _labels(self.store, "perturbation")
         self.batches, self.batch_names = _labels(self.store, "batch")
 
@@ -84,8 +87,18 @@ class CropDataset(Dataset):
         crop = torch.from_numpy(np.ascontiguousarray(site[:, y : y + size, x : x + size]))
         return self.augment(self_standardize(crop), g)
 
+    def site_of(self, index: int) -> int:
+        """Item -> site: cycling in order, or a fresh seeded permutation of the sites per pass."""
+        n = len(self.sites)
+        if self.order == "cycle":
+            return int(self.sites[index % n])
+        k = index // n
+        if self._perm is None or self._perm[0] != k:
+            self._perm = (k, np.random.default_rng([self.seed, self.epoch, k]).permutation(n))
+        return int(self.sites[self._perm[1][index % n]])
+
     def __getitem__(self, index: int) -> dict:
-        s = int(self.sites[index % len(self.sites)])
+        s = self.site_of(index)
         site = self.store.read(s, self.channel_idx)
         g = self._generator(index)
         item = {"site": s, "label": int(self.labels[s]), "batch": int(self.batches[s])}

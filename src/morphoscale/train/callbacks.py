@@ -1,0 +1,56 @@
+"""Training callbacks: reconstruction previews as PNG, and a guard against NaN/inf losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from ..errors import MorphoscaleError
+
+
+class NonFiniteLoss(MorphoscaleError):
+    pass
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Stops training at the first NaN or infinite loss, before the optimizer step spoils the
+    weights; the last good checkpoint stays as it was."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        loss = trainer.callback_metrics.get("train/loss")
+        bad = [n for n, p in pl_module.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if (loss is not None and not torch.isfinite(loss)) or bad:
+            raise NonFiniteLoss(f"non-finite loss or gradient at step {trainer.global_step} (first bad parameter: {bad[0] if bad else 'loss'}); "
+                                f"the last good checkpoint is in {Path(trainer.default_root_dir) / 'checkpoints'}; lower the lr or check the inputs")
+
+
+class ReconstructionPreviews(L.Callback):
+    """Every N steps: masked input / reconstruction / target, one row per channel, as a PNG."""
+
+    def __init__(self, folder: Path, every: int):
+        self.folder = Path(folder)
+        self.every = every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every and step != trainer.max_steps:
+            return
+        if not hasattr(pl_module, "_last"):
+            return
+        from PIL import Image
+
+        from .module import reconstruction_images
+
+        imgs, pred, mask = pl_module._last
+        panels = reconstruction_images(pl_module.model, imgs.float(), pred.float(), mask)
+        rows = []
+        for c in range(imgs.shape[1]):
+            row = [panels[k][0, c].cpu().numpy() for k in ("masked", "reconstruction", "target")]
+            lo, hi = np.percentile(row[2], [1, 99])
+            rows.append(np.concatenate([np.clip((r - lo) / max(hi - lo, 1e-6), 0, 1) for r in row], axis=1))
+        grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(self.folder / f"step{step:07d}.png")

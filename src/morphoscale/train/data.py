@@ -1,0 +1,56 @@
+"""The data side of training (a LightningDataModule): random crops of the store, streamed
+in a seeded order that a resumed run continues exactly."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..data.datasets import CropDataset
+from ..data.store import ImageStore
+from ..data.transforms import Augment
+
+
+class ResumableSampler(Sampler[int]):
+    """Yields sample numbers start, start + 1, ..., total - 1; the dataset maps each number to a
+    (site, crop) deterministically, so resuming at `start` replays exactly what was left."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        self.start = max(0, min(start, self.total))
+
+    def __iter__(self):
+        return iter(range(self.start, self.total))
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+
+class StoreDataModule(L.LightningDataModule):
+    def __init__(self, store: str, crop_size: int, batch_size: int, max_steps: int, channels: list[str] | None = None,
+                 augment: str = "none", num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        self.store_path = store
+        self.crop_size = crop_size
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.channels = channels
+        self.augment = Augment.random() if augment == "random" else Augment.none()
+        self.num_workers = num_workers
+        self.seed = seed
+        self.sampler = ResumableSampler(max_steps * batch_size)
+        self.dataset: CropDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is None:
+            store = ImageStore(self.store_path)
+            self.dataset = CropDataset(store, self.crop_size, self.augment, channels=self.channels, seed=self.seed,
+                                       length=self.max_steps * self.batch_size, order="shuffle")
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=False)

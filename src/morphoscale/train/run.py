@@ -1,0 +1,144 @@
+"""`morphoscale train`: a validated config, a store, an output folder; Lightning does the loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..config import parse_model, read_yaml
+from ..errors import ConfigError, InputError, OutputExistsError
+
+
+class TrainConfig(BaseModel):
+    """Keys of a training config (YAML)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = "mae_vit_tiny_patch8_64"
+    model_overrides: dict = Field(default_factory=dict)
+    channels: list[str] | None = None  # a subset / order of the store's channels
+    crop_size: int | None = None  # default: the preset's image size
+    batch_size: int = Field(32, ge=1)
+    max_steps: int = Field(1000, ge=1)
+    optimizer: Literal["adamw", "lion"] = "adamw"
+    lr: float = Field(1.5e-4, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_clip: float | None = 1.0
+    augment: Literal["none", "random"] = "none"
+    checkpoint_every: int = Field(200, ge=1)
+    preview_every: int = Field(200, ge=1)
+    log_every: int = Field(10, ge=1)
+    num_workers: int = Field(0, ge=0)
+    seed: int = 0
+    precision: str | None = None  # default: bf16-mixed on GPU, 32-true on CPU
+    deterministic: bool = True
+    devices: int | str = "auto"
+    accelerator: str = "auto"
+
+
+def load_train_config(path: Path | None, overrides: dict | None = None) -> TrainConfig:
+    data = read_yaml(path) if path else {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return parse_model(TrainConfig, data, str(path) if path else "command line")
+
+
+def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume_from: Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from ..data.store import ImageStore
+    from ..models.registry import PRESETS
+    from .callbacks import NonFiniteLossGuard, ReconstructionPreviews
+    from .data import StoreDataModule
+    from .module import MaskedModelingModule
+
+    _quiet_lightning()
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    ckpt_path = None
+    if resume_from:
+        ckpt_path = str(resume_from)
+    elif resume:
+        if not (ckpt_dir / "last.ckpt").exists():
+            raise InputError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
+        ckpt_path = str(ckpt_dir / "last.ckpt")
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    st = ImageStore(store)
+    channels = cfg.channels or st.channels
+    st.channel_indices(channels)  # unknown names fail here, naming the store
+    preset = PRESETS.get(cfg.model)
+    if preset is None:
+        raise ConfigError(f"key 'model': unknown preset '{cfg.model}'")
+    crop = cfg.crop_size or getattr(preset, "img_size", 64)
+    h, w = st.image_size
+    if crop > min(h, w):
+        raise ConfigError(f"key 'crop_size': {crop} does not fit the store's {h}x{w} images")
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+    precision = cfg.precision or ("bf16-mixed" if on_gpu else "32-true")
+    module = MaskedModelingModule(cfg.model, channels, cfg.model_overrides, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas,
+                                  cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, cfg.seed)
+    data = StoreDataModule(str(store), crop, cfg.batch_size, cfg.max_steps, channels, cfg.augment, cfg.num_workers, cfg.seed)
+    (out / "config.json").write_text(json.dumps({"train": cfg.model_dump(), "store": str(store), "channels": channels, "crop_size": crop,
+                                                 "morphoscale_version": __version__}, indent=2, default=str))
+    loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", every_n_train_steps=cfg.checkpoint_every, save_top_k=-1, save_last=True, auto_insert_metric_name=False),
+        ReconstructionPreviews(out / "previews", cfg.preview_every),
+        NonFiniteLossGuard(),
+    ]
+    trainer = L.Trainer(
+        max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
+        gradient_clip_val=cfg.grad_clip, log_every_n_steps=cfg.log_every, logger=loggers, callbacks=callbacks,
+        enable_progress_bar=progress, enable_model_summary=False, deterministic=cfg.deterministic and not on_gpu,
+        default_root_dir=out, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    final = out / "model.ckpt"
+    tmp = out / ".model.ckpt.tmp"
+    trainer.save_checkpoint(tmp)
+    os.replace(tmp, final)
+    return final
+
+
+def _quiet_lightning() -> None:
+    """Hide Lightning's advertising tips and warnings that do not apply to this data path."""
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # our sampler continues the stream from the restored step (on_train_start), so mid-epoch resume is exact
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
+def load_module(checkpoint: Path):
+    """The trained module (and its model, preset and channel names) from any checkpoint of `train`."""
+    from .module import MaskedModelingModule
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise InputError(f"{checkpoint}: checkpoint not found")
+    try:
+        return MaskedModelingModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
+    except Exception as e:
+        raise InputError(f"{checkpoint}: not a morphoscale checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
