@@ -220,3 +220,23 @@ def test_train_cli_errors(sim_store, tmp_path, capsys):
     assert_one_line_error(rc, err, "r2: output exists; pass --resume")
     rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "r3", "--resume")
     assert_one_line_error(rc, err, "nothing to resume")
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(sim_store, tmp_path, capsys, monkeypatch):
+    from morphoscale.train.module import MaskedModelingModule
+
+    real = MaskedModelingModule.forward
+
+    def poisoned(self, imgs, generator=None):
+        losses, pred, mask = real(self, imgs, generator)
+        if self.global_step >= 4:
+            losses = {k: v * float("nan") for k, v in losses.items()}
+        return losses, pred, mask
+
+    monkeypatch.setattr(MaskedModelingModule, "forward", poisoned)
+    (tmp_path / "c.yaml").write_text("model_overrides: {depth: 1}\nbatch_size: 2\nmax_steps: 10\ncheckpoint_every: 2\nwarmup_steps: 1\n")
+    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", tmp_path / "c.yaml", "--quiet")
+    assert_one_line_error(rc, err, "non-finite loss or gradient at step 4", "checkpoints")
+    good = _weights(tmp_path / "run" / "checkpoints" / "step0000004.ckpt")
+    assert all(torch.isfinite(v).all() for v in good.values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "model.ckpt").exists()
