@@ -52,7 +52,6 @@ def _main(
 # running one says it is not built and exits 3, never a silent no-op.
 PLANNED = {
     "features": (5, "hand-crafted features", "Hand-crafted (CellProfiler-style) features of a store, as an embedding file."),
-    "embed": (6, "embedding", "Embed every site of a store with a trained encoder (AnnData .h5ad)."),
     "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
     "report": (8, "the HTML report", "Write a self-contained HTML report of a run folder."),
     "run": (8, "the end-to-end run", "Run the whole flow from one YAML experiment config."),
@@ -203,6 +202,34 @@ def train(
     cfg = load_train_config(config, {"model": model, "max_steps": max_steps, "batch_size": batch_size})
     final = run_train(cfg, store, out, resume=resume, resume_from=resume_from, overwrite=overwrite, progress=not quiet)
     out_console.print(f"wrote {final}")
+
+
+@app.command()
+def embed(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `morphoscale train`.")],
+    store: Annotated[Path, typer.Option("--store", help="The image store to embed.")],
+    out: Annotated[Path, typer.Option("--out", help="Embeddings (.h5ad, or .parquet with --format parquet).")],
+    layer: Annotated[int, typer.Option("--layer", help="Block whose output is the embedding (-1 = last).")] = -1,
+    pooling: Annotated[str, typer.Option("--pooling", help="mean (of patch tokens), cls, or per_channel (channel-agnostic MAE).")] = "mean",
+    level: Annotated[str, typer.Option("--level", help="crop, site or well.")] = "well",
+    tile_size: Annotated[Optional[int], typer.Option("--tile-size", help="Tile size (default: the model's crop size).")] = None,
+    stride: Annotated[Optional[int], typer.Option("--stride", help="Tile stride (default: the tile size, no overlap).")] = None,
+    remainder: Annotated[str, typer.Option("--remainder", help="shift (cover every pixel), center or drop.")] = "shift",
+    channels: Annotated[Optional[list[str]], typer.Option("--channels", help="Store channels to use (channel-agnostic models).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 64,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
+    chunk_sites: Annotated[int, typer.Option("--chunk-sites", help="Sites per resumable chunk.")] = 256,
+    fmt: Annotated[str, typer.Option("--format", help="h5ad or parquet.")] = "h5ad",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+):
+    """Embed every site of a store with a trained encoder (AnnData .h5ad), resumably."""
+    from .embed import embed as run_embed
+
+    path = run_embed(checkpoint, store, out, layer, pooling, level, tile_size, stride, remainder, channels, batch_size, num_workers,
+                     chunk_sites, fmt, compile, overwrite, progress=not quiet)
+    out_console.print(f"wrote {path}")
 
 
 for _verb, (_issue, _what, _help) in PLANNED.items():

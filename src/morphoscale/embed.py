@@ -1,0 +1,233 @@
+"""`morphoscale embed`: tiled crops -> site -> well embeddings, streamed, resumable.
+
+Each site is cut into tiles of the model's crop size (data/datasets.py: tile_origins for the
+remainder policy), tiles are embedded in batches under torch.inference_mode, and the tile
+embeddings are averaged to the site (and sites to the well). Work is done in chunks of
+sites; each finished chunk is saved under `OUT.partial/`, so an interrupted run resumes
+with the unfinished chunks only. The output file is assembled chunk by chunk into an
+AnnData .h5ad (X streamed into HDF5: memory does not grow with the store) and renamed
+into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import InputError
+from .io import check_output, partial_dir
+
+LEVELS = ("crop", "site", "well")
+SITE_SPECIFIC = ("site_id", "site")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_channels(model, store, channels: list[str] | None) -> tuple[list[str], list[int] | None]:
+    """Which store channels feed the model, in the model's terms; mismatches are one-line errors."""
+    known = list(model.channel_names)
+    if getattr(model.cfg, "channel_agnostic", False):
+        use = list(channels or store.channels)
+        unknown = [c for c in use if c not in known]
+        if unknown:
+            raise InputError(f"{store.path}: channel(s) {', '.join(unknown)} unknown to the model (trained on {', '.join(known)}); pass --channels to choose")
+        store.channel_indices(use)
+        return use, [known.index(c) for c in use]
+    if channels and list(channels) != known:
+        raise InputError(f"--channels: this model takes exactly {', '.join(known)} in that order")
+    missing = [c for c in known if c not in store.channels]
+    if missing:
+        raise InputError(f"{store.path}: the store lacks channel(s) {', '.join(missing)} the model was trained on (store: {', '.join(store.channels)})")
+    return known, None
+
+
+def embed(
+    checkpoint: Path,
+    store_path: Path,
+    out: Path,
+    layer: int = -1,
+    pooling: str = "mean",
+    level: str = "well",
+    tile_size: int | None = None,
+    stride: int | None = None,
+    remainder: str = "shift",
+    channels: list[str] | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    chunk_sites: int = 256,
+    fmt: str = "h5ad",
+    compile: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from torch.utils.data import DataLoader
+
+    from .data.datasets import TileDataset
+    from .data.store import ImageStore
+    from .train.run import load_module
+
+    if level not in LEVELS:
+        raise InputError(f"--level: '{level}' is not one of {', '.join(LEVELS)}")
+    if fmt not in ("h5ad", "parquet"):
+        raise InputError(f"--format: '{fmt}' is not h5ad or parquet")
+    out = Path(out)
+    check_output(out, overwrite)
+    store = ImageStore(store_path)
+    module = load_module(checkpoint)
+    model = module.model.eval()
+    use_channels, channel_ids = model_channels(model, store, channels)
+    tile = tile_size or getattr(model.cfg, "img_size", None) or 64
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model.embed) if compile else model.embed
+    kwargs = {"layer": layer, "pooling": pooling}
+    if channel_ids is not None:
+        kwargs["channel_ids"] = torch.tensor(channel_ids, device=device)
+
+    tiles = TileDataset(store, tile, stride, remainder, channels=use_channels)
+    n_sites = len(store)
+    settings = {"checkpoint_sha256": file_sha256(Path(checkpoint)), "preset": model.preset, "channels": use_channels, "layer": layer, "pooling": pooling,
+                "tile_size": tile, "stride": tiles.stride, "remainder": remainder, "tiles_per_site": tiles.tiles_per_site, "level": level,
+                "store": str(Path(store_path).resolve()), "n_sites": n_sites}
+    part = partial_dir(out)
+    manifest = part / "manifest.json"
+    if part.exists():
+        old = json.loads(manifest.read_text()) if manifest.exists() else {}
+        if {k: old.get(k) for k in settings} != settings:
+            shutil.rmtree(part)
+    if not part.exists():
+        part.mkdir(parents=True)
+        manifest.write_text(json.dumps({**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "morphoscale_version": __version__}))
+    started = json.loads(manifest.read_text())["started"]
+
+    chunks = [(c, min(c + chunk_sites, n_sites)) for c in range(0, n_sites, chunk_sites)]
+    todo = [(i, a, b) for i, (a, b) in enumerate(chunks) if not (part / f"chunk{i:06d}.npy").exists()]
+    cols = (TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    with Progress(*cols, disable=not progress) as bar, torch.inference_mode(), autocast:
+        task = bar.add_task("embed", total=n_sites, completed=n_sites - sum(b - a for _, a, b in todo))
+        for i, a, b in todo:
+            sub = TileDataset(store, tile, stride, remainder, channels=use_channels, sites=np.arange(a, b))
+            loader = DataLoader(sub, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
+            per_tile = []
+            for batch in loader:
+                x = batch["image"].to(device, non_blocking=True)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                per_tile.append(forward(x, **kwargs).float().cpu().numpy())
+            E = np.concatenate(per_tile).reshape(b - a, tiles.tiles_per_site, -1)
+            result = E if level == "crop" else E.mean(axis=1)
+            tmp = part / f".chunk{i:06d}.npy.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, result.astype(np.float32))
+            os.replace(tmp, part / f"chunk{i:06d}.npy")
+            bar.update(task, advance=b - a)
+
+    uns = {"provenance": {**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in settings.items()},
+                          "train_config": json.dumps(dict(module.hparams), default=str), "morphoscale_version": __version__, "time": started}}
+    _assemble(part, chunks, store, tiles, level, uns, out, fmt)
+    shutil.rmtree(part)
+    return out
+
+
+def _obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Row metadata at the level, and for wells the site -> well index."""
+    sites = store.sites.copy()
+    sites = sites[[c for c in sites.columns if not c.startswith("source_")]]
+    if level == "site":
+        obs = sites
+        obs.index = sites["site_id"].astype(str).to_numpy()
+        return obs, None
+    if level == "crop":
+        rows = np.repeat(np.arange(len(sites)), tiles.tiles_per_site)
+        obs = sites.iloc[rows].reset_index(drop=True)
+        ys, xs = zip(*tiles.origins)
+        obs["tile_y"] = np.tile(ys, len(sites))
+        obs["tile_x"] = np.tile(xs, len(sites))
+        obs.index = (obs["site_id"].astype(str) + "_" + obs["tile_y"].astype(str) + "_" + obs["tile_x"].astype(str)).to_numpy()
+        return obs, None
+    key = sites["plate"].astype(str) + "_" + sites["well"].astype(str)
+    codes, uniques = pd.factorize(key)
+    first = sites.groupby(codes, sort=True).head(1).set_index(pd.Index(codes[sites.groupby(codes, sort=True).head(1).index]))
+    obs = first.sort_index().drop(columns=[c for c in SITE_SPECIFIC if c in first.columns])
+    obs["n_sites"] = np.bincount(codes)
+    obs.index = np.asarray(uniques).astype(str)
+    return obs, codes
+
+
+def _assemble(part: Path, chunks, store, tiles, level: str, uns: dict, out: Path, fmt: str) -> None:
+    """Stream the chunks into the output (a temporary name, renamed when complete)."""
+    import h5py
+    from anndata.io import write_elem
+
+    obs, codes = _obs(store, tiles, level)
+    first = np.load(part / "chunk000000.npy", mmap_mode="r")
+    dim = first.shape[-1]
+    var = pd.DataFrame(index=[f"emb_{k}" for k in range(dim)])
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        if level == "well":
+            sums = np.zeros((codes.max() + 1, dim), np.float64)
+            for i, (a, b) in enumerate(chunks):
+                np.add.at(sums, codes[a:b], np.load(part / f"chunk{i:06d}.npy"))
+            X_all = (sums / np.bincount(codes)[:, None]).astype(np.float32)
+            blocks = [(0, X_all)]
+            n = len(X_all)
+        else:
+            per = tiles.tiles_per_site if level == "crop" else 1
+            blocks = ((a * per, None, i) for i, (a, b) in enumerate(chunks))
+            n = len(obs)
+        if fmt == "parquet":
+            X = X_all if level == "well" else np.concatenate([np.load(part / f"chunk{i:06d}.npy").reshape(-1, dim) for i in range(len(chunks))])
+            df = pd.concat([obs.reset_index(names="obs_name"), pd.DataFrame(X, columns=var.index)], axis=1)
+            df.to_parquet(tmp, index=False)
+        else:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["encoding-type"] = "anndata"
+                f.attrs["encoding-version"] = "0.1.0"
+                X = f.create_dataset("X", shape=(n, dim), dtype="float32", chunks=(min(n, 4096), dim))
+                X.attrs["encoding-type"] = "array"
+                X.attrs["encoding-version"] = "0.2.0"
+                if level == "well":
+                    X[:] = X_all
+                else:
+                    for start, _, i in blocks:
+                        arr = np.load(part / f"chunk{i:06d}.npy").reshape(-1, dim)
+                        X[start : start + len(arr)] = arr
+                write_elem(f, "obs", _h5_safe(obs))
+                write_elem(f, "var", var)
+                write_elem(f, "uns", uns)
+                for k in ("obsm", "varm", "obsp", "varp", "layers"):
+                    write_elem(f, k, {})
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _h5_safe(obs: pd.DataFrame) -> pd.DataFrame:
+    obs = obs.copy()
+    for c in obs.columns:
+        if obs[c].dtype == object or str(obs[c].dtype) == "string":
+            obs[c] = obs[c].astype(str)
+    return obs
