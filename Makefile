@@ -28,12 +28,20 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -m slow -q
 
-## demo: what the flow can do today, on real data: ingest the JUMP field and ExampleFly.
-## (The simulated-screen demo with training, maps and the HTML report comes with issues #3 and #8.)
+## demo: the flow, verb by verb, on the built-in simulated screen (about 6 minutes on 2 cores):
+## simulate -> ingest -> train a CPU MAE -> embed -> map (TVN) -> bench, beside the oracle map (the ceiling).
+## (`morphoscale run` with one config and the HTML report come with issue #8.)
+DEMO := runs/demo
 demo: setup
-	$(MS) ingest --config $(MORPHOSCALE_CACHE)/jump-pilot-field/ingest.yaml --out runs/demo/jump-pilot-field.zarr --overwrite
-	$(MS) ingest --config $(MORPHOSCALE_CACHE)/example-fly/ingest.yaml --out runs/demo/example-fly.zarr --overwrite
-	$(PY) -m morphoscale.data.summary runs/demo/jump-pilot-field.zarr runs/demo/example-fly.zarr
+	$(MS) simulate --preset demo --seed 0 --out $(DEMO)/screen --overwrite --quiet
+	$(MS) ingest --format rxrx --source $(DEMO)/screen --out $(DEMO)/screen.zarr --overwrite --quiet
+	$(MS) train --store $(DEMO)/screen.zarr --out $(DEMO)/mae --config configs/demo_mae.yaml --overwrite --quiet
+	$(MS) embed --checkpoint $(DEMO)/mae/model.ckpt --store $(DEMO)/screen.zarr --out $(DEMO)/mae.h5ad --overwrite --quiet
+	$(MS) map --embeddings $(DEMO)/mae.h5ad --align tvn --out $(DEMO)/mae-map.h5ad --overwrite
+	$(MS) bench --map $(DEMO)/mae-map.h5ad --compound-targets $(DEMO)/screen/ground_truth/compound_targets.csv --out $(DEMO)/mae-bench --overwrite
+	$(PY) -c "from morphoscale.simulate.validate import oracle_embeddings; oracle_embeddings('$(DEMO)/screen').write_h5ad('$(DEMO)/oracle.h5ad')"
+	$(MS) map --embeddings $(DEMO)/oracle.h5ad --align tvn --out $(DEMO)/oracle-map.h5ad --overwrite
+	$(MS) bench --map $(DEMO)/oracle-map.h5ad --compound-targets $(DEMO)/screen/ground_truth/compound_targets.csv --out $(DEMO)/oracle-bench --overwrite
 
 ## bench: the scripts behind BENCHMARKS.md
 bench: setup

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ from .. import __version__
 from ..config import parse_model, read_yaml
 from ..errors import ConfigError, InputError, Problems, ValidationError
 from ..io import atomic_file, check_output, commit_dir, os_error_message, partial_dir
+from ..parallel import process_map
 from .images import read_image, scale_to_uint8, to_store_dtype
 from .readers import READERS, SourceTable, check_images
 from .readers.jump import JUMP_COLUMNS
@@ -239,18 +239,10 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
         return
     workers = min(cfg.workers, len(todo))
     init = (str(part / "images"), cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape))
-    # fork (zarr resets its event loop in a forked child); the pool starts before any
-    # progress-bar thread exists.
     scale_to_uint8(np.zeros((2, 2), np.uint16), (0.0, 100.0))  # compile (or load) the numba kernels once, before forking
-    pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=init) if workers > 1 else None
-    if pool is None:
-        _worker_init(*init)
-        results = map(_ingest_site, todo)
-    else:
-        results = pool.imap_unordered(_ingest_site, todo, chunksize=1)  # a site is >10 ms of work: no batching, no idle tail
     failed = Problems()
     columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn())
-    try:
+    with process_map(_ingest_site, todo, workers, _worker_init, init) as results:
         with open(log, "a") as logf, Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("ingest", total=n, completed=len(done), rate="-")
             t0, k0 = time.perf_counter(), len(done)
@@ -262,12 +254,6 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
                 logf.write(json.dumps({"i": i, "r": ranges}) + "\n")
                 logf.flush()
                 bar.update(task, completed=len(done), rate=f"{(len(done) - k0) / max(time.perf_counter() - t0, 1e-9):.1f}")
-        if pool is not None:
-            pool.close()
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     if len(failed):
         # Every undecodable file is named at once; finished sites stay in the
         # .partial store so that a re-run after fixing the files resumes.

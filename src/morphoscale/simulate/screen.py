@@ -11,7 +11,6 @@ same seed gives bit-identical files whatever the number of workers.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import InputError
 from ..io import check_output, commit_dir, partial_dir
+from ..parallel import process_map
 from .biology import PARAMETERS, BiologyConfig, make_biology
 from .layout import LayoutConfig, make_layout
 from .render import CHANNELS, Optics, Renderer
@@ -163,25 +163,12 @@ def simulate(out: Path, preset_name: str = "demo", seed: int = 0, workers: int |
     init = (preset.size, str(part), seed, Z, preset.nuisance)
     t0 = time.perf_counter()
     cols = (TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn())
-    if workers > 1:
-        pool = mp.get_context("fork").Pool(workers, initializer=_init, initargs=init)
-        results = pool.imap_unordered(_render_site, jobs, chunksize=8)
-    else:
-        pool = None
-        _init(*init)
-        results = map(_render_site, jobs)
-    try:
+    with process_map(_render_site, jobs, workers, _init, init, chunksize=8) as results:
         with Progress(*cols, disable=not progress) as bar:
             task = bar.add_task("simulate", total=len(jobs), rate="-")
             for k, _ in enumerate(results, start=1):
                 if k % 16 == 0 or k == len(jobs):
                     bar.update(task, completed=k, rate=f"{k / (time.perf_counter() - t0):.0f}")
-        if pool is not None:
-            pool.close()
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     _write_metadata(part, jobs, wells)
     commit_dir(part, out)
     return out
