@@ -55,23 +55,35 @@ def energy_distance(A: np.ndarray, B: np.ndarray) -> float:
 
 
 def perturbation_magnitude(X: np.ndarray, obs: pd.DataFrame, n_null: int = 200, max_controls: int = 500, seed: int = 0) -> pd.DataFrame:
-    """Per perturbation: energy distance of its wells to the control wells; p-value against
-    random sets of as many control wells taken out of the control pool."""
+    """Per perturbation: energy distance of its wells to the control wells, and a p-value against
+    a plate-matched null (batch-matched without a plate column): as many control wells, drawn
+    from the same plates in the same numbers, against the remaining controls. An unmatched null
+    calls every perturbation active as soon as any plate or batch effect survives alignment."""
     rng = np.random.default_rng(seed)
     X = np.asarray(X, dtype=np.float64)
-    ctrl = np.flatnonzero(obs["is_control"].to_numpy(bool))
+    is_ctrl = obs["is_control"].to_numpy(bool)
+    unit = next((c for c in ("plate", "batch") if c in obs.columns), None)
+    batch = obs[unit].astype(str).to_numpy() if unit else np.zeros(len(obs), str)
+    ctrl = np.flatnonzero(is_ctrl)
     if len(ctrl) > max_controls:
-        ctrl = rng.choice(ctrl, max_controls, replace=False)
+        ctrl = np.sort(rng.choice(ctrl, max_controls, replace=False))
+    ctrl_by_batch = {b: ctrl[batch[ctrl] == b] for b in np.unique(batch[ctrl])}
     rows, nulls = [], {}
     for pert, idx in treatment_groups(obs):
         k = len(idx)
-        if k not in nulls:
+        comp = tuple(sorted(pd.Series(batch[idx]).value_counts().items()))
+        if comp not in nulls:
             vals = []
             for _ in range(n_null):
-                perm = rng.permutation(ctrl)
-                vals.append(energy_distance(X[perm[:k]], X[perm[k:]]))
-            nulls[k] = np.array(vals)
+                pick = []
+                for b, m in comp:
+                    pool = ctrl_by_batch.get(b, ctrl)
+                    pick.append(rng.choice(pool, min(m, max(len(pool) - 1, 1)), replace=False))
+                pick = np.concatenate(pick)
+                rest = np.setdiff1d(ctrl, pick)
+                vals.append(energy_distance(X[pick], X[rest]))
+            nulls[comp] = np.array(vals)
         e = energy_distance(X[idx], X[ctrl])
-        p = (1 + np.sum(nulls[k] >= e)) / (1 + n_null)
-        rows.append({"perturbation": pert, "n_wells": k, "energy_distance": e, "null_mean": float(nulls[k].mean()), "p_value": float(p)})
+        p = (1 + np.sum(nulls[comp] >= e)) / (1 + n_null)
+        rows.append({"perturbation": pert, "n_wells": k, "energy_distance": e, "null_mean": float(nulls[comp].mean()), "p_value": float(p)})
     return pd.DataFrame(rows, columns=["perturbation", "n_wells", "energy_distance", "null_mean", "p_value"])

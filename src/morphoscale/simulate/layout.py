@@ -53,8 +53,10 @@ def make_layout(genes: list[str], compounds: list[str], concentrations, cfg: Lay
     for b in range(B):
         batch_items = [items[b][i] for i in rng.permutation(len(items[b]))]
         n_plates = max(1, int(np.ceil(len(batch_items) / capacity)))
+        # spread the perturbations evenly, so that every plate has about as many controls
+        per_plate = int(np.ceil(len(batch_items) / n_plates))
         for p in range(n_plates):
-            chunk = batch_items[p * capacity : (p + 1) * capacity]
+            chunk = batch_items[p * per_plate : (p + 1) * per_plate]
             order = rng.permutation(len(wells))
             for slot, w in enumerate(order):
                 name, edge = wells[w]
