@@ -145,3 +145,12 @@ def test_memory_stays_flat_as_the_store_grows(setup, tmp_path):
     m_large = _peak_rss_mb(args + ["--store", str(large), "--out", str(tmp_path / "b.h5ad")])
     assert ad.read_h5ad(tmp_path / "b.h5ad").n_obs == 10 * ad.read_h5ad(tmp_path / "a.h5ad").n_obs
     assert m_large < 1.2 * m_small, (m_small, m_large)
+
+
+def test_a_masked_unet_checkpoint_embeds_through_the_same_path(setup, capsys):
+    root, store, _, _ = setup
+    ckpt = train(TrainConfig(model="mu_net_small", crop_size=32, batch_size=2, max_steps=1, warmup_steps=0), store, root / "unet", progress=False)
+    rc, _, err = run_cli(capsys, "embed", "--checkpoint", ckpt, "--store", store, "--out", root / "unet.h5ad", "--tile-size", "32", "--quiet")
+    assert rc == 0, err
+    emb = ad.read_h5ad(root / "unet.h5ad")
+    assert emb.n_vars == load_module(ckpt).model.embed_dim and emb.n_obs == 8

@@ -125,6 +125,7 @@ def _quiet_lightning() -> None:
     import warnings
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
     # our sampler continues the stream from the restored step (on_train_start), so mid-epoch resume is exact
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
