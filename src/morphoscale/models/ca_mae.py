@@ -63,14 +63,6 @@ class CAMAEViT(MAEViT):
         x = x + self.pos_embed(x.shape[-1], gh, gw, x.device)[:, None] + self.channel_embed(ids)[None, :, None]
         return x.reshape(N, C * gh * gw, -1), (gh, gw)
 
-    def forward_encoder(self, imgs, mask_ratio, generator=None, channel_ids=None):
-        x, grid = self.tokens(imgs, channel_ids)
-        x, mask, ids_restore = self.random_masking(x, mask_ratio, generator)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.norm(x), mask, ids_restore, grid
-
     def forward_decoder(self, x, ids_restore, grid, channel_ids=None, n_channels: int = 1):
         x = self.decoder_embed(x)
         N, L = ids_restore.shape
@@ -90,22 +82,14 @@ class CAMAEViT(MAEViT):
     def forward(self, imgs, mask_ratio=None, generator=None, channel_ids=None):
         ids = self._ids(imgs, channel_ids)
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
-        latent, mask, ids_restore, grid = self.forward_encoder(imgs, ratio, generator, ids)
+        latent, mask, ids_restore, grid = self.forward_encoder(imgs, ratio, generator, channel_ids=ids)
         pred = self.forward_decoder(latent, ids_restore, grid, ids, imgs.shape[1])
         return self.forward_loss(imgs, pred, mask), pred, mask
 
     def embed(self, imgs, layer: int = -1, pooling: str = "mean", channel_ids=None) -> torch.Tensor:
         """mean / cls as for MAE-ViT; per_channel concatenates each channel's mean token (C * D)."""
         N, C = imgs.shape[:2]
-        x, _ = self.tokens(imgs, channel_ids)
-        x = torch.cat([self.cls_token.expand(N, -1, -1), x], dim=1)
-        stop = layer % len(self.blocks)
-        for i, blk in enumerate(self.blocks):
-            x = blk(x)
-            if i == stop:
-                break
-        if stop == len(self.blocks) - 1:
-            x = self.norm(x)
+        x = self.encode_all(self.tokens(imgs, channel_ids)[0], layer)
         if pooling == "mean":
             return x[:, 1:].mean(dim=1)
         if pooling == "cls":

@@ -125,8 +125,8 @@ class MAEViT(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         return x + self.pos_embed(x.shape[-1], gh, gw, x.device), (gh, gw)
 
-    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float, generator=None):
-        x, grid = self.tokens(imgs)
+    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float, generator=None, **token_kwargs):
+        x, grid = self.tokens(imgs, **token_kwargs)
         x, mask, ids_restore = self.random_masking(x, mask_ratio, generator)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for blk in self.blocks:
@@ -157,21 +157,20 @@ class MAEViT(nn.Module):
 
     # --- the Encoder interface ---------------------------------------------------------
 
+    def encode_all(self, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """Every token (cls first) through the encoder up to block `layer`; the last block's output is normalized."""
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        stop = layer % len(self.blocks)
+        for blk in self.blocks[: stop + 1]:
+            x = blk(x)
+        return self.norm(x) if stop == len(self.blocks) - 1 else x
+
     def embed(self, imgs: torch.Tensor, layer: int = -1, pooling: str = "mean") -> torch.Tensor:
         """(N, C, H, W) standardized crops -> (N, D): all tokens, no masking.
 
         layer: which block's output (-1 = last, normalized); pooling: mean of patch tokens or cls.
         """
-        x, _ = self.tokens(imgs)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        depth = len(self.blocks)
-        stop = layer % depth
-        for i, blk in enumerate(self.blocks):
-            x = blk(x)
-            if i == stop:
-                break
-        if stop == depth - 1:
-            x = self.norm(x)
+        x = self.encode_all(self.tokens(imgs)[0], layer)
         if pooling == "mean":
             return x[:, 1:].mean(dim=1)
         if pooling == "cls":
