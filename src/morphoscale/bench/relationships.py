@@ -60,7 +60,10 @@ def _bin_index(v: torch.Tensor) -> torch.Tensor:
 
 def null_percentiles(X, percentiles, block: int = 2048, dtype=torch.float32) -> dict[float, float]:
     """Exact numpy.percentile(upper-triangle cosines, p) for each p, without the n x n matrix."""
-    Xn = normalize_rows(X, dtype)
+    return _null_percentiles(normalize_rows(X, dtype), percentiles, block)
+
+
+def _null_percentiles(Xn: torch.Tensor, percentiles, block: int) -> dict[float, float]:
     n = Xn.shape[0]
     m = n * (n - 1) // 2
     if m < 1:
@@ -123,9 +126,8 @@ def pair_indices(pairs: pd.DataFrame, genes: list[str]) -> np.ndarray:
     return np.unique(np.stack([lo[keep], hi[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.int64)
 
 
-def pair_cosines(X, idx: np.ndarray, dtype=torch.float32) -> np.ndarray:
-    """Cosines of the given pairs, by the same arithmetic as the null's matrix products."""
-    Xn = normalize_rows(X, dtype)
+def pair_cosines(Xn: torch.Tensor, idx: np.ndarray) -> np.ndarray:
+    """Cosines of the given pairs of rows of the row-normalized Xn."""
     out = np.empty(len(idx))
     for s in range(0, len(idx), 65536):
         a = torch.as_tensor(idx[s : s + 65536, 0])
@@ -160,11 +162,12 @@ def relationship_recall(
         dup = pd.Series(genes)[pd.Series(genes).duplicated()].iloc[0]
         raise InputError(f"gene '{dup}' has several profiles in the map; aggregate first")
     percentiles = sorted({p for pair in thresholds for p in pair})
-    cuts = null_percentiles(X, percentiles, block=block, dtype=dtype)
+    Xn = normalize_rows(X, dtype)  # once, for the null and for every source
+    cuts = _null_percentiles(Xn, percentiles, block)
     rows = []
     for name, pairs in sources.items():
         idx = pair_indices(pairs, genes)
-        cos = pair_cosines(X, idx, dtype) if len(idx) else np.zeros(0)
+        cos = pair_cosines(Xn, idx) if len(idx) else np.zeros(0)
         n_genes = len(np.unique(idx)) if len(idx) else 0
         for lo, hi in thresholds:
             hit = (cos <= cuts[lo]) | (cos >= cuts[hi])
