@@ -179,39 +179,37 @@ def _assemble(part: Path, chunks, store, tiles, level: str, uns: dict, out: Path
     from anndata.io import write_elem
 
     obs, codes = _obs(store, tiles, level)
-    first = np.load(part / "chunk000000.npy", mmap_mode="r")
-    dim = first.shape[-1]
+    dim = np.load(part / "chunk000000.npy", mmap_mode="r").shape[-1]
     var = pd.DataFrame(index=[f"emb_{k}" for k in range(dim)])
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+
+    def row_blocks():
+        """The rows of X in order, one chunk at a time (wells: averaged over their sites first)."""
         if level == "well":
-            sums = np.zeros((codes.max() + 1, dim), np.float64)
+            sums = np.zeros((len(obs), dim), np.float64)
             for i, (a, b) in enumerate(chunks):
                 np.add.at(sums, codes[a:b], np.load(part / f"chunk{i:06d}.npy"))
-            X_all = (sums / np.bincount(codes)[:, None]).astype(np.float32)
-            blocks = [(0, X_all)]
-            n = len(X_all)
-        else:
-            per = tiles.tiles_per_site if level == "crop" else 1
-            blocks = ((a * per, None, i) for i, (a, b) in enumerate(chunks))
-            n = len(obs)
+            yield (sums / np.bincount(codes)[:, None]).astype(np.float32)
+            return
+        for i in range(len(chunks)):
+            yield np.load(part / f"chunk{i:06d}.npy").reshape(-1, dim)
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
         if fmt == "parquet":
-            X = X_all if level == "well" else np.concatenate([np.load(part / f"chunk{i:06d}.npy").reshape(-1, dim) for i in range(len(chunks))])
-            df = pd.concat([obs.reset_index(names="obs_name"), pd.DataFrame(X, columns=var.index)], axis=1)
+            df = pd.concat([obs.reset_index(names="obs_name"), pd.DataFrame(np.concatenate(list(row_blocks())), columns=var.index)], axis=1)
             df.to_parquet(tmp, index=False)
         else:
+            n = len(obs)
             with h5py.File(tmp, "w") as f:
                 f.attrs["encoding-type"] = "anndata"
                 f.attrs["encoding-version"] = "0.1.0"
                 X = f.create_dataset("X", shape=(n, dim), dtype="float32", chunks=(min(n, 4096), dim))
                 X.attrs["encoding-type"] = "array"
                 X.attrs["encoding-version"] = "0.2.0"
-                if level == "well":
-                    X[:] = X_all
-                else:
-                    for start, _, i in blocks:
-                        arr = np.load(part / f"chunk{i:06d}.npy").reshape(-1, dim)
-                        X[start : start + len(arr)] = arr
+                start = 0
+                for block in row_blocks():
+                    X[start : start + len(block)] = block
+                    start += len(block)
                 write_elem(f, "obs", _h5_safe(obs))
                 write_elem(f, "var", var)
                 write_elem(f, "uns", uns)
