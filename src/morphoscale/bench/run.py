@@ -59,9 +59,9 @@ def run_bench(
 
     out = Path(out)
     check_output(out, overwrite)
-    m = ad.read_h5ad(map_path) if Path(map_path).exists() else None
-    if m is None:
+    if not Path(map_path).exists():
         raise InputError(f"{map_path}: map file not found")
+    m = ad.read_h5ad(map_path)
     wells = Path(wells) if wells else wells_path(Path(map_path))
     W = read_embeddings(wells) if wells.exists() else None
     ann = Path(annotations) if annotations else examples.get("annotations")

@@ -182,7 +182,6 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
     table = read_source(cfg, where)
     n, channels = len(table.sites), table.channels
     h, w = table.image_shape
-    store_dtype = cfg.dtype  # uint8 sources are stored unchanged under either dtype
     fingerprint = _fingerprint(cfg, table)
     part = partial_dir(out)
 
@@ -204,7 +203,7 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
                 "images",
                 shape=(n, len(channels), h, w),
                 chunks=(1, len(channels), h, w),
-                dtype=store_dtype,
+                dtype=cfg.dtype,
                 compressors=[blosc_codec()],
                 fill_value=0,
             )
@@ -213,7 +212,7 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
                 complete=False,
                 fingerprint=fingerprint,
                 channels=channels,
-                dtype=store_dtype,
+                dtype=cfg.dtype,
                 clip_percentiles=list(cfg.clip_percentiles),
                 source_format=cfg.format,
                 source=table.source,

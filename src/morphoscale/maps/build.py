@@ -55,7 +55,7 @@ def build_map(emb, align: str = "tvn", method: str = "mean", exclude: list[str] 
     batch = obs["batch"].astype(str).to_numpy()
     aligner = make_aligner(align, **(align_params or {}))
     Xa = aligner.fit_transform(X, batch, obs["is_control"].to_numpy())
-    aligned = ad.AnnData(X=Xa.astype(np.float32), obs=obs.reset_index(drop=True).set_axis(obs.index.astype(str)))
+    aligned = ad.AnnData(X=Xa.astype(np.float32), obs=obs.set_axis(obs.index.astype(str)))
     profiles, mobs = aggregate(Xa, obs, method)
     n_pert = int((~mobs["is_control"]).sum())
     if n_pert < 2:

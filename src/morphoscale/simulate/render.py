@@ -1,7 +1,7 @@
 """Rendering one imaging site: cells from morphology parameters, then optics and a camera.
 
-Vectorized over cells (fields of shape (n_cells, H, W)) and over pixels; textures are
-band-limited noise made with FFTs. The six channels follow RxRx: DNA (Hoechst), ER
+Each cell is drawn in its own bounding box and added to whole-image fields; textures
+are band-limited noise made with FFTs. The six channels follow RxRx: DNA (Hoechst), ER
 (concanavalin A), Actin (phalloidin), RNA / nucleoli (SYTO14), Mito (MitoTracker),
 Golgi + plasma membrane (WGA).
 """

@@ -93,7 +93,7 @@ def plan(preset: Preset, seed: int, annotation_dir: Path):
     return bio, wells, nuisance
 
 
-def site_jobs(wells: pd.DataFrame, preset: Preset, nuisance: dict, seed: int) -> list[dict]:
+def site_jobs(wells: pd.DataFrame, preset: Preset, nuisance: dict) -> list[dict]:
     nz = preset.nuisance
     jobs = []
     for w, r in enumerate(wells.itertuples(index=False)):
@@ -149,7 +149,7 @@ def simulate(out: Path, preset_name: str = "demo", seed: int = 0, workers: int |
     preset = PRESETS[preset_name]
     ann = examples.get("annotations")
     bio, wells, nuisance = plan(preset, seed, ann)
-    jobs = site_jobs(wells, preset, nuisance, seed)
+    jobs = site_jobs(wells, preset, nuisance)
     part = partial_dir(out)
     stamp = {"preset": preset_name, "seed": seed, "morphoscale_version": __version__}
     if part.exists():

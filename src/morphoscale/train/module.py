@@ -78,12 +78,6 @@ class MaskedModelingModule(L.LightningModule):
         if dm is not None and hasattr(dm, "sampler"):
             dm.sampler.set_start(self.global_step * dm.batch_size)
 
-    @torch.no_grad()
-    def reconstruction(self, imgs: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
-        """Masked input, reconstruction (visible patches pasted back) and target, as images."""
-        losses, pred, mask = self(imgs, generator=generator)
-        return reconstruction_images(self.model, imgs, pred, mask)
-
 
 def reconstruction_images(model, imgs, pred, mask) -> dict[str, torch.Tensor]:
     p = model.cfg.patch_size
