@@ -29,7 +29,7 @@ from .readers import READERS, SourceTable, check_images
 from .readers.jump import JUMP_COLUMNS
 from .readers.rxrx import RXRX_COLUMNS
 from .sitetable import SiteColumns, channel_path_columns
-from .store import STORE_FORMAT, ChunkWriter, blosc_codec
+from .store import STORE_FORMAT, SiteChunks, blosc_codec
 
 DEFAULT_COLUMNS = {"rxrx": RXRX_COLUMNS, "jump": JUMP_COLUMNS, "csv": SiteColumns()}
 
@@ -127,7 +127,7 @@ _W: dict = {}
 
 
 def _worker_init(array_path: str, dtype: str, clip: tuple[float, float], shape: tuple[int, int]) -> None:
-    _W.update(writer=ChunkWriter(array_path), path=array_path, dtype=dtype, clip=clip, shape=shape)
+    _W.update(writer=SiteChunks(array_path), path=array_path, dtype=dtype, clip=clip, shape=shape)
 
 
 def _ingest_site(job: tuple[int, list[str]]) -> tuple[int, list[list[float]], str | None]:
