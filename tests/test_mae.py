@@ -223,17 +223,17 @@ def test_train_cli_errors(sim_store, tmp_path, capsys):
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(sim_store, tmp_path, capsys, monkeypatch):
-    from morphoscale.train.module import MaskedModelingModule
+    from morphoscale.train.module import TrainingModule
 
-    real = MaskedModelingModule.forward
+    real = TrainingModule.forward
 
-    def poisoned(self, imgs, generator=None):
-        losses, pred, mask = real(self, imgs, generator)
+    def poisoned(self, batch, generator=None):
+        losses, preview = real(self, batch, generator)
         if self.global_step >= 4:
             losses = {k: v * float("nan") for k, v in losses.items()}
-        return losses, pred, mask
+        return losses, preview
 
-    monkeypatch.setattr(MaskedModelingModule, "forward", poisoned)
+    monkeypatch.setattr(TrainingModule, "forward", poisoned)
     (tmp_path / "c.yaml").write_text("model_overrides: {depth: 1}\nbatch_size: 2\nmax_steps: 10\ncheckpoint_every: 2\nwarmup_steps: 1\n")
     rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", tmp_path / "c.yaml", "--quiet")
     assert_one_line_error(rc, err, "non-finite loss or gradient at step 4", "checkpoints")

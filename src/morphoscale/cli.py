@@ -210,7 +210,7 @@ def embed(
     store: Annotated[Path, typer.Option("--store", help="The image store to embed.")],
     out: Annotated[Path, typer.Option("--out", help="Embeddings (.h5ad, or .parquet with --format parquet).")],
     layer: Annotated[int, typer.Option("--layer", help="Block whose output is the embedding (-1 = last).")] = -1,
-    pooling: Annotated[str, typer.Option("--pooling", help="mean (of patch tokens), cls, or per_channel (channel-agnostic MAE).")] = "mean",
+    pooling: Annotated[Optional[str], typer.Option("--pooling", help="MAE: mean (of patch tokens, default), cls, per_channel (channel-agnostic); baselines: default.")] = None,
     level: Annotated[str, typer.Option("--level", help="crop, site or well.")] = "well",
     tile_size: Annotated[Optional[int], typer.Option("--tile-size", help="Tile size (default: the model's crop size).")] = None,
     stride: Annotated[Optional[int], typer.Option("--stride", help="Tile stride (default: the tile size, no overlap).")] = None,

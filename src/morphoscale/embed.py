@@ -60,7 +60,7 @@ def embed(
     store_path: Path,
     out: Path,
     layer: int = -1,
-    pooling: str = "mean",
+    pooling: str | None = None,
     level: str = "well",
     tile_size: int | None = None,
     stride: int | None = None,
@@ -98,15 +98,21 @@ def embed(
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model.embed) if compile else model.embed
+    pooling = pooling or model.default_pooling
     kwargs = {"layer": layer, "pooling": pooling}
     if channel_ids is not None:
         kwargs["channel_ids"] = torch.tensor(channel_ids, device=device)
+    try:
+        with torch.inference_mode():
+            model.embed(torch.zeros(1, len(use_channels), tile, tile, device=device), **kwargs)
+    except (ValueError, IndexError) as e:
+        raise InputError(f"--pooling/--layer: {e}") from None
 
     tiles = TileDataset(store, tile, stride, remainder, channels=use_channels)
     n_sites = len(store)
     settings = {"checkpoint_sha256": file_sha256(Path(checkpoint)), "preset": model.preset, "channels": use_channels, "layer": layer, "pooling": pooling,
                 "tile_size": tile, "stride": tiles.stride, "remainder": remainder, "tiles_per_site": tiles.tiles_per_site, "level": level,
-                "store": str(Path(store_path).resolve()), "n_sites": n_sites}
+                "store": str(Path(store_path).resolve()), "n_sites": n_sites, "adabn": bool(getattr(model.cfg, "adabn", False))}
     part = partial_dir(out)
     manifest = part / "manifest.json"
     if part.exists():
@@ -122,6 +128,7 @@ def embed(
     todo = [(i, a, b) for i, (a, b) in enumerate(chunks) if not (part / f"chunk{i:06d}.npy").exists()]
     cols = (TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    domains = adabn_states(model, store, tiles, use_channels, batch_size, device) if settings["adabn"] and todo else None
     with Progress(*cols, disable=not progress) as bar, torch.inference_mode(), autocast:
         task = bar.add_task("embed", total=n_sites, completed=n_sites - sum(b - a for _, a, b in todo))
         for i, a, b in todo:
@@ -132,7 +139,10 @@ def embed(
                 x = batch["image"].to(device, non_blocking=True)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
-                per_tile.append(forward(x, **kwargs).float().cpu().numpy())
+                if domains is None:
+                    per_tile.append(forward(x, **kwargs).float().cpu().numpy())
+                else:
+                    per_tile.append(_embed_per_domain(model, forward, x, domains, batch["site"].numpy(), kwargs))
             E = np.concatenate(per_tile).reshape(b - a, tiles.tiles_per_site, -1)
             result = E if level == "crop" else E.mean(axis=1)
             tmp = part / f".chunk{i:06d}.npy.tmp"
@@ -145,6 +155,45 @@ def embed(
                           "train_config": json.dumps(dict(module.hparams), default=str), "morphoscale_version": __version__, "time": started}}
     _assemble(part, chunks, store, tiles, level, uns, out, fmt)
     shutil.rmtree(part)
+    return out
+
+
+ADABN_SITES = 256  # sites per experimental batch that estimate its BatchNorm statistics
+
+
+def adabn_states(model, store, tiles, channels, batch_size, device) -> tuple[np.ndarray, dict]:
+    """AdaBN: BatchNorm statistics of each experimental batch, estimated on the tiles of up
+    to ADABN_SITES of its sites (a seeded sample). Returns (batch code per site, states)."""
+    from torch.utils.data import DataLoader
+
+    from .data.datasets import TileDataset
+    from .models.adabn import estimate_batchnorm_state
+
+    codes, _ = store.sites["batch"].astype(str).factorize(sort=True)
+    states = {}
+    for d in np.unique(codes):
+        sites = np.flatnonzero(codes == d)
+        if len(sites) > ADABN_SITES:
+            sites = np.sort(np.random.default_rng(int(d)).choice(sites, ADABN_SITES, replace=False))
+        sub = TileDataset(store, tiles.tile_size, tiles.stride, channels=channels, sites=sites)
+        images = (b["image"].to(device) for b in DataLoader(sub, batch_size=batch_size))
+        states[int(d)] = estimate_batchnorm_state(model, images, forward=model.encoder)
+    return codes, states
+
+
+def _embed_per_domain(model, forward, x, domains, sites, kwargs) -> np.ndarray:
+    from .models.adabn import load_batchnorm_state
+
+    codes, states = domains
+    out = None
+    tile_domains = codes[sites]
+    for d in np.unique(tile_domains):
+        rows = np.flatnonzero(tile_domains == d)
+        load_batchnorm_state(model, states[int(d)])
+        e = forward(x[rows], **kwargs).float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(x), e.shape[1]), np.float32)
+        out[rows] = e
     return out
 
 

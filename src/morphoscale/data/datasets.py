@@ -33,8 +33,14 @@ class CropDataset(Dataset):
     """Random `crop_size` crops of each site; item i is site i % n_sites.
 
     Returns a dict: `image` (C, h, w) float32, or `views` (a list of such tensors)
-    when `multicrop` is set; `site` (row of the site table), `label` (perturbation
-    code), `batch` (batch code).
+    when `multicrop` is set (global and local crops at independent places) or
+    `n_views` > 1 (that many augmentations of one crop); `site` (row of the site
+    table), `label` (perturbation code), `batch` (batch code).
+
+    order: "cycle" (site i % n), "shuffle" (a seeded permutation per pass), or
+    "by_batch": consecutive groups of `group_size` items come from one experimental
+    batch (batches in a seeded order, each batch's sites shuffled), for training with
+    per-batch normalization statistics.
     """
 
     def __init__(
@@ -47,7 +53,9 @@ class CropDataset(Dataset):
         sites: np.ndarray | None = None,
         seed: int = 0,
         length: int | None = None,
-        order: Literal["cycle", "shuffle"] = "cycle",
+        order: Literal["cycle", "shuffle", "by_batch"] = "cycle",
+        n_views: int = 1,
+        group_size: int = 1,
     ):
         self.store = store if isinstance(store, ImageStore) else ImageStore(store)
         h, w = self.store.image_size
@@ -68,6 +76,11 @@ class CropDataset(Dataset):
         self._perm: tuple[int, np.ndarray] | None = None
         self.labels, self.label_names = _labels(self.store, "perturbation")
         self.batches, self.batch_names = _labels(self.store, "batch")
+        self.n_views = n_views
+        self.group_size = group_size
+        if order == "by_batch":
+            site_batches = self.batches[self.sites]
+            self._domains = [self.sites[site_batches == b] for b in np.unique(site_batches)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -80,22 +93,44 @@ class CropDataset(Dataset):
         g.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFFFFFFFFFF)
         return g
 
-    def _view(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
+    def _crop(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
         _, h, w = site.shape
         y = int(torch.randint(0, h - size + 1, (), generator=g))
         x = int(torch.randint(0, w - size + 1, (), generator=g))
-        crop = torch.from_numpy(np.ascontiguousarray(site[:, y : y + size, x : x + size]))
-        return self.augment(self_standardize(crop), g)
+        return self_standardize(torch.from_numpy(np.ascontiguousarray(site[:, y : y + size, x : x + size])))
+
+    def _view(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
+        return self.augment(self._crop(site, size, g), g)
 
     def site_of(self, index: int) -> int:
         """Item -> site: cycling in order, or a fresh seeded permutation of the sites per pass."""
         n = len(self.sites)
+        if self.order == "by_batch":
+            return self._site_by_batch(index)
         if self.order == "cycle":
             return int(self.sites[index % n])
         k = index // n
         if self._perm is None or self._perm[0] != k:
             self._perm = (k, np.random.default_rng([self.seed, self.epoch, k]).permutation(n))
         return int(self.sites[self._perm[1][index % n]])
+
+    def _site_by_batch(self, index: int) -> int:
+        group, r = divmod(index, self.group_size)
+        n_dom = len(self._domains)
+        cycle, slot = divmod(group, n_dom)
+        d = int(self._permutation((self.seed, self.epoch, cycle, 1), n_dom)[slot])
+        sites = self._domains[d]
+        j = cycle * self.group_size + r  # this batch's running item count
+        k, i = divmod(j, len(sites))
+        return int(sites[self._permutation((self.seed, self.epoch, d, k, 2), len(sites))[i]])
+
+    def _permutation(self, key: tuple, n: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_perms", {})
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = np.random.default_rng(list(key)).permutation(n)
+        return cache[key]
 
     def __getitem__(self, index: int) -> dict:
         s = self.site_of(index)
@@ -104,6 +139,9 @@ class CropDataset(Dataset):
         item = {"site": s, "label": int(self.labels[s]), "batch": int(self.batches[s])}
         if self.multicrop:
             item["views"] = [self._view(site, size, g) for size in self.multicrop.sizes()]
+        elif self.n_views > 1:
+            crop = self._crop(site, self.crop_size, g)
+            item["views"] = [self.augment(crop, g) for _ in range(self.n_views)]
         else:
             item["image"] = self._view(site, self.crop_size, g)
         return item
@@ -172,6 +210,24 @@ class TileDataset(Dataset):
         s, t = divmod(index, self.tiles_per_site)
         y, x = self.origins[t]
         return Tile(int(self.sites[s]), y, x)
+
+    def _site_by_batch(self, index: int) -> int:
+        group, r = divmod(index, self.group_size)
+        n_dom = len(self._domains)
+        cycle, slot = divmod(group, n_dom)
+        d = int(self._permutation((self.seed, self.epoch, cycle, 1), n_dom)[slot])
+        sites = self._domains[d]
+        j = cycle * self.group_size + r  # this batch's running item count
+        k, i = divmod(j, len(sites))
+        return int(sites[self._permutation((self.seed, self.epoch, d, k, 2), len(sites))[i]])
+
+    def _permutation(self, key: tuple, n: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_perms", {})
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = np.random.default_rng(list(key)).permutation(n)
+        return cache[key]
 
     def __getitem__(self, index: int) -> dict:
         t = self.tile(index)

@@ -16,6 +16,7 @@ from torch import nn
 from timm.models.vision_transformer import Block
 
 from ..train.losses import mae_loss
+from .masked import MaskedReconstruction
 from .pos_embed import sincos_2d
 
 
@@ -40,7 +41,7 @@ class MAEConfig:
     channel_agnostic: bool = False
 
 
-class MAEViT(nn.Module):
+class MAEViT(MaskedReconstruction, nn.Module):
     def __init__(self, cfg: MAEConfig):
         super().__init__()
         self.cfg = cfg

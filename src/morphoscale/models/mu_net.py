@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..train.losses import mae_loss
+from .masked import MaskedReconstruction
 
 
 @dataclass
@@ -29,7 +30,7 @@ def _block(cin, cout):
     )
 
 
-class MaskedUNet(nn.Module):
+class MaskedUNet(MaskedReconstruction, nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg

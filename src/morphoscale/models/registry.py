@@ -7,7 +7,11 @@ from dataclasses import replace
 from ..errors import ConfigError
 from .ca_mae import CAMAEViT
 from .mae_vit import MAEConfig, MAEViT
+from .autoencoder import ConvAutoencoder
+from .byol import BYOL
 from .mu_net import MaskedUNet, UNetConfig
+from .paradigm import BaselineConfig
+from .wsl import WeaklySupervisedClassifier
 
 _VIT = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
 
@@ -23,7 +27,7 @@ def _vit(size: str, patch: int, img: int, cpu: bool = False, channel_agnostic: b
     return MAEConfig(img_size=img, patch_size=patch, embed_dim=d, depth=depth, num_heads=heads, channel_agnostic=channel_agnostic, **dec)
 
 
-PRESETS: dict[str, MAEConfig | UNetConfig] = {
+PRESETS: dict[str, MAEConfig | UNetConfig | BaselineConfig] = {
     "mae_vit_tiny_patch8_64": _vit("tiny", 8, 64, cpu=True),
     "mae_vit_tiny_patch16_128": _vit("tiny", 16, 128, cpu=True),
     "mae_vit_small_patch16_256": _vit("small", 16, 256),
@@ -39,9 +43,25 @@ for _name in [n for n in PRESETS if n.startswith("mae_vit_")]:
     _size, _patch, _img = _name.split("_")[2], int(_name.split("_")[3][5:]), int(_name.split("_")[4])
     PRESETS["ca_" + _name] = _vit(_size, _patch, _img, cpu="tiny" in _name, channel_agnostic=True)
 
+# The baselines (models/paradigm.py): <paradigm>_<backbone>_<crop size>.
+_BASELINES = {
+    "wsl": [("midl_cnn", 64), ("resnet18", 64), ("resnet50", 128), ("densenet121", 128), ("densenet161", 256),
+            ("vit_tiny_patch8", 64), ("vit_small_patch16", 256)],
+    "ae": [("midl_cnn", 64)],
+    "rae": [("midl_cnn", 64)],
+    "byol": [("midl_cnn", 64), ("resnet18", 64), ("resnet50", 128), ("vit_tiny_patch8", 64), ("vit_small_patch16", 256)],
+}
+for _paradigm, _backbones in _BASELINES.items():
+    for _bb, _img in _backbones:
+        PRESETS[f"{_paradigm}_{_bb}_{_img}"] = BaselineConfig(paradigm=_paradigm, backbone=_bb, img_size=_img)
+PRESETS["ae_midl_cnn_wide_64"] = replace(PRESETS["ae_midl_cnn_64"], width=4.0)
+PRESETS["wsl_resnet18_64_adabn"] = replace(PRESETS["wsl_resnet18_64"], adabn=True)
+_MODELS = {"wsl": WeaklySupervisedClassifier, "ae": ConvAutoencoder, "rae": ConvAutoencoder, "byol": BYOL}
 
-def create_model(name: str, channels: list[str], **overrides):
-    """A model of preset `name` for images with these named channels; overrides are config fields."""
+
+def create_model(name: str, channels: list[str], n_classes: int = 0, **overrides):
+    """A model of preset `name` for images with these named channels; overrides are config
+    fields; n_classes: perturbation classes, for the models that learn from labels."""
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset '{name}'; known: {', '.join(sorted(PRESETS))}")
     cfg = PRESETS[name]
@@ -49,7 +69,23 @@ def create_model(name: str, channels: list[str], **overrides):
     if unknown:
         raise ConfigError(f"key 'model.{unknown[0]}': unknown field of preset {name}")
     cfg = replace(cfg, in_chans=len(channels), **overrides)
-    if isinstance(cfg, UNetConfig):
+    if isinstance(cfg, BaselineConfig):
+        from .backbones import has_batchnorm
+
+        if cfg.paradigm not in _MODELS:
+            raise ConfigError(f"key 'model.paradigm': unknown paradigm '{cfg.paradigm}'; known: {', '.join(_MODELS)}")
+        if cfg.ema_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"key 'model.ema_schedule': '{cfg.ema_schedule}' is not constant or cosine")
+        if not 0 <= cfg.ema_decay <= 1:
+            raise ConfigError(f"key 'model.ema_decay': {cfg.ema_decay} is not in [0, 1]")
+        cfg = replace(cfg, n_classes=n_classes)
+        try:
+            model = _MODELS[cfg.paradigm](cfg)
+        except ValueError as e:
+            raise ConfigError(f"model {name}: {e}") from None
+        if cfg.adabn and not has_batchnorm(model.encoder):
+            raise ConfigError(f"key 'model.adabn': backbone {cfg.backbone} has no BatchNorm to adapt")
+    elif isinstance(cfg, UNetConfig):
         model = MaskedUNet(cfg)
     elif cfg.channel_agnostic:
         model = CAMAEViT(cfg, channels)
@@ -61,6 +97,8 @@ def create_model(name: str, channels: list[str], **overrides):
 
 
 def encoder_parameters(model) -> int:
-    """Parameters of the encoder alone (what ViT sizes count): no decoder, no mask token."""
+    """Parameters of the encoder alone (what ViT sizes count): no decoder, no mask token, no head."""
+    if isinstance(getattr(model, "cfg", None), BaselineConfig):
+        return sum(p.numel() for p in model.encoder.parameters())
     skip = ("decoder", "mask_token", "up.", "dec.", "head.")
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith(skip))

@@ -28,7 +28,8 @@ class NonFiniteLossGuard(L.Callback):
 
 
 class ReconstructionPreviews(L.Callback):
-    """Every N steps: masked input / reconstruction / target, one row per channel, as a PNG."""
+    """Every N steps, the model's preview panels (masked input / reconstruction / target for
+    the masked models, input / reconstruction for autoencoders), one row per channel, as a PNG."""
 
     def __init__(self, folder: Path, every: int):
         self.folder = Path(folder)
@@ -38,19 +39,17 @@ class ReconstructionPreviews(L.Callback):
         step = trainer.global_step
         if step % self.every and step != trainer.max_steps:
             return
-        if not hasattr(pl_module, "_last"):
+        panels = getattr(pl_module, "_preview", None)
+        if not panels:
             return
         from PIL import Image
 
-        from .module import reconstruction_images
-
-        imgs, pred, mask = pl_module._last
-        panels = reconstruction_images(pl_module.model, imgs.float(), pred.float(), mask)
+        panels = {k: v.float()[0].cpu().numpy() for k, v in panels.items()}
+        ref = panels.get("target", panels.get("input", next(iter(panels.values()))))  # sets the display range
         rows = []
-        for c in range(imgs.shape[1]):
-            row = [panels[k][0, c].cpu().numpy() for k in ("masked", "reconstruction", "target")]
-            lo, hi = np.percentile(row[2], [1, 99])
-            rows.append(np.concatenate([np.clip((r - lo) / max(hi - lo, 1e-6), 0, 1) for r in row], axis=1))
+        for c in range(ref.shape[0]):
+            lo, hi = np.percentile(ref[c], [1, 99])
+            rows.append(np.concatenate([np.clip((v[c] - lo) / max(hi - lo, 1e-6), 0, 1) for v in panels.values()], axis=1))
         grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
         self.folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(self.folder / f"step{step:07d}.png")

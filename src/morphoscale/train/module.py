@@ -8,6 +8,7 @@ import time
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from ..models.registry import create_model
 
@@ -20,19 +21,36 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.0) ->
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class MaskedModelingModule(L.LightningModule):
+class TrainingModule(L.LightningModule):
+    """Trains any model of the registry through its `training_loss` (models/paradigm.py):
+    masked autoencoders, weakly supervised classifiers, autoencoders, BYOL."""
+
     def __init__(self, preset: str, channels: list[str], model_overrides: dict | None = None, optimizer: str = "adamw",
                  lr: float = 1.5e-4, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.95),
-                 warmup_steps: int = 100, max_steps: int = 1000, min_lr_ratio: float = 0.0, seed: int = 0):
+                 warmup_steps: int = 100, max_steps: int = 1000, min_lr_ratio: float = 0.0, seed: int = 0,
+                 classes: list[str] | None = None, n_global: int = 1):
         super().__init__()
         self.save_hyperparameters()
-        self.model = create_model(preset, channels, **(model_overrides or {}))
+        self.model = create_model(preset, channels, n_classes=len(classes or []), **(model_overrides or {}))
         self._t_last: float | None = None
+        self._preview: dict | None = None
 
-    def forward(self, imgs, generator=None):
-        if getattr(self.model.cfg, "channel_agnostic", False):
-            return self.model(imgs, generator=generator, channel_ids=self.model.channel_ids(self.hparams.channels, imgs.device))
-        return self.model(imgs, generator=generator)
+    def forward(self, batch: dict, generator=None):
+        return self.model.training_loss(self.model_batch(batch), generator)
+
+    def model_batch(self, batch: dict) -> dict:
+        """Multi-crop views as the model takes them: smaller (local) views resized to the
+        model's input size; single-view models see every view as one more image."""
+        if "views" not in batch:
+            if self.model.multi_view:
+                raise ValueError(f"{self.hparams.preset} needs several views per site (crop: one with views: 2, or crop: multi)")
+            return batch
+        size = max(v.shape[-1] for v in batch["views"])
+        views = [v if v.shape[-1] == size else F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in batch["views"]]
+        if self.model.multi_view:
+            return {**batch, "views": views, "n_global": self.hparams.n_global}
+        k = len(views)
+        return {"image": torch.cat(views), "label": batch["label"].repeat(k), "batch": batch["batch"].repeat(k)}
 
     def step_generator(self, step: int) -> torch.Generator:
         """Masking and stochastic depth depend only on (seed, step): a resumed run redraws the same."""
@@ -41,25 +59,32 @@ class MaskedModelingModule(L.LightningModule):
         g.manual_seed(self.hparams.seed * 1_000_003 + step + 7)
         return g
 
+    def images_per_step(self, batch: dict) -> int:
+        return sum(v.shape[0] for v in batch["views"]) if "views" in batch else batch["image"].shape[0]
+
     def training_step(self, batch, batch_idx):
-        imgs = batch["image"]
-        losses, pred, mask = self(imgs, generator=self.step_generator(self.global_step))
-        bs = imgs.shape[0]
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, batch_size=bs)
-        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=bs)
+        losses, preview = self(batch, generator=self.step_generator(self.global_step))
+        n = self.images_per_step(batch)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, batch_size=n)
+        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=n)
         now = time.perf_counter()
         if self._t_last is not None:
-            self.log("img_s", bs / max(now - self._t_last, 1e-9), prog_bar=True, batch_size=bs)
+            self.log("img_s", n / max(now - self._t_last, 1e-9), prog_bar=True, batch_size=n)
         self._t_last = now
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
-        self._last = (imgs[:1].detach(), pred[:1].detach(), mask[:1].detach())
+        self.log("train/images_seen", float((self.global_step + 1) * n), batch_size=n)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        self._preview = preview
         return losses["loss"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.model.after_optimizer_step(self.global_step, self.hparams.max_steps)
 
     def configure_optimizers(self):
         hp = self.hparams
         decay, no_decay = [], []
         for n, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 or n.endswith(("cls_token", "mask_token")) else decay).append(p)
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or n.endswith(("cls_token", "mask_token")) else decay).append(p)
         groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if hp.optimizer == "adamw":
             opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
@@ -79,18 +104,4 @@ class MaskedModelingModule(L.LightningModule):
             dm.sampler.set_start(self.global_step * dm.batch_size)
 
 
-def reconstruction_images(model, imgs, pred, mask) -> dict[str, torch.Tensor]:
-    p = model.cfg.patch_size
-    N, C, H, W = imgs.shape
-    grid = (H // p, W // p)
-    if hasattr(model, "unpatchify") and getattr(model.cfg, "channel_agnostic", False):
-        recon = model.unpatchify(pred, grid, C)
-        m = mask.reshape(N, C, grid[0], grid[1])
-    else:
-        if hasattr(model, "unpatchify"):
-            recon = model.unpatchify(pred, grid)
-        else:  # MU-Net: patches in MAE order
-            recon = torch.einsum("nhwpqc->nchpwq", pred.reshape(N, grid[0], grid[1], p, p, C)).reshape(N, C, H, W)
-        m = mask.reshape(N, 1, grid[0], grid[1]).expand(N, C, -1, -1)
-    pix = m.repeat_interleave(p, -2).repeat_interleave(p, -1)
-    return {"masked": imgs * (1 - pix), "reconstruction": imgs * (1 - pix) + recon * pix, "target": imgs}
+MaskedModelingModule = TrainingModule  # the name of stop 12's checkpoints

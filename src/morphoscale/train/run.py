@@ -35,6 +35,12 @@ class TrainConfig(BaseModel):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     grad_clip: float | None = 1.0
     augment: Literal["none", "random"] = "none"
+    crop: Literal["one", "multi"] = "one"  # one crop per site, or global + local views (multi-crop)
+    views: int = Field(1, ge=1)  # crop: one -> augmented views of that crop (BYOL needs 2)
+    n_global: int = Field(2, ge=1)  # crop: multi
+    n_local: int = Field(4, ge=0)
+    local_size: int | None = None  # default: half the crop size
+    random_init: bool = False  # write the untrained model (the floor every trained model must clear)
     checkpoint_every: int = Field(200, ge=1)
     preview_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
@@ -62,7 +68,8 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     from ..models.registry import PRESETS
     from .callbacks import NonFiniteLossGuard, ReconstructionPreviews
     from .data import StoreDataModule
-    from .module import MaskedModelingModule
+    from ..data.transforms import MultiCrop
+    from .module import TrainingModule
 
     _quiet_lightning()
     out = Path(out)
@@ -91,14 +98,33 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     if crop > min(h, w):
         raise ConfigError(f"key 'crop_size': {crop} does not fit the store's {h}x{w} images")
 
+    multicrop = None
+    if cfg.crop == "multi":
+        local = cfg.local_size or crop // 2
+        if not 0 < local <= crop:
+            raise ConfigError(f"key 'local_size': {local} must be between 1 and the crop size {crop}")
+        multicrop = MultiCrop(crop, cfg.n_global, local, cfg.n_local)
+    classes = sorted(st.sites["perturbation"].astype(str).unique())
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
     precision = cfg.precision or ("bf16-mixed" if on_gpu else "32-true")
-    module = MaskedModelingModule(cfg.model, channels, cfg.model_overrides, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas,
-                                  cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, cfg.seed)
-    data = StoreDataModule(str(store), crop, cfg.batch_size, cfg.max_steps, channels, cfg.augment, cfg.num_workers, cfg.seed)
+    n_global = cfg.n_global if multicrop else cfg.views
+    module = TrainingModule(cfg.model, channels, cfg.model_overrides, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas,
+                            cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, cfg.seed, classes, n_global)
+    model = module.model
+    if model.multi_view and not (multicrop or cfg.views >= 2):
+        raise ConfigError(f"key 'views': {cfg.model} learns from two views of a site; set views: 2 (crop: one) or crop: multi")
+    group = cfg.batch_size if getattr(model.cfg, "adabn", False) else 1
+    if group > 1 and st.sites["batch"].nunique() < 2:
+        raise ConfigError(f"key 'model.adabn': {store} has one experimental batch; per-batch statistics need several")
+    data = StoreDataModule(str(store), crop, cfg.batch_size, cfg.max_steps, channels, cfg.augment, cfg.num_workers, cfg.seed,
+                           multicrop=multicrop, n_views=1 if multicrop else cfg.views, group_by_batch=group > 1)
     (out / "config.json").write_text(json.dumps({"train": cfg.model_dump(), "store": str(store), "channels": channels, "crop_size": crop,
+                                                 "classes": len(classes), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
                                                  "morphoscale_version": __version__}, indent=2, default=str))
+    if cfg.random_init:
+        return _save_untrained(module, out)
     loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", every_n_train_steps=cfg.checkpoint_every, save_top_k=-1, save_last=True, auto_insert_metric_name=False),
@@ -119,6 +145,19 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     return final
 
 
+def _save_untrained(module, out: Path) -> Path:
+    """model.ckpt of the seeded, untrained model, loadable like any trained checkpoint."""
+    import lightning as L
+    import torch
+
+    final = out / "model.ckpt"
+    tmp = out / ".model.ckpt.tmp"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0, "epoch": 0,
+                "pytorch-lightning_version": L.__version__, "random_init": True}, tmp)
+    os.replace(tmp, final)
+    return final
+
+
 def _quiet_lightning() -> None:
     """Hide Lightning's advertising tips and warnings that do not apply to this data path."""
     import logging
@@ -134,12 +173,12 @@ def _quiet_lightning() -> None:
 
 def load_module(checkpoint: Path):
     """The trained module (and its model, preset and channel names) from any checkpoint of `train`."""
-    from .module import MaskedModelingModule
+    from .module import TrainingModule
 
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise InputError(f"{checkpoint}: checkpoint not found")
     try:
-        return MaskedModelingModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
+        return TrainingModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
     except Exception as e:
         raise InputError(f"{checkpoint}: not a morphoscale checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
