@@ -37,3 +37,14 @@ def _quiet_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def sim_store(tmp_path_factory):
+    """The `tiny` simulated screen (2 batches, 192 sites of 64 px), ingested."""
+    from morphoscale.data.ingest import ingest, load_ingest_config
+    from morphoscale.simulate.screen import simulate
+
+    root = tmp_path_factory.mktemp("tiny")
+    sim = simulate(root / "tiny", "tiny", seed=0, workers=2, progress=False)
+    return ingest(load_ingest_config(None, {"format": "rxrx", "source": str(sim), "workers": 2}), root / "tiny.zarr", progress=False)

@@ -169,16 +169,6 @@ def test_tiny_mae_learns_real_jump_crops(examples_dir):
     assert after < 0.7 * before, (before, after)
 
 
-@pytest.fixture(scope="module")
-def sim_store(tmp_path_factory, examples_dir):
-    from morphoscale.data.ingest import ingest, load_ingest_config
-    from morphoscale.simulate.screen import simulate
-
-    root = tmp_path_factory.mktemp("mae")
-    sim = simulate(root / "tiny", "tiny", seed=0, workers=2, progress=False)
-    return ingest(load_ingest_config(None, {"format": "rxrx", "source": str(sim), "workers": 2}), root / "tiny.zarr", progress=False)
-
-
 def _weights(path):
     from morphoscale.train.run import load_module
 
