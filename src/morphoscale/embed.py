@@ -166,10 +166,10 @@ def adabn_states(model, store, tiles, channels, batch_size, device) -> tuple[np.
     to ADABN_SITES of its sites (a seeded sample). Returns (batch code per site, states)."""
     from torch.utils.data import DataLoader
 
-    from .data.datasets import TileDataset
+    from .data.datasets import TileDataset, column_codes
     from .models.adabn import estimate_batchnorm_state
 
-    codes, _ = store.sites["batch"].astype(str).factorize(sort=True)
+    codes, _ = column_codes(store, "batch")
     states = {}
     for d in np.unique(codes):
         sites = np.flatnonzero(codes == d)

@@ -24,7 +24,8 @@ from .store import ImageStore
 from .transforms import Augment, MultiCrop, self_standardize
 
 
-def _labels(store: ImageStore, column: str) -> tuple[np.ndarray, list[str]]:
+def column_codes(store: ImageStore, column: str) -> tuple[np.ndarray, list[str]]:
+    """Integer codes of a site-table column (sorted names), and the names."""
     codes, names = store.sites[column].astype(str).factorize(sort=True)
     return codes.astype(np.int64), list(names)
 
@@ -73,9 +74,9 @@ class CropDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.order = order
-        self._perm: tuple[int, np.ndarray] | None = None
-        self.labels, self.label_names = _labels(self.store, "perturbation")
-        self.batches, self.batch_names = _labels(self.store, "batch")
+        self._perms: dict[tuple, np.ndarray] = {}  # seeded permutations by key, a few at a time
+        self.labels, self.label_names = column_codes(self.store, "perturbation")
+        self.batches, self.batch_names = column_codes(self.store, "batch")
         self.n_views = n_views
         self.group_size = group_size
         if order == "by_batch":
@@ -109,10 +110,8 @@ class CropDataset(Dataset):
             return self._site_by_batch(index)
         if self.order == "cycle":
             return int(self.sites[index % n])
-        k = index // n
-        if self._perm is None or self._perm[0] != k:
-            self._perm = (k, np.random.default_rng([self.seed, self.epoch, k]).permutation(n))
-        return int(self.sites[self._perm[1][index % n]])
+        k, i = divmod(index, n)
+        return int(self.sites[self._permutation((self.seed, self.epoch, k), n)[i]])
 
     def _site_by_batch(self, index: int) -> int:
         group, r = divmod(index, self.group_size)
@@ -125,12 +124,11 @@ class CropDataset(Dataset):
         return int(sites[self._permutation((self.seed, self.epoch, d, k, 2), len(sites))[i]])
 
     def _permutation(self, key: tuple, n: int) -> np.ndarray:
-        cache = self.__dict__.setdefault("_perms", {})
-        if key not in cache:
-            if len(cache) > 64:
-                cache.clear()
-            cache[key] = np.random.default_rng(list(key)).permutation(n)
-        return cache[key]
+        if key not in self._perms:
+            if len(self._perms) > 64:
+                self._perms.clear()
+            self._perms[key] = np.random.default_rng(list(key)).permutation(n)
+        return self._perms[key]
 
     def __getitem__(self, index: int) -> dict:
         s = self.site_of(index)
@@ -210,24 +208,6 @@ class TileDataset(Dataset):
         s, t = divmod(index, self.tiles_per_site)
         y, x = self.origins[t]
         return Tile(int(self.sites[s]), y, x)
-
-    def _site_by_batch(self, index: int) -> int:
-        group, r = divmod(index, self.group_size)
-        n_dom = len(self._domains)
-        cycle, slot = divmod(group, n_dom)
-        d = int(self._permutation((self.seed, self.epoch, cycle, 1), n_dom)[slot])
-        sites = self._domains[d]
-        j = cycle * self.group_size + r  # this batch's running item count
-        k, i = divmod(j, len(sites))
-        return int(sites[self._permutation((self.seed, self.epoch, d, k, 2), len(sites))[i]])
-
-    def _permutation(self, key: tuple, n: int) -> np.ndarray:
-        cache = self.__dict__.setdefault("_perms", {})
-        if key not in cache:
-            if len(cache) > 64:
-                cache.clear()
-            cache[key] = np.random.default_rng(list(key)).permutation(n)
-        return cache[key]
 
     def __getitem__(self, index: int) -> dict:
         t = self.tile(index)

@@ -41,10 +41,6 @@ class BaselineConfig:
     ema_decay: float = 0.99
     ema_schedule: str = "constant"  # constant | cosine (decay rises to 1 over training, as in Grill et al.)
 
-    @property
-    def needs_labels(self) -> bool:
-        return self.paradigm in ("wsl", "rae")
-
 
 class BackboneModel(nn.Module):
     """Base of the baselines: a backbone whose output is the embedding."""

@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from .ca_mae import CAMAEViT
 from .mae_vit import MAEConfig, MAEViT
 from .autoencoder import ConvAutoencoder
+from .backbones import has_batchnorm
 from .byol import BYOL
 from .mu_net import MaskedUNet, UNetConfig
 from .paradigm import BaselineConfig
@@ -70,8 +71,6 @@ def create_model(name: str, channels: list[str], n_classes: int = 0, **overrides
         raise ConfigError(f"key 'model.{unknown[0]}': unknown field of preset {name}")
     cfg = replace(cfg, in_chans=len(channels), **overrides)
     if isinstance(cfg, BaselineConfig):
-        from .backbones import has_batchnorm
-
         if cfg.paradigm not in _MODELS:
             raise ConfigError(f"key 'model.paradigm': unknown paradigm '{cfg.paradigm}'; known: {', '.join(_MODELS)}")
         if cfg.ema_schedule not in ("constant", "cosine"):

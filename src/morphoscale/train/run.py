@@ -68,6 +68,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     from ..models.registry import PRESETS
     from .callbacks import NonFiniteLossGuard, ReconstructionPreviews
     from .data import StoreDataModule
+    from ..data.datasets import column_codes
     from ..data.transforms import MultiCrop
     from .module import TrainingModule
 
@@ -104,7 +105,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         if not 0 < local <= crop:
             raise ConfigError(f"key 'local_size': {local} must be between 1 and the crop size {crop}")
         multicrop = MultiCrop(crop, cfg.n_global, local, cfg.n_local)
-    classes = sorted(st.sites["perturbation"].astype(str).unique())
+    classes = column_codes(st, "perturbation")[1]  # the dataset's label codes index these names
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
