@@ -51,7 +51,6 @@ def _main(
 # verb -> (issue, what, help). Each is registered so `--help` lists the whole flow;
 # running one says it is not built and exits 3, never a silent no-op.
 PLANNED = {
-    "features": (5, "hand-crafted features", "Hand-crafted (CellProfiler-style) features of a store, as an embedding file."),
     "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
     "report": (8, "the HTML report", "Write a self-contained HTML report of a run folder."),
     "run": (8, "the end-to-end run", "Run the whole flow from one YAML experiment config."),
@@ -229,6 +228,32 @@ def embed(
 
     path = run_embed(checkpoint, store, out, layer, pooling, level, tile_size, stride, remainder, channels, batch_size, num_workers,
                      chunk_sites, fmt, compile, overwrite, progress=not quiet)
+    out_console.print(f"wrote {path}")
+
+
+@app.command()
+def features(
+    store: Annotated[Path, typer.Option("--store", help="The image store to measure.")],
+    out: Annotated[Path, typer.Option("--out", help="Features (.h5ad, or .parquet with --format parquet), the same layout as `embed` writes.")],
+    level: Annotated[str, typer.Option("--level", help="site or well.")] = "well",
+    nuclear_channel: Annotated[str, typer.Option("--nuclear-channel", help="Channel to segment nuclei on.")] = "DNA",
+    nucleus_diameter: Annotated[Optional[float], typer.Option("--nucleus-diameter", help="Nucleus diameter in pixels (default: estimated per site).")] = None,
+    flatfield: Annotated[str, typer.Option("--flatfield", help="none, or radial: correct vignetting per site from its nuclei (microscope fields).")] = "none",
+    statistic: Annotated[str, typer.Option("--statistic", help="Per-site reduction over cells: median or mean.")] = "median",
+    texture_levels: Annotated[int, typer.Option("--texture-levels", help="Grey levels of the Haralick co-occurrence matrices.")] = 8,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Processes (default: one per core).")] = None,
+    chunk_sites: Annotated[int, typer.Option("--chunk-sites", help="Sites per resumable chunk.")] = 64,
+    fmt: Annotated[str, typer.Option("--format", help="h5ad or parquet.")] = "h5ad",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+):
+    """Hand-crafted (CellProfiler-style) features of every site: segment, measure per cell, reduce to sites and wells."""
+    import os
+
+    from .features.run import FeatureConfig, extract_features
+
+    cfg = FeatureConfig(nuclear_channel, nucleus_diameter, flatfield, statistic, texture_levels)
+    path = extract_features(store, out, cfg, level, workers or os.cpu_count() or 1, chunk_sites, fmt, overwrite, progress=not quiet)
     out_console.print(f"wrote {path}")
 
 

@@ -113,17 +113,7 @@ def embed(
     settings = {"checkpoint_sha256": file_sha256(Path(checkpoint)), "preset": model.preset, "channels": use_channels, "layer": layer, "pooling": pooling,
                 "tile_size": tile, "stride": tiles.stride, "remainder": remainder, "tiles_per_site": tiles.tiles_per_site, "level": level,
                 "store": str(Path(store_path).resolve()), "n_sites": n_sites, "adabn": bool(getattr(model.cfg, "adabn", False))}
-    part = partial_dir(out)
-    manifest = part / "manifest.json"
-    if part.exists():
-        old = json.loads(manifest.read_text()) if manifest.exists() else {}
-        if {k: old.get(k) for k in settings} != settings:
-            shutil.rmtree(part)
-    if not part.exists():
-        part.mkdir(parents=True)
-        manifest.write_text(json.dumps({**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "morphoscale_version": __version__}))
-    started = json.loads(manifest.read_text())["started"]
-
+    part, started = open_partial(out, settings)
     chunks = [(c, min(c + chunk_sites, n_sites)) for c in range(0, n_sites, chunk_sites)]
     todo = [(i, a, b) for i, (a, b) in enumerate(chunks) if not (part / f"chunk{i:06d}.npy").exists()]
     cols = (TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
@@ -145,17 +135,36 @@ def embed(
                     per_tile.append(_embed_per_domain(model, forward, x, domains, batch["site"].numpy(), kwargs))
             E = np.concatenate(per_tile).reshape(b - a, tiles.tiles_per_site, -1)
             result = E if level == "crop" else E.mean(axis=1)
-            tmp = part / f".chunk{i:06d}.npy.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, result.astype(np.float32))
-            os.replace(tmp, part / f"chunk{i:06d}.npy")
+            save_chunk(part, i, result)
             bar.update(task, advance=b - a)
 
     uns = {"provenance": {**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in settings.items()},
                           "train_config": json.dumps(dict(module.hparams), default=str), "morphoscale_version": __version__, "time": started}}
-    _assemble(part, chunks, store, tiles, level, uns, out, fmt)
+    assemble(part, chunks, store, tiles, level, uns, out, fmt)
     shutil.rmtree(part)
     return out
+
+
+def open_partial(out: Path, settings: dict) -> tuple[Path, str]:
+    """The folder of finished chunks for `out`, kept from an interrupted run only when it was
+    made with the same settings. Returns it and the time the run first started."""
+    part = partial_dir(out)
+    manifest = part / "manifest.json"
+    if part.exists():
+        old = json.loads(manifest.read_text()) if manifest.exists() else {}
+        if {k: old.get(k) for k in settings} != settings:
+            shutil.rmtree(part)
+    if not part.exists():
+        part.mkdir(parents=True)
+        manifest.write_text(json.dumps({**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "morphoscale_version": __version__}))
+    return part, json.loads(manifest.read_text())["started"]
+
+
+def save_chunk(part: Path, i: int, result: np.ndarray) -> None:
+    tmp = part / f".chunk{i:06d}.npy.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, result.astype(np.float32))
+    os.replace(tmp, part / f"chunk{i:06d}.npy")
 
 
 ADABN_SITES = 256  # sites per experimental batch that estimate its BatchNorm statistics
@@ -222,14 +231,14 @@ def _obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | None]:
     return obs, codes
 
 
-def _assemble(part: Path, chunks, store, tiles, level: str, uns: dict, out: Path, fmt: str) -> None:
+def assemble(part: Path, chunks, store, tiles, level: str, uns: dict, out: Path, fmt: str, var_names: list[str] | None = None) -> None:
     """Stream the chunks into the output (a temporary name, renamed when complete)."""
     import h5py
     from anndata.io import write_elem
 
     obs, codes = _obs(store, tiles, level)
     dim = np.load(part / "chunk000000.npy", mmap_mode="r").shape[-1]
-    var = pd.DataFrame(index=[f"emb_{k}" for k in range(dim)])
+    var = pd.DataFrame(index=var_names or [f"emb_{k}" for k in range(dim)])
 
     def row_blocks():
         """The rows of X in order, one chunk at a time (wells: averaged over their sites first)."""

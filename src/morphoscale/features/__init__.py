@@ -1,0 +1,1 @@
+"""Hand-crafted (CellProfiler-style) features: segment, measure, aggregate."""

@@ -1,0 +1,205 @@
+"""`morphoscale features`: the hand-crafted baseline, written as the same AnnData `embed` writes.
+
+Each site is segmented and measured per cell; the per-cell table is reduced to one row per
+site (the median of each feature over its cells, and the cell count), then averaged over the
+sites of a well like any embedding. Sites are processed in resumable chunks, one process per
+core."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..errors import InputError
+from ..io import check_output
+from .flatfield import radial_flatfield
+from .measure import HARALICK, SHAPE, measure_cells
+from .segment import estimate_diameter, segment_cells, segment_nuclei
+
+RADIAL_BINS = 4
+FLATFIELDS = ("none", "radial")
+STATISTICS = ("median", "mean")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    nuclear_channel: str = "DNA"  # the channel nuclei are segmented on
+    nucleus_diameter: float | None = None  # pixels; None: estimated per site
+    flatfield: str = "none"  # none | radial (fitted per site from its nuclei; for microscope fields)
+    statistic: str = "median"  # per-site reduction of the per-cell features
+    texture_levels: int = 8  # grey levels of the co-occurrence matrices
+
+    def validate(self, channels: list[str]) -> None:
+        if self.nuclear_channel not in channels:
+            raise InputError(f"--nuclear-channel: '{self.nuclear_channel}' is not a channel of the store ({', '.join(channels)})")
+        if self.nucleus_diameter is not None and not self.nucleus_diameter > 0:
+            raise InputError(f"--nucleus-diameter: must be positive, got {self.nucleus_diameter}")
+        if self.flatfield not in FLATFIELDS:
+            raise InputError(f"--flatfield: '{self.flatfield}' is not one of {', '.join(FLATFIELDS)}")
+        if self.statistic not in STATISTICS:
+            raise InputError(f"--statistic: '{self.statistic}' is not one of {', '.join(STATISTICS)}")
+        if not 2 <= self.texture_levels <= 256:
+            raise InputError(f"--texture-levels: must be between 2 and 256, got {self.texture_levels}")
+
+
+def cell_feature_names(channels: list[str]) -> list[str]:
+    """Columns of the per-cell table, in a fixed order (whatever a site's content)."""
+    names = [f"nucleus_{k}" for k in SHAPE] + [f"cell_{k}" for k in SHAPE]
+    for ch in channels:
+        names += [f"nucleus_{ch}_{s}" for s in ("integrated", "mean", "std", "max")]
+        names += [f"cell_{ch}_{s}" for s in ("integrated", "mean", "std", "max")]
+        names += [f"cell_{ch}_texture_{k}" for k in HARALICK]
+        names += [f"cell_{ch}_radial_{k}" for k in range(RADIAL_BINS)]
+    return names
+
+
+def site_feature_names(channels: list[str]) -> list[str]:
+    return ["n_cells"] + cell_feature_names(channels)
+
+
+def cytoplasm_image(image: np.ndarray, skip: int) -> np.ndarray:
+    """Sum of the non-nuclear channels, each scaled by its 99th percentile so that no bright
+    stain dominates where cells end."""
+    others = [c for c in range(len(image)) if c != skip] or [skip]
+    out = np.zeros(image.shape[1:], np.float32)
+    for c in others:
+        x = image[c].astype(np.float32)
+        out += x / max(float(np.percentile(x, 99)), 1e-6)
+    return out
+
+
+def measure_site(image: np.ndarray, channels: list[str], cfg: FeatureConfig) -> pd.DataFrame:
+    """Per-cell features of one site (C, H, W): one row per nucleus, columns cell_feature_names."""
+    dna = channels.index(cfg.nuclear_channel)
+    x = image.astype(np.float32)
+    diameter = cfg.nucleus_diameter or estimate_diameter(x[dna])
+    nuclei = segment_nuclei(x[dna], diameter)
+    if cfg.flatfield == "radial" and nuclei.max() > 0:
+        n = int(nuclei.max())
+        index = np.arange(1, n + 1)
+        from scipy import ndimage as ndi
+
+        centers = np.asarray(ndi.center_of_mass(np.ones_like(nuclei), nuclei, index))
+        means = np.stack([ndi.mean(x[c], nuclei, index) for c in range(len(channels))], axis=1)
+        x = x / radial_flatfield(centers, means, x.shape[1:])
+        nuclei = segment_nuclei(x[dna], diameter)
+    if nuclei.max() == 0:
+        return pd.DataFrame(columns=cell_feature_names(channels), dtype=np.float64)
+    cells = segment_cells(nuclei, cytoplasm_image(x, dna), diameter)
+    df = measure_cells(x, channels, nuclei, cells, levels=cfg.texture_levels, radial_bins=RADIAL_BINS)
+    return df
+
+
+def reduce_site(cells: pd.DataFrame, channels: list[str], statistic: str) -> np.ndarray:
+    """One row per site: the cell count, then the per-cell features reduced over cells
+    (NaN when the site has no cells)."""
+    names = cell_feature_names(channels)
+    if len(cells) == 0:
+        return np.r_[0.0, np.full(len(names), np.nan)]
+    v = cells[names].to_numpy(np.float64)
+    red = np.nanmedian(v, axis=0) if statistic == "median" else np.nanmean(v, axis=0)
+    return np.r_[float(len(cells)), red]
+
+
+# --- the store-level job ------------------------------------------------------------
+
+_W: dict = {}
+
+
+def _init(store_path: str, cfg: FeatureConfig) -> None:
+    from ..data.store import ImageStore
+
+    _W.update(store=ImageStore(store_path), cfg=cfg)
+
+
+def _chunk(job: tuple[int, int, int, str]) -> tuple[int, int]:
+    import warnings
+
+    from ..embed import save_chunk
+
+    i, a, b, part = job
+    store, cfg = _W["store"], _W["cfg"]
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns of cell-less sites
+        for s in range(a, b):
+            rows.append(reduce_site(measure_site(store.read(s), store.channels, cfg), store.channels, cfg.statistic))
+    save_chunk(Path(part), i, np.stack(rows))
+    return i, b - a
+
+
+def extract_features(
+    store_path: Path,
+    out: Path,
+    cfg: FeatureConfig = FeatureConfig(),
+    level: str = "well",
+    workers: int = 1,
+    chunk_sites: int = 64,
+    fmt: str = "h5ad",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..data.store import ImageStore
+    from ..embed import assemble, open_partial
+    from ..parallel import process_map
+
+    if level not in ("site", "well"):
+        raise InputError(f"--level: '{level}' is not site or well")
+    if fmt not in ("h5ad", "parquet"):
+        raise InputError(f"--format: '{fmt}' is not h5ad or parquet")
+    if workers < 1:
+        raise InputError(f"--workers: must be at least 1, got {workers}")
+    out = Path(out)
+    check_output(out, overwrite)
+    store = ImageStore(store_path)
+    cfg.validate(store.channels)
+    n_sites = len(store)
+    names = site_feature_names(store.channels)
+    settings = {"kind": "hand-crafted features", **{k: v for k, v in asdict(cfg).items()}, "channels": json.dumps(store.channels),
+                "level": level, "store": str(Path(store_path).resolve()), "n_sites": n_sites, "n_features": len(names)}
+    part, started = open_partial(out, settings)
+    chunks = [(c, min(c + chunk_sites, n_sites)) for c in range(0, n_sites, chunk_sites)]
+    todo = [(i, a, b, str(part)) for i, (a, b) in enumerate(chunks) if not (part / f"chunk{i:06d}.npy").exists()]
+    cols = (TextColumn("features"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
+    with process_map(_chunk, todo, min(workers, max(len(todo), 1)), _init, (str(store_path), cfg)) as results:
+        with Progress(*cols, disable=not progress) as bar:
+            task = bar.add_task("features", total=n_sites, completed=n_sites - sum(b - a for _, a, b, _ in todo))
+            for _, n in results:
+                bar.update(task, advance=n)
+
+    n_empty = fill_cellless_sites(part, len(chunks))
+    uns = {"provenance": {**{k: ("" if v is None else v) for k, v in settings.items()}, "sites_without_cells": n_empty,
+                          "morphoscale_version": __version__, "time": started}}
+    assemble(part, chunks, store, None, level, uns, out, fmt, var_names=names)
+    shutil.rmtree(part)
+    return out
+
+
+def fill_cellless_sites(part: Path, n_chunks: int) -> int:
+    """Sites without a single nucleus have no per-cell features: give them each feature's median
+    over the other sites (their cell count stays 0), so every row can be aligned and mapped.
+    Returns how many sites that was."""
+    from ..embed import save_chunk
+
+    blocks = [np.load(part / f"chunk{i:06d}.npy") for i in range(n_chunks)]
+    X = np.concatenate(blocks)
+    empty = np.isnan(X[:, 1:]).any(axis=1)
+    if not empty.any():
+        return 0
+    if empty.all():
+        raise InputError(f"{part.name.removesuffix('.partial')}: no nuclei were found on any site (check --nuclear-channel and --nucleus-diameter)")
+    fill = np.nanmedian(X, axis=0)
+    for i, block in enumerate(blocks):
+        holes = np.isnan(block)
+        if holes.any():
+            block[holes] = np.broadcast_to(fill, block.shape)[holes]
+            save_chunk(part, i, block)
+    return int(empty.sum())
