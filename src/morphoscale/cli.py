@@ -52,8 +52,6 @@ def _main(
 # running one says it is not built and exits 3, never a silent no-op.
 PLANNED = {
     "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
-    "report": (8, "the HTML report", "Write a self-contained HTML report of a run folder."),
-    "run": (8, "the end-to-end run", "Run the whole flow from one YAML experiment config."),
 }
 
 
@@ -255,6 +253,55 @@ def features(
     cfg = FeatureConfig(nuclear_channel, nucleus_diameter, flatfield, statistic, texture_levels)
     path = extract_features(store, out, cfg, level, workers or os.cpu_count() or 1, chunk_sites, fmt, overwrite, progress=not quiet)
     out_console.print(f"wrote {path}")
+
+
+@app.command(name="run")
+def run_(
+    config: Annotated[Path, typer.Argument(help="The experiment config (YAML): data, encoders, map, bench.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="The run folder (default: runs/<name>).")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on: data, train, embed, map, bench or report.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars inside the stages.")] = False,
+):
+    """Run the whole flow from one config; unchanged stages are taken from the cache."""
+    from .run.config import load_run_config
+    from .run.flow import Flow
+
+    cfg = load_run_config(config)
+    flow = Flow(cfg, out or Path("runs") / cfg.name)
+    flow.run(start, progress=not quiet, console=err_console)
+    print_recall(flow.out / "recall.csv")
+    out_console.print(f"wrote {flow.out / 'report.html'}")
+
+
+def print_recall(path: Path) -> None:
+    """The recall table of a run (recall.csv, the same numbers the report shows)."""
+    import pandas as pd
+    from rich.table import Table
+
+    t = pd.read_csv(path)
+    if not len(t):
+        out_console.print("no relationship recall (no genes with annotated pairs in the maps)")
+        return
+    wide = t.pivot_table(index="encoder", columns="source", values="recall", sort=False)
+    table = Table(title="relationship recall (5% / 95%)")
+    table.add_column("encoder")
+    for c in wide.columns:
+        table.add_column(str(c), justify="right")
+    for enc, row in wide.iterrows():
+        table.add_row(str(enc), *[f"{v:.3f}" for v in row])
+    rnd = t.groupby("source", sort=False)["random"].first().reindex(wide.columns)
+    table.add_row("random", *[f"{v:.3f}" for v in rnd], style="dim")
+    out_console.print(table)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `morphoscale run`.")],
+):
+    """Write a self-contained report.html of a run folder (figures embedded, no network needed)."""
+    from .report.html import write_report
+
+    out_console.print(f"wrote {write_report(run_dir)}")
 
 
 for _verb, (_issue, _what, _help) in PLANNED.items():

@@ -1,0 +1,320 @@
+"""`morphoscale report RUN_DIR`: one self-contained HTML page of a run folder.
+
+Every figure is a PNG embedded as a data URI, so the file can be mailed or opened offline.
+Numbers come from the run's own tables (bench/*.csv, recall.csv): the report draws, it does
+not recompute."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .. import __version__
+from ..errors import InputError
+
+PALETTE = {"DNA": (0.2, 0.4, 1.0), "ER": (0.1, 1.0, 0.2), "RNA": (1.0, 1.0, 0.1), "AGP": (1.0, 0.2, 0.2), "Actin": (1.0, 0.2, 0.2),
+           "Mito": (1.0, 0.3, 1.0), "Golgi": (1.0, 0.6, 0.1)}
+FALLBACK = [(0.2, 0.4, 1.0), (0.1, 1.0, 0.2), (1.0, 0.2, 0.2), (1.0, 1.0, 0.1), (1.0, 0.3, 1.0), (0.1, 1.0, 1.0)]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(data: bytes, alt: str, width: int | None = None) -> str:
+    w = f' style="max-width:{width}px"' if width else ""
+    return f'<img alt="{html.escape(alt)}"{w} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _fig(fig, alt: str, width: int | None = None) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return _png(buf.getvalue(), alt, width)
+
+
+def _file_img(path: Path, alt: str, width: int | None = None) -> str:
+    return _png(Path(path).read_bytes(), alt, width) if Path(path).exists() else ""
+
+
+def _array_img(rgb: np.ndarray, alt: str, scale: int = 1) -> str:
+    from PIL import Image
+
+    im = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return _png(buf.getvalue(), alt)
+
+
+def _table(df: pd.DataFrame, digits: int = 3) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, classes="t", na_rep="")
+
+
+# --- sections -------------------------------------------------------------------------
+
+
+def _scaled(x: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(x, [1, 99.5])
+    return np.clip((x.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def composite(site: np.ndarray, channels: list[str]) -> np.ndarray:
+    """Additive colour composite of all channels (C, H, W) -> (H, W, 3)."""
+    rgb = np.zeros((*site.shape[1:], 3), np.float32)
+    for k, name in enumerate(channels):
+        rgb += _scaled(site[k])[..., None] * np.asarray(PALETTE.get(name, FALLBACK[k % len(FALLBACK)]), np.float32)
+    return np.clip(rgb / max(1.0, len(channels) / 3), 0, 1)
+
+
+def data_section(store_path: Path) -> str:
+    from ..data.store import ImageStore
+
+    if not Path(store_path).exists():
+        return "<p>No image store in this run.</p>"
+    st = ImageStore(store_path)
+    s = st.sites
+    n, c, h, w = st.shape
+    facts = pd.DataFrame([
+        ("sites", n), ("image size", f"{h} x {w}, {st.dtype}"), ("channels", ", ".join(st.channels)),
+        ("plates", s["plate"].nunique()), ("wells", (s["plate"].astype(str) + s["well"].astype(str)).nunique()),
+        ("batches", s["batch"].nunique()), ("control sites", int(s["is_control"].sum())),
+        *[(f"{t} perturbations", s.loc[s["perturbation_type"] == t, "perturbation"].nunique()) for t in sorted(s["perturbation_type"].astype(str).unique())],
+    ], columns=["", "value"])
+    picks = [int(np.flatnonzero(s["is_control"].to_numpy(bool))[0])] if s["is_control"].any() else []
+    for t in ("gene", "compound"):
+        idx = np.flatnonzero((s["perturbation_type"].astype(str) == t).to_numpy())
+        picks += [int(i) for i in idx[:2]]
+    picks = (picks or [0])[:4]
+    scale = max(1, 160 // max(h, w))
+    tiles = "".join(f'<figure>{_array_img(composite(st.read(i), st.channels), f"composite of site {i}", scale)}'
+                    f"<figcaption>{html.escape(str(s['perturbation'].iloc[i]))} ({html.escape(str(s['batch'].iloc[i]))})</figcaption></figure>" for i in picks)
+    site = st.read(picks[0])
+    thumbs = "".join(f"<figure>{_array_img(np.repeat(_scaled(site[k])[..., None], 3, -1), f'channel {name}', scale)}<figcaption>{html.escape(name)}</figcaption></figure>"
+                     for k, name in enumerate(st.channels))
+    return f"{_table(facts)}<h3>Sample sites (all channels)</h3><div class=row>{tiles}</div><h3>Channels of the first</h3><div class=row>{thumbs}</div>"
+
+
+def training_section(encoders: dict[str, Path]) -> str:
+    plt = _plt()
+    curves = {}
+    for name, d in encoders.items():
+        f = d / "train" / "logs" / "metrics.csv"
+        if f.exists():
+            m = pd.read_csv(f)
+            if "train/loss" in m.columns:
+                m = m.dropna(subset=["train/loss"])
+                curves[name] = m[["step", "train/loss"]]
+    if not curves:
+        return "<p>No encoder was trained in this run.</p>"
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    for ax, (name, m) in zip(axes[0], curves.items()):
+        ax.plot(m["step"], m["train/loss"], color="#3b7dd8")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+    fig.tight_layout()
+    previews = ""
+    for name, d in encoders.items():
+        pngs = sorted((d / "train" / "previews").glob("step*.png"))
+        if pngs:
+            kind = "masked input | reconstruction | target" if "mae" in name.lower() or "mu" in name.lower() else "panels"
+            previews += f"<figure>{_file_img(pngs[-1], f'reconstructions of {name}', 600)}<figcaption>{html.escape(name)}, {pngs[-1].stem}: {kind}; one row per channel</figcaption></figure>"
+    return _fig(fig, "training curves") + (f"<h3>Reconstructions (training crops, last preview)</h3><div class=row>{previews}</div>" if previews else "")
+
+
+def recall_figure(table: pd.DataFrame) -> str:
+    plt = _plt()
+    if not len(table):
+        return ""
+    sources = list(dict.fromkeys(table["source"]))
+    encs = list(dict.fromkeys(table["encoder"]))
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.35 * len(sources) * len(encs) + 2)), 3.8))
+    width = 0.8 / len(encs)
+    for k, e in enumerate(encs):
+        r = table[table["encoder"] == e].set_index("source").reindex(sources)
+        ax.bar(np.arange(len(sources)) + k * width - 0.4 + width / 2, r["recall"], width, label=e)
+    rnd = table.groupby("source", sort=False)["random"].first().reindex(sources)
+    for i, v in enumerate(rnd):
+        ax.hlines(v, i - 0.45, i + 0.45, colors="crimson", linestyles="--", label="random" if i == 0 else None)
+    ax.set_xticks(np.arange(len(sources)), sources)
+    ax.set_ylabel("recall (5% / 95%)")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return _fig(fig, "recall per source and encoder")
+
+
+def distributions_figure(encoders: dict[str, Path]) -> str:
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    shown = False
+    for name, d in encoders.items():
+        c, m = d / "bench" / "consistency.csv", d / "bench" / "magnitude.csv"
+        if c.exists():
+            v = pd.read_csv(c)["consistency"].dropna()
+            if len(v):
+                a.hist(v, bins=30, histtype="step", label=name, density=True)
+                shown = True
+        if m.exists():
+            v = pd.read_csv(m)
+            v = np.log10(np.maximum(v["energy_distance"] / np.maximum(v["null_mean"], 1e-12), 1e-3)).dropna()
+            if len(v):
+                b.hist(v, bins=30, histtype="step", label=name, density=True)
+    if not shown:
+        _plt().close(fig)
+        return "<p>No replicate-level results.</p>"
+    a.set_xlabel("replicate consistency (mean cosine between replicate wells)")
+    a.axvline(0, color="crimson", ls="--", lw=1)
+    b.set_xlabel("magnitude: log10(energy distance / its null mean)")
+    b.axvline(0, color="crimson", ls="--", lw=1)
+    a.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _fig(fig, "consistency and magnitude distributions")
+
+
+def summary_table(encoders: dict[str, Path], seconds: dict[str, float]) -> pd.DataFrame:
+    rows = []
+    for name, d in encoders.items():
+        f = d / "bench" / "summary.json"
+        if not f.exists():
+            continue
+        s = json.loads(f.read_text())
+        rec = {r["source"]: r["recall"] for r in s.get("recall", []) if r["lower"] == 5.0}
+        emb = d / "embeddings.h5ad"
+        dim = None
+        if emb.exists():
+            import h5py
+
+            with h5py.File(emb, "r") as h:
+                dim = int(h["X"].shape[1])
+        row = {"encoder": name, "dims": dim, **{f"{k} recall": v for k, v in rec.items()}}
+        row["mAP activity: fraction retrieved"] = s.get("map_activity", {}).get("fraction_retrieved")
+        row["replicate consistency: fraction significant"] = s.get("consistency", {}).get("fraction_significant")
+        row["complexes significant (KS)"] = s.get("complexes", {}).get("fraction_significant")
+        cg = s.get("compound_gene", {})
+        row["compound-gene AUC"] = cg.get("mean_auc")
+        row["train + embed seconds"] = round(seconds.get(f"train:{name}", 0) + seconds.get(f"embed:{name}", 0), 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_report(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "run.yaml"
+    if not cfg_file.exists():
+        raise InputError(f"{run_dir}: not a run folder (no run.yaml; make one with `morphoscale run`)")
+    cfg = yaml.safe_load(cfg_file.read_text())
+    names = [e["name"] for e in cfg.get("encoders", [])]
+    encoders = {n: run_dir / "encoders" / n for n in names if (run_dir / "encoders" / n).exists()}
+    stages = {}
+    for f in sorted((run_dir / "stages").glob("*.json")):
+        rec = json.loads(f.read_text())
+        stages[f.stem.replace("--", ":")] = rec
+    seconds = {k: v.get("seconds", 0.0) for k, v in stages.items()}
+    store = Path(cfg["data"]["store"]) if cfg["data"].get("store") else run_dir / "store.zarr"
+
+    from ..run.flow import recall_table
+
+    table = recall_table(run_dir, list(encoders))
+    wide = table.pivot_table(index="encoder", columns="source", values="recall", sort=False).reset_index() if len(table) else table
+    if len(table):
+        rnd = table.groupby("source", sort=False)["random"].first()
+        wide = pd.concat([wide, pd.DataFrame([{"encoder": "random", **rnd.to_dict()}])], ignore_index=True)
+        pairs = table.groupby("source", sort=False)["n_pairs"].first()
+        wide = pd.concat([wide, pd.DataFrame([{"encoder": "pairs in map", **pairs.to_dict()}])], ignore_index=True)
+    best = table[table["source"] == "CORUM"].sort_values("recall", ascending=False)["encoder"].tolist() if len(table) else []
+    best = [b for b in best if (encoders[b] / "bench" / "complex_heatmap.png").exists()]
+
+    umaps = "".join(f"<figure>{_file_img(d / 'bench' / 'umap_batch.png', f'UMAP of {n}', 560)}<figcaption>{html.escape(n)}</figcaption></figure>"
+                    for n, d in encoders.items() if (d / "bench" / "umap_batch.png").exists())
+    heat = ""
+    if best:
+        heat = f"<p>Encoder with the highest CORUM recall: <b>{html.escape(best[0])}</b>.</p>{_file_img(encoders[best[0]] / 'bench' / 'complex_heatmap.png', 'complex heatmap', 700)}"
+        others = "".join(f"<figure>{_file_img(encoders[b] / 'bench' / 'complex_heatmap.png', f'complex heatmap {b}', 500)}<figcaption>{html.escape(b)}</figcaption></figure>" for b in best[1:])
+        heat += f"<details><summary>the other encoders</summary><div class=row>{others}</div></details>" if others else ""
+    map_rows, cg_rows = [], []
+    for n, d in encoders.items():
+        f = d / "bench" / "summary.json"
+        if not f.exists():
+            continue
+        s = json.loads(f.read_text())
+        a = s.get("map_activity", {})
+        mc = s.get("map_consistency", {})
+        map_rows.append({"encoder": n, "activity: mean mAP": a.get("mean_map"), "activity: fraction retrieved": a.get("fraction_retrieved"),
+                         "random fraction": a.get("random_fraction_retrieved"), "CORUM consistency: mean mAP": mc.get("mean_map"),
+                         "CORUM consistency: fraction retrieved": mc.get("fraction_retrieved")})
+        cg = s.get("compound_gene")
+        if cg:
+            cg_rows.append({"encoder": n, "compounds": cg.get("n"), "mean AUC": cg.get("mean_auc"), "random AUC": cg.get("random_auc"),
+                            "mean average precision": cg.get("mean_average_precision"), "random average precision": cg.get("random_average_precision")})
+    stage_df = pd.DataFrame([{"stage": k, "seconds": v.get("seconds"), "finished": v.get("finished")} for k, v in stages.items()])
+    extra = run_dir / "report_extra.html"  # sections a run adds (the real-data probe)
+    body = f"""
+<h1>morphoscale run: {html.escape(str(cfg.get('name', run_dir.name)))}</h1>
+<p class=meta>morphoscale {__version__} &middot; {html.escape(str(run_dir.resolve()))}</p>
+<h2>Every encoder side by side</h2>
+{_table(summary_table(encoders, seconds))}
+<p>Random baselines: recall 0.10 at 5%/95%; fraction retrieved or significant 0.05; AUC 0.5.</p>
+<h2>Relationship recall</h2>
+<p>Fraction of known gene pairs whose cosine similarity falls in the top or bottom 5% of all gene pairs (random: 0.10).</p>
+{_table(wide)}
+{recall_figure(table)}
+<h2>Data</h2>
+{data_section(store)}
+<h2>Training</h2>
+{training_section(encoders)}
+<h2>Batch correction: wells before and after alignment ({html.escape(str(cfg.get('map', {}).get('align', '')))})</h2>
+<div class=row>{umaps or '<p>No UMAP (needs raw and aligned well embeddings).</p>'}</div>
+<h2>Best-recovered complexes (cosine similarity, clustered)</h2>
+{heat or '<p>No complex with enough genes in the map.</p>'}
+<h2>Replicate consistency and perturbation magnitude</h2>
+{distributions_figure(encoders)}
+<h2>mAP (copairs)</h2>
+{_table(pd.DataFrame(map_rows)) if map_rows else '<p>None.</p>'}
+<h2>Compound-gene retrieval</h2>
+{_table(pd.DataFrame(cg_rows)) if cg_rows else '<p>No compounds with annotated targets.</p>'}
+{extra.read_text() if extra.exists() else ''}
+<h2>Config and provenance</h2>
+<pre>{html.escape(cfg_file.read_text())}</pre>
+{_table(stage_df, 1) if len(stage_df) else ''}
+"""
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>morphoscale report: {html.escape(str(cfg.get('name', '')))}</title>
+<style>
+body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
+h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}}
+table.t{{border-collapse:collapse;font-size:13px;margin:.5em 0}} table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}}
+table.t td:first-child,table.t th:first-child{{text-align:left}}
+.row{{display:flex;flex-wrap:wrap;gap:12px}} figure{{margin:0}} figcaption{{font-size:12px;color:#555}}
+img{{max-width:100%}} pre{{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}} .meta{{color:#666}}
+</style></head><body>
+{body}
+<script>
+window.addEventListener("error", function (e) {{ document.body.setAttribute("data-errors", (e.message || "error")); }});
+window.addEventListener("load", function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
+  document.body.setAttribute("data-images", ok + "/" + imgs.length);
+}});
+</script>
+</body></html>
+"""
+    out = run_dir / "report.html"
+    tmp = out.with_name(f".report.html.tmp-{os.getpid()}")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return out

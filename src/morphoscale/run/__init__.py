@@ -1,0 +1,1 @@
+"""The end-to-end run: one YAML config for the whole flow, stages cached by their inputs."""

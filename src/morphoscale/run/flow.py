@@ -1,0 +1,259 @@
+"""`morphoscale run`: simulate or ingest -> train -> embed -> map -> bench -> report, each
+stage cached by the hash of its config and of the stages it reads.
+
+A run folder:
+    run.yaml                  the validated config, as run
+    stages/<stage>.json       cache key, wall time and outputs of each finished stage
+    screen/                   the simulated screen (data.simulate)
+    store.zarr                the image store (unless data.store names one)
+    encoders/<name>/          train/ (model), embeddings.h5ad, map.h5ad (+ map.wells.h5ad), bench/
+    recall.csv                relationship recall of every encoder (the table printed at the end)
+    report.html
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .. import __version__
+from ..errors import InputError
+from .config import STAGES, EncoderSpec, RunConfig
+
+RECALL_LOWER = 5.0  # the recall table: pairs in the top/bottom 5% of cosine similarities
+
+
+@dataclass
+class Stage:
+    id: str  # e.g. "train:mae"
+    kind: str  # one of STAGES
+    spec: dict  # what the stage's result depends on (besides its upstream stages)
+    upstream: list[str]
+    action: Callable[[], None]
+    outputs: list[Path] = field(default_factory=list)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_spec(value):
+    """A train/ingest config given as a file: its content is what matters, not its name."""
+    if isinstance(value, Path):
+        from ..config import read_yaml
+
+        return {"file": str(value), "content": read_yaml(value)}
+    return value
+
+
+class Flow:
+    def __init__(self, cfg: RunConfig, out: Path):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.store = Path(cfg.data.store) if cfg.data.store else self.out / "store.zarr"
+        self.screen = self.out / "screen"
+        self.workers = cfg.workers or None
+        self.stages: list[Stage] = []
+        self._plan()
+
+    # --- the plan -----------------------------------------------------------------
+
+    def enc_dir(self, e: EncoderSpec) -> Path:
+        return self.out / "encoders" / e.name
+
+    def _plan(self) -> None:
+        cfg = self.cfg
+        d = cfg.data
+        data_spec = {"simulate": d.simulate.model_dump() if d.simulate else None, "ingest": _file_spec(d.ingest), "store": str(d.store) if d.store else None}
+        self.stages.append(Stage("data", "data", data_spec, [], self._data, [self.store]))
+        for e in cfg.encoders:
+            ed = self.enc_dir(e)
+            emb = ed / "embeddings.h5ad"
+            if e.kind == "model":
+                self.stages.append(Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train)}, ["data"], lambda e=e: self._train(e), [ed / "train" / "model.ckpt"]))
+                self.stages.append(Stage(f"embed:{e.name}", "embed", e.embed.model_dump(), [f"train:{e.name}"], lambda e=e: self._embed(e), [emb]))
+            elif e.kind == "features":
+                self.stages.append(Stage(f"embed:{e.name}", "embed", {"features": e.features.model_dump()}, ["data"], lambda e=e: self._features(e), [emb]))
+            else:
+                self.stages.append(Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda e=e: self._oracle(e), [emb]))
+            self.stages.append(Stage(f"map:{e.name}", "map", cfg.map.model_dump(), [f"embed:{e.name}"], lambda e=e: self._map(e), [ed / "map.h5ad"]))
+            self.stages.append(Stage(f"bench:{e.name}", "bench", cfg.bench.model_dump(mode="json"), [f"map:{e.name}"], lambda e=e: self._bench(e), [ed / "bench" / "summary.json"]))
+        self.stages.append(Stage("report", "report", {"encoders": [e.name for e in cfg.encoders]}, [f"bench:{e.name}" for e in cfg.encoders],
+                                 self._report, [self.out / "recall.csv", self.out / "report.html"]))
+
+    def keys(self) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        for s in self.stages:
+            keys[s.id] = _hash({"stage": s.id, "spec": s.spec, "upstream": [keys[u] for u in s.upstream], "version": __version__})
+        return keys
+
+    # --- running ------------------------------------------------------------------
+
+    def run(self, start: str | None = None, progress: bool = True, console=None) -> dict:
+        from rich.console import Console
+
+        console = console or Console(stderr=True)
+        if start is not None and start not in STAGES:
+            raise InputError(f"--from: '{start}' is not a stage; stages: {', '.join(STAGES)}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "stages").mkdir(exist_ok=True)
+        _write_text(self.out / "run.yaml", yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False))
+        keys = self.keys()
+        forced = set(STAGES[STAGES.index(start):]) if start else set()
+        todo = [s for s in self.stages if s.kind in forced or not self._cached(s, keys[s.id])]
+        self.progress = progress
+        console.rule(f"morphoscale run: {self.cfg.name} -> {self.out}")
+        t0, done_time, n_done = time.time(), 0.0, 0
+        for i, s in enumerate(self.stages, 1):
+            if s not in todo:
+                console.print(f"[dim][{i}/{len(self.stages)}] {s.id}: cached[/dim]")
+                continue
+            console.print(f"[bold][{i}/{len(self.stages)}] {s.id}[/bold] ...")
+            ts = time.time()
+            for p in s.outputs:  # a re-run replaces the stage's outputs
+                if p != self.store or not self.cfg.data.store:
+                    _remove(p)
+            (self.out / "stages" / f"{s.id.replace(':', '--')}.json").unlink(missing_ok=True)
+            s.action()
+            dt = time.time() - ts
+            done_time += dt
+            n_done += 1
+            left = len(todo) - n_done
+            eta = f", about {done_time / n_done * left / 60:.1f} min left ({left} stages)" if left else ""
+            console.print(f"    done in {dt:.1f} s; elapsed {(time.time() - t0) / 60:.1f} min{eta}")
+            _write_text(self.out / "stages" / f"{s.id.replace(':', '--')}.json",
+                        json.dumps({"key": keys[s.id], "seconds": round(dt, 2), "outputs": [str(p) for p in s.outputs], "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        return {"out": str(self.out), "ran": [s.id for s in todo], "cached": [s.id for s in self.stages if s not in todo]}
+
+    def _cached(self, s: Stage, key: str) -> bool:
+        f = self.out / "stages" / f"{s.id.replace(':', '--')}.json"
+        if not f.exists():
+            return False
+        try:
+            rec = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            return False
+        return rec.get("key") == key and all(Path(p).exists() for p in s.outputs)
+
+    # --- the stages ---------------------------------------------------------------
+
+    def _data(self) -> None:
+        d = self.cfg.data
+        if d.store:
+            from ..data.store import ImageStore
+
+            ImageStore(d.store)  # validates: complete, a morphoscale store
+            return
+        from ..data.ingest import IngestConfig, ingest, load_ingest_config
+
+        if d.simulate:
+            from ..simulate.screen import simulate
+
+            simulate(self.screen, d.simulate.preset, seed=d.simulate.seed, workers=self.workers, overwrite=True, progress=self.progress)
+            icfg = load_ingest_config(None, {"format": "rxrx", "source": str(self.screen), "workers": self.workers})
+        elif isinstance(d.ingest, Path):
+            icfg = load_ingest_config(d.ingest, {"workers": self.workers})
+        else:
+            from ..config import parse_model
+
+            icfg = parse_model(IngestConfig, {**d.ingest, **({"workers": self.workers} if self.workers else {})}, "run config", "data.ingest")
+        ingest(icfg, self.store, overwrite=True, progress=self.progress)
+
+    def _train(self, e: EncoderSpec) -> None:
+        from ..config import parse_model
+        from ..train.run import TrainConfig, load_train_config, train
+
+        tcfg = load_train_config(e.train) if isinstance(e.train, Path) else parse_model(TrainConfig, e.train, "run config", f"encoders.{e.name}.train")
+        train(tcfg, self.store, self.enc_dir(e) / "train", overwrite=True, progress=self.progress)
+
+    def _embed(self, e: EncoderSpec) -> None:
+        from ..embed import embed
+
+        s = e.embed
+        embed(self.enc_dir(e) / "train" / "model.ckpt", self.store, self.enc_dir(e) / "embeddings.h5ad", layer=s.layer, pooling=s.pooling,
+              level=s.level, tile_size=s.tile_size, batch_size=s.batch_size, overwrite=True, progress=self.progress)
+
+    def _features(self, e: EncoderSpec) -> None:
+        import os
+
+        from ..features.run import FeatureConfig, extract_features
+
+        extract_features(self.store, self.enc_dir(e) / "embeddings.h5ad", FeatureConfig(**e.features.model_dump()), level="well",
+                         workers=self.workers or os.cpu_count() or 1, overwrite=True, progress=self.progress)
+
+    def _oracle(self, e: EncoderSpec) -> None:
+        from ..simulate.validate import oracle_embeddings
+
+        path = self.enc_dir(e) / "embeddings.h5ad"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from ..maps.build import write_h5ad
+
+        write_h5ad(oracle_embeddings(self.screen), path, overwrite=True)
+
+    def _map(self, e: EncoderSpec) -> None:
+        from ..maps.build import build_map, read_embeddings, wells_path, write_h5ad
+
+        out = self.enc_dir(e) / "map.h5ad"
+        m, aligned = build_map(read_embeddings(self.enc_dir(e) / "embeddings.h5ad"), align=self.cfg.map.align, method=self.cfg.map.aggregate)
+        write_h5ad(aligned, wells_path(out), overwrite=True)
+        write_h5ad(m, out, overwrite=True)
+
+    def compound_targets(self) -> Path | None:
+        b = self.cfg.bench
+        if b.compound_targets:
+            return b.compound_targets
+        gt = self.screen / "ground_truth" / "compound_targets.csv"
+        return gt if self.cfg.data.simulate and gt.exists() else None
+
+    def _bench(self, e: EncoderSpec) -> None:
+        from ..bench.run import run_bench
+
+        ed = self.enc_dir(e)
+        run_bench(ed / "map.h5ad", ed / "bench", raw=ed / "embeddings.h5ad", compound_targets=self.compound_targets(),
+                  clustering=self.cfg.bench.clustering, null_size=self.cfg.bench.null_size, overwrite=True)
+
+    def _report(self) -> None:
+        from ..report.html import write_report
+
+        table = recall_table(self.out, [e.name for e in self.cfg.encoders])
+        _write_text(self.out / "recall.csv", table.to_csv(index=False))
+        write_report(self.out)
+
+
+def recall_table(run_dir: Path, encoders: list[str]):
+    """Recall per encoder and source at the 5% threshold, the random baseline beside it."""
+    import pandas as pd
+
+    rows = []
+    for name in encoders:
+        f = Path(run_dir) / "encoders" / name / "bench" / "recall.csv"
+        if not f.exists():
+            continue
+        r = pd.read_csv(f)
+        r = r[r["lower"] == RECALL_LOWER]
+        for _, row in r.iterrows():
+            rows.append({"encoder": name, "source": row["source"], "recall": row["recall"], "random": row["random_recall"], "n_pairs": int(row["n_pairs"])})
+    return pd.DataFrame(rows, columns=["encoder", "source", "recall", "random", "n_pairs"])
+
+
+def _write_text(path: Path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _remove(p: Path) -> None:
+    p = Path(p)
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
