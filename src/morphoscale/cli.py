@@ -269,7 +269,10 @@ def run_(
     cfg = load_run_config(config)
     flow = Flow(cfg, out or Path("runs") / cfg.name)
     flow.run(start, progress=not quiet, console=err_console)
-    print_recall(flow.out / "recall.csv")
+    if cfg.probe is not None:
+        print_probe(flow.out / "probe" / "r2.csv")
+    else:
+        print_recall(flow.out / "recall.csv")
     out_console.print(f"wrote {flow.out / 'report.html'}")
 
 
@@ -291,6 +294,22 @@ def print_recall(path: Path) -> None:
         table.add_row(str(enc), *[f"{v:.3f}" for v in row])
     rnd = t.groupby("source", sort=False)["random"].first().reindex(wide.columns)
     table.add_row("random", *[f"{v:.3f}" for v in rnd], style="dim")
+    out_console.print(table)
+
+
+def print_probe(path: Path) -> None:
+    """The nucleus-probe table of a real-data run (probe/r2.csv, as in the report)."""
+    import pandas as pd
+    from rich.table import Table
+
+    t = pd.read_csv(path)
+    wide = t.pivot_table(index="target", columns="embedding", values="r2", sort=False)
+    table = Table(title=f"cross-validated R2 of CellProfiler nucleus features ({int(t['nuclei'].iloc[0])} nuclei; 0 = the mean)")
+    table.add_column("target")
+    for c in wide.columns:
+        table.add_column(str(c), justify="right")
+    for target, row in wide.iterrows():
+        table.add_row(str(target), *[f"{v:.3f}" for v in row])
     out_console.print(table)
 
 

@@ -57,6 +57,7 @@ class CropDataset(Dataset):
         order: Literal["cycle", "shuffle", "by_batch"] = "cycle",
         n_views: int = 1,
         group_size: int = 1,
+        holdout_width: float = 0.0,
     ):
         self.store = store if isinstance(store, ImageStore) else ImageStore(store)
         h, w = self.store.image_size
@@ -64,6 +65,10 @@ class CropDataset(Dataset):
         too_big = [s for s in sizes if s > min(h, w) or s <= 0]
         if too_big:
             raise InputError(f"crop size {too_big[0]} does not fit the store's {h}x{w} images")
+        # a spatial hold-out: crops stay left of this column, so the right side is never seen
+        self.crop_width = int(round(w * (1.0 - holdout_width)))
+        if max(sizes) > self.crop_width:
+            raise InputError(f"holdout_width {holdout_width}: crops of {max(sizes)} px do not fit the remaining {self.crop_width} px of width")
         self.crop_size = crop_size
         self.augment = augment or Augment.none()
         self.multicrop = multicrop
@@ -97,7 +102,7 @@ class CropDataset(Dataset):
     def _crop(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
         _, h, w = site.shape
         y = int(torch.randint(0, h - size + 1, (), generator=g))
-        x = int(torch.randint(0, w - size + 1, (), generator=g))
+        x = int(torch.randint(0, min(w, self.crop_width) - size + 1, (), generator=g))
         return self_standardize(torch.from_numpy(np.ascontiguousarray(site[:, y : y + size, x : x + size])))
 
     def _view(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:

@@ -261,6 +261,7 @@ def write_report(run_dir: Path) -> Path:
         if cg:
             cg_rows.append({"encoder": n, "compounds": cg.get("n"), "mean AUC": cg.get("mean_auc"), "random AUC": cg.get("random_auc"),
                             "mean average precision": cg.get("mean_average_precision"), "random average precision": cg.get("random_average_precision")})
+    recall_json = json.dumps(table.to_dict(orient="records")).replace("</", "<\\/")  # safe inside <script>
     stage_df = pd.DataFrame([{"stage": k, "seconds": v.get("seconds"), "finished": v.get("finished")} for k, v in stages.items()])
     extra = run_dir / "report_extra.html"  # sections a run adds (the real-data probe)
     body = f"""
@@ -273,6 +274,7 @@ def write_report(run_dir: Path) -> Path:
 <p>Fraction of known gene pairs whose cosine similarity falls in the top or bottom 5% of all gene pairs (random: 0.10).</p>
 {_table(wide)}
 {recall_figure(table)}
+<script type="application/json" id="recall-table">{recall_json}</script>
 <h2>Data</h2>
 {data_section(store)}
 <h2>Training</h2>

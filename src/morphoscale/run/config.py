@@ -22,47 +22,54 @@ class _Strict(BaseModel):
 
 
 class SimulateSpec(_Strict):
-    preset: str = "demo"
-    seed: int = 0
+    """A simulated screen with known biology (`morphoscale simulate`), then ingested."""
+
+    preset: str = "demo"  # tiny, demo or large
+    seed: int = 0  # same seed, bit-identical screen
 
 
 class DataSpec(_Strict):
     """Exactly one source: a simulated screen, an ingest (config file or inline keys), or a store."""
 
     simulate: SimulateSpec | None = None
-    ingest: Path | dict | None = None
-    store: Path | None = None
+    example: Literal["jump-pilot-field"] | None = None  # real example data (`morphoscale datasets get`), ingested
+    ingest: Path | dict | None = None  # an ingest config file (paths relative to it) or its keys inline
+    store: Path | None = None  # an existing image store (never modified by the run)
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [k for k in ("simulate", "ingest", "store") if getattr(self, k) is not None]
+        given = [k for k in ("simulate", "example", "ingest", "store") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of simulate, ingest, store (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of simulate, example, ingest, store (got {', '.join(given) or 'none'})")
         return self
 
 
 class EmbedSpec(_Strict):
+    """How a model's embeddings are made (`morphoscale embed`)."""
+
     level: Literal["site", "well"] = "well"
-    pooling: str | None = None
-    layer: int = -1
-    tile_size: int | None = None
+    pooling: str | None = None  # default: the model's (MAE: mean of patch tokens)
+    layer: int = -1  # the block whose output is the embedding
+    tile_size: int | None = None  # default: the model's crop size
     batch_size: int = Field(64, ge=1)
 
 
 class FeatureSpec(_Strict):
-    nuclear_channel: str = "DNA"
-    nucleus_diameter: float | None = None
-    flatfield: Literal["none", "radial"] = "none"
-    statistic: Literal["median", "mean"] = "median"
-    texture_levels: int = 8
+    """The hand-crafted features (`morphoscale features`), for `kind: features`."""
+
+    nuclear_channel: str = "DNA"  # the channel nuclei are segmented on
+    nucleus_diameter: float | None = None  # pixels; default: estimated per site
+    flatfield: Literal["none", "radial"] = "none"  # radial: correct vignetting from the nuclei (microscope fields)
+    statistic: Literal["median", "mean"] = "median"  # per-site reduction over cells
+    texture_levels: int = 8  # grey levels of the Haralick co-occurrence matrices
 
 
 class EncoderSpec(_Strict):
     """One representation of the images: a trained (or random-init) model, the hand-crafted
     features, or the simulator's oracle (true morphology parameters, the ceiling)."""
 
-    name: str
-    kind: Literal["model", "features", "oracle"] = "model"
+    name: str  # the folder under encoders/ and the name in tables
+    kind: Literal["model", "features", "oracle"] = "model"  # oracle: the simulator's true parameters
     train: Path | dict | None = None  # kind model: a train config file or inline keys
     embed: EmbedSpec = EmbedSpec()
     features: FeatureSpec = FeatureSpec()
@@ -82,22 +89,39 @@ class EncoderSpec(_Strict):
 
 
 class MapSpec(_Strict):
+    """Alignment on control wells and aggregation to perturbations (`morphoscale map`)."""
+
     align: Literal["none", "center_scale", "pca_center_scale", "tvn", "sphering", "harmony"] = "tvn"
     aggregate: Literal["mean", "median"] = "mean"
 
 
 class BenchSpec(_Strict):
-    compound_targets: Path | None = None  # default for a simulated screen: its ground truth
-    clustering: bool = False
-    null_size: int = Field(2000, ge=100)
+    """The benchmark suite (`morphoscale bench`)."""
+
+    compound_targets: Path | None = None  # CSV compound,target; default for a simulated screen: its ground truth
+    clustering: bool = False  # also UMAP + HDBSCAN cluster scores (slow)
+    null_size: int = Field(2000, ge=100)  # permutations of the mAP nulls
+
+
+class ProbeSpec(_Strict):
+    """Instead of maps and benchmarks (a real field has no perturbations): embeddings of crops
+    centred on each nucleus predict its CellProfiler features, by cross-validated ridge R2."""
+
+    nuclei: Path | None = None  # CellProfiler Nuclei.csv; default: the example field's
+    crop_size: int = Field(64, ge=8)
+    folds: int = Field(5, ge=2)
 
 
 class RunConfig(_Strict):
-    name: str = "run"
+    """One experiment: where the images come from, the encoders to compare, and how maps are
+    made and scored. Relative paths are relative to the folder `morphoscale run` is started in."""
+
+    name: str = "run"  # the default run folder is runs/<name>
     data: DataSpec
-    encoders: list[EncoderSpec] = Field(min_length=1)
+    encoders: list[EncoderSpec] = Field(min_length=1)  # each goes through embed -> map -> bench
     map: MapSpec = MapSpec()
     bench: BenchSpec = BenchSpec()
+    probe: ProbeSpec | None = None  # a real field: the nucleus-feature probe replaces embed, map and bench
     workers: int | None = None  # processes for simulate, ingest and features (default: one per core)
 
     @model_validator(mode="after")
@@ -108,6 +132,11 @@ class RunConfig(_Strict):
             raise ValueError(f"encoder names must be unique ({', '.join(dup)} repeated)")
         if any(e.kind == "oracle" for e in self.encoders) and self.data.simulate is None:
             raise ValueError("an oracle encoder needs a simulated screen (data.simulate)")
+        if self.probe is not None:
+            if any(e.kind != "model" for e in self.encoders):
+                raise ValueError("the nucleus probe compares trained models: every encoder needs kind model")
+            if self.probe.nuclei is None and self.data.example != "jump-pilot-field":
+                raise ValueError("probe.nuclei: give the CellProfiler Nuclei.csv of the field")
         return self
 
 

@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import yaml
 
 from .. import __version__
 from ..errors import InputError
 from .config import STAGES, EncoderSpec, RunConfig
 
-RECALL_LOWER = 5.0  # the recall table: pairs in the top/bottom 5% of cosine similarities
+RECALL_LOWER = 5.0
+# first guesses of a stage's wall time on 2 CPU cores, for the ETA until one of its kind has run
+TYPICAL_SECONDS = {"data": 30.0, "train": 120.0, "embed": 30.0, "map": 2.0, "bench": 15.0, "report": 10.0}  # the recall table: pairs in the top/bottom 5% of cosine similarities
 
 
 @dataclass
@@ -71,8 +74,15 @@ class Flow:
     def _plan(self) -> None:
         cfg = self.cfg
         d = cfg.data
-        data_spec = {"simulate": d.simulate.model_dump() if d.simulate else None, "ingest": _file_spec(d.ingest), "store": str(d.store) if d.store else None}
+        data_spec = {"simulate": d.simulate.model_dump() if d.simulate else None, "example": d.example, "ingest": _file_spec(d.ingest), "store": str(d.store) if d.store else None}
         self.stages.append(Stage("data", "data", data_spec, [], self._data, [self.store]))
+        if cfg.probe is not None:
+            for e in cfg.encoders:
+                self.stages.append(Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train)}, ["data"], lambda e=e: self._train(e), [self.enc_dir(e) / "train" / "model.ckpt"]))
+            self.stages.append(Stage("bench:probe", "bench", cfg.probe.model_dump(mode="json"), [f"train:{e.name}" for e in cfg.encoders], self._probe,
+                                     [self.out / "probe" / "r2.csv", self.out / "report_extra.html"]))
+            self.stages.append(Stage("report", "report", {}, ["bench:probe"], self._report, [self.out / "recall.csv", self.out / "report.html"]))
+            return
         for e in cfg.encoders:
             ed = self.enc_dir(e)
             emb = ed / "embeddings.h5ad"
@@ -110,7 +120,9 @@ class Flow:
         todo = [s for s in self.stages if s.kind in forced or not self._cached(s, keys[s.id])]
         self.progress = progress
         console.rule(f"morphoscale run: {self.cfg.name} -> {self.out}")
-        t0, done_time, n_done = time.time(), 0.0, 0
+        t0 = time.time()
+        previous = {s.id: self._record(s).get("seconds") for s in todo}  # an earlier run's times, when there was one
+        took: dict[str, list[float]] = {}
         for i, s in enumerate(self.stages, 1):
             if s not in todo:
                 console.print(f"[dim][{i}/{len(self.stages)}] {s.id}: cached[/dim]")
@@ -120,27 +132,29 @@ class Flow:
             for p in s.outputs:  # a re-run replaces the stage's outputs
                 if p != self.store or not self.cfg.data.store:
                     _remove(p)
-            (self.out / "stages" / f"{s.id.replace(':', '--')}.json").unlink(missing_ok=True)
+            self._record_path(s).unlink(missing_ok=True)
             s.action()
             dt = time.time() - ts
-            done_time += dt
-            n_done += 1
-            left = len(todo) - n_done
-            eta = f", about {done_time / n_done * left / 60:.1f} min left ({left} stages)" if left else ""
+            took.setdefault(s.kind, []).append(dt)
+            rest = todo[todo.index(s) + 1 :]
+            left = sum(previous[r.id] or (np.mean(took[r.kind]) if r.kind in took else TYPICAL_SECONDS[r.kind]) for r in rest)
+            eta = f", about {left / 60:.1f} min left ({len(rest)} stages)" if rest else ""
             console.print(f"    done in {dt:.1f} s; elapsed {(time.time() - t0) / 60:.1f} min{eta}")
-            _write_text(self.out / "stages" / f"{s.id.replace(':', '--')}.json",
-                        json.dumps({"key": keys[s.id], "seconds": round(dt, 2), "outputs": [str(p) for p in s.outputs], "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+            _write_text(self._record_path(s), json.dumps({"key": keys[s.id], "seconds": round(dt, 2), "outputs": [str(p) for p in s.outputs],
+                                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
         return {"out": str(self.out), "ran": [s.id for s in todo], "cached": [s.id for s in self.stages if s not in todo]}
 
-    def _cached(self, s: Stage, key: str) -> bool:
-        f = self.out / "stages" / f"{s.id.replace(':', '--')}.json"
-        if not f.exists():
-            return False
+    def _record_path(self, s: Stage) -> Path:
+        return self.out / "stages" / f"{s.id.replace(':', '--')}.json"
+
+    def _record(self, s: Stage) -> dict:
         try:
-            rec = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            return False
-        return rec.get("key") == key and all(Path(p).exists() for p in s.outputs)
+            return json.loads(self._record_path(s).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _cached(self, s: Stage, key: str) -> bool:
+        return self._record(s).get("key") == key and all(Path(p).exists() for p in s.outputs)
 
     # --- the stages ---------------------------------------------------------------
 
@@ -153,7 +167,11 @@ class Flow:
             return
         from ..data.ingest import IngestConfig, ingest, load_ingest_config
 
-        if d.simulate:
+        if d.example:
+            from ..data import examples
+
+            icfg = load_ingest_config(examples.get(d.example) / "ingest.yaml", {"workers": self.workers})
+        elif d.simulate:
             from ..simulate.screen import simulate
 
             simulate(self.screen, d.simulate.preset, seed=d.simulate.seed, workers=self.workers, overwrite=True, progress=self.progress)
@@ -218,6 +236,20 @@ class Flow:
         ed = self.enc_dir(e)
         run_bench(ed / "map.h5ad", ed / "bench", raw=ed / "embeddings.h5ad", compound_targets=self.compound_targets(),
                   clustering=self.cfg.bench.clustering, null_size=self.cfg.bench.null_size, overwrite=True)
+
+    def nuclei_table(self) -> Path:
+        if self.cfg.probe.nuclei:
+            return self.cfg.probe.nuclei
+        from ..data import examples
+
+        return examples.get("jump-pilot-field") / "Nuclei.csv"
+
+    def _probe(self) -> None:
+        from .probe import report_section, run_probe
+
+        p = self.cfg.probe
+        table = run_probe(self.store, self.nuclei_table(), {e.name: self.enc_dir(e) / "train" for e in self.cfg.encoders}, self.out / "probe", p.crop_size, p.folds)
+        _write_text(self.out / "report_extra.html", report_section(table, self.out / "probe", int(table["nuclei"].iloc[0]), p.crop_size))
 
     def _report(self) -> None:
         from ..report.html import write_report

@@ -32,7 +32,7 @@ class ResumableSampler(Sampler[int]):
 
 class StoreDataModule(L.LightningDataModule):
     def __init__(self, store: str, crop_size: int, batch_size: int, max_steps: int, channels: list[str] | None = None,
-                 augment: str = "none", num_workers: int = 0, seed: int = 0, multicrop=None, n_views: int = 1, group_by_batch: bool = False):
+                 augment: str = "none", num_workers: int = 0, seed: int = 0, multicrop=None, n_views: int = 1, group_by_batch: bool = False, holdout_width: float = 0.0):
         super().__init__()
         self.store_path = store
         self.crop_size = crop_size
@@ -45,6 +45,7 @@ class StoreDataModule(L.LightningDataModule):
         self.multicrop = multicrop
         self.n_views = n_views
         self.group_by_batch = group_by_batch
+        self.holdout_width = holdout_width
         self.sampler = ResumableSampler(max_steps * batch_size)
         self.dataset: CropDataset | None = None
 
@@ -53,7 +54,8 @@ class StoreDataModule(L.LightningDataModule):
             store = ImageStore(self.store_path)
             self.dataset = CropDataset(store, self.crop_size, self.augment, channels=self.channels, seed=self.seed,
                                        length=self.max_steps * self.batch_size, multicrop=self.multicrop, n_views=self.n_views,
-                                       order="by_batch" if self.group_by_batch else "shuffle", group_size=self.batch_size)
+                                       order="by_batch" if self.group_by_batch else "shuffle", group_size=self.batch_size,
+                                       holdout_width=self.holdout_width)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, num_workers=self.num_workers,

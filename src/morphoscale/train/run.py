@@ -40,6 +40,9 @@ class TrainConfig(BaseModel):
     n_global: int = Field(2, ge=1)  # crop: multi
     n_local: int = Field(4, ge=0)
     local_size: int | None = None  # default: half the crop size
+    # fraction of every site's width, on the right, never cropped in training: a spatial
+    # hold-out, for reconstructions of unseen crops of a screen with few fields
+    holdout_width: float = Field(0.0, ge=0, lt=1)
     random_init: bool = False  # write the untrained model (the floor every trained model must clear)
     checkpoint_every: int = Field(200, ge=1)
     preview_every: int = Field(200, ge=1)
@@ -98,6 +101,8 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     h, w = st.image_size
     if crop > min(h, w):
         raise ConfigError(f"key 'crop_size': {crop} does not fit the store's {h}x{w} images")
+    if crop > round(w * (1 - cfg.holdout_width)):
+        raise ConfigError(f"key 'holdout_width': {cfg.holdout_width} leaves {round(w * (1 - cfg.holdout_width))} px of width, less than a {crop} px crop")
 
     multicrop = None
     if cfg.crop == "multi":
@@ -120,7 +125,8 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     if group > 1 and st.sites["batch"].nunique() < 2:
         raise ConfigError(f"key 'model.adabn': {store} has one experimental batch; per-batch statistics need several")
     data = StoreDataModule(str(store), crop, cfg.batch_size, cfg.max_steps, channels, cfg.augment, cfg.num_workers, cfg.seed,
-                           multicrop=multicrop, n_views=1 if multicrop else cfg.views, group_by_batch=group > 1)
+                           multicrop=multicrop, n_views=1 if multicrop else cfg.views, group_by_batch=group > 1,
+                           holdout_width=cfg.holdout_width)
     (out / "config.json").write_text(json.dumps({"train": cfg.model_dump(), "store": str(store), "channels": channels, "crop_size": crop,
                                                  "classes": len(classes), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
                                                  "morphoscale_version": __version__}, indent=2, default=str))

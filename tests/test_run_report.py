@@ -1,0 +1,206 @@
+"""`morphoscale run` (stage caching, --from) and `morphoscale report` (a self-contained page,
+checked in headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+
+TINY = """
+name: tiny
+data:
+  simulate: {preset: tiny, seed: 0}
+workers: 2
+encoders:
+  - name: mae
+    train: {model: mae_vit_tiny_patch8_64, max_steps: 4, batch_size: 8, preview_every: 2, log_every: 1}
+  - name: random_init
+    train: {model: mae_vit_tiny_patch8_64, random_init: true}
+  - name: features
+    kind: features
+  - name: oracle
+    kind: oracle
+bench: {null_size: 200}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from morphoscale.run.config import load_run_config
+    from morphoscale.run.flow import Flow
+
+    root = tmp_path_factory.mktemp("run")
+    (root / "tiny.yaml").write_text(TINY)
+    flow = Flow(load_run_config(root / "tiny.yaml"), root / "out")
+    flow.run(progress=False)
+    return root
+
+
+def _stage_keys(run: Path) -> dict:
+    return {f.stem: json.loads(f.read_text())["finished"] + json.loads(f.read_text())["key"] for f in (run / "stages").glob("*.json")}
+
+
+def test_run_writes_every_stage_and_the_report(tiny_run):
+    out = tiny_run / "out"
+    for p in ("store.zarr", "screen/ground_truth", "encoders/mae/train/model.ckpt", "encoders/features/embeddings.h5ad",
+              "encoders/oracle/map.h5ad", "encoders/random_init/bench/summary.json", "recall.csv", "report.html", "run.yaml"):
+        assert (out / p).exists(), p
+    assert len(list((out / "stages").glob("*.json"))) == 1 + 4 * 4 - 2 + 1  # data, 2 trains, 4 x embed/map/bench, report
+    recall = pd.read_csv(out / "recall.csv")
+    assert set(recall["encoder"]) == {"mae", "random_init", "features", "oracle"}
+    oracle = recall[(recall.encoder == "oracle") & (recall.source == "CORUM")].recall.item()
+    rnd = recall[(recall.encoder == "oracle") & (recall.source == "CORUM")].random.item()
+    assert oracle > 2 * rnd  # the ceiling recovers the simulated complexes
+
+
+def test_rerun_is_cached_and_changes_rerun_only_what_depends_on_them(tiny_run, capsys):
+    cfg, out = tiny_run / "tiny.yaml", tiny_run / "out"
+    before = _stage_keys(out)
+    rc, stdout, err = run_cli(capsys, "run", cfg, "--out", out, "--quiet")
+    assert rc == 0, err
+    assert _stage_keys(out) == before and err.count(": cached") == len(before)
+
+    # the printed table is recall.csv, which the report embeds
+    recall = pd.read_csv(out / "recall.csv")
+    header = next(line for line in stdout.splitlines() if "encoder" in line)
+    sources = re.findall(r"[A-Za-z]+", header)[1:]
+    assert sources == list(dict.fromkeys(recall.source))
+    for enc, rows in recall.groupby("encoder"):
+        line = next(line for line in stdout.splitlines() if re.match(rf"\W*{enc}\W", line))
+        printed = [float(v) for v in re.findall(r"\d+\.\d{3}", line)]
+        assert printed == [round(v, 3) for v in rows.set_index("source").recall.reindex(sources)]
+    page = (out / "report.html").read_text()
+    embedded = json.loads(re.search(r'<script type="application/json" id="recall-table">(.*?)</script>', page, re.S).group(1))
+    pd.testing.assert_frame_equal(pd.DataFrame(embedded), recall, check_dtype=False)
+
+    # another alignment: data, train and embed stay; map, bench and report re-run
+    (tiny_run / "tiny2.yaml").write_text(TINY + "map: {align: center_scale}\n")
+    rc, _, err = run_cli(capsys, "run", tiny_run / "tiny2.yaml", "--out", out, "--quiet")
+    assert rc == 0, err
+    after = _stage_keys(out)
+    for stage in before:
+        same = before[stage] == after[stage]
+        assert same == (stage.split("--")[0] in ("data", "train", "embed")), stage
+
+    # --from embed re-runs embed and everything after it, nothing before
+    rc, _, err = run_cli(capsys, "run", tiny_run / "tiny2.yaml", "--out", out, "--quiet", "--from", "embed")
+    assert rc == 0, err
+    again = _stage_keys(out)
+    for stage in before:
+        assert (again[stage] == after[stage]) == (stage.split("--")[0] in ("data", "train")), stage
+
+
+def test_report_loads_in_headless_chromium(tiny_run, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (make setup installs it with apt-get)")
+    page = (tiny_run / "out" / "report.html").resolve()
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text  # nothing fetched from the network
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    n_img = text.count("<img ")
+    assert n_img >= 10
+    m = re.search(r'data-images="(\d+)/(\d+)"', dom.stdout)
+    assert m and int(m.group(1)) == int(m.group(2)) == n_img, m and m.group(0)  # every image decoded
+    assert not re.search(r"<body[^>]*data-errors", dom.stdout)  # no script error on the page
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    assert not [line for line in console if "error" in line.lower() or "uncaught" in line.lower()], console
+    shot = tmp_path / "report.png"
+    r = subprocess.run([browser, *flags, "--window-size=1280,4000", f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
+    from PIL import Image
+
+    im = Image.open(shot)
+    assert im.size == (1280, 4000)
+    assert len(set(im.convert("L").resize((64, 200)).getdata())) > 20  # rendered content, not a blank page
+
+
+def test_run_config_errors_name_the_key(tmp_path, capsys):
+    cases = [
+        ("name: x\nencoders: [{name: a, kind: features}]\n", "key 'data'"),
+        ("data: {simulate: {preset: tiny}, store: x.zarr}\nencoders: [{name: a, kind: features}]\n", "exactly one of"),
+        ("data: {simulate: {preset: tiny}}\nencoders: [{name: a, kind: features}, {name: a, kind: oracle}]\n", "unique"),
+        ("data: {store: x.zarr}\nencoders: [{name: o, kind: oracle}]\n", "oracle"),
+        ("data: {simulate: {preset: tiny}}\nencoders: [{name: m, train: nope.yaml}]\n", "key 'encoders.0.train'"),
+        ("data: {simulate: {preset: tiny}}\nencoders: [{name: m}]\n", "needs a train config"),
+        ("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\nmap: {align: magic}\n", "key 'map.align'"),
+        ("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\ncolour: red\n", "key 'colour'"),
+        ("data: {simulate: {preset: tiny}}\nencoders: [{name: 'a b', kind: features}]\n", "key 'encoders.0.name'"),
+    ]
+    for i, (text, expected) in enumerate(cases):
+        (tmp_path / f"c{i}.yaml").write_text(text)
+        rc, _, err = run_cli(capsys, "run", tmp_path / f"c{i}.yaml", "--out", tmp_path / f"o{i}")
+        assert_one_line_error(rc, err, expected)
+        assert not (tmp_path / f"o{i}").exists()
+    (tmp_path / "ok.yaml").write_text("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\n")
+    rc, _, err = run_cli(capsys, "run", tmp_path / "ok.yaml", "--out", tmp_path / "o", "--from", "painting")
+    assert_one_line_error(rc, err, "--from")
+    rc, _, err = run_cli(capsys, "report", tmp_path)
+    assert_one_line_error(rc, err, "not a run folder")
+
+
+def test_config_reference_is_current():
+    from morphoscale.run.reference import reference
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
+    assert page.read_text() == reference(), "regenerate: python -m morphoscale.run.reference > docs/config-reference.md"
+
+
+def test_nucleus_crops_are_centred_and_mirrored_at_the_border():
+    from morphoscale.bench.nuclei import nucleus_crops, pixel_features
+
+    site = np.arange(3 * 50 * 60, dtype=np.float32).reshape(3, 50, 60)
+    crops = nucleus_crops(site, np.array([[30.0, 20.0], [2.0, 48.0]]), 16)
+    assert crops.shape == (2, 3, 16, 16)
+    np.testing.assert_array_equal(crops[0, :, 8, 8], site[:, 20, 30])  # (x, y) centre lands in the middle
+    np.testing.assert_array_equal(crops[1, :, 8, 8], site[:, 48, 2])
+    np.testing.assert_array_equal(crops[1, 0, 8, 6], site[0, 48, 0])
+    np.testing.assert_array_equal(crops[1, 0, 8, 5], site[0, 48, 1])  # mirrored, not wrapped
+    assert pixel_features(crops, 4).shape == (2, 3 * 16)
+
+
+def test_holdout_width_keeps_training_crops_off_the_right_side(sim_store, monkeypatch):
+    import torch
+
+    from morphoscale.data import datasets
+    from morphoscale.data.datasets import CropDataset
+
+    monkeypatch.setattr(datasets, "self_standardize", lambda x: x.float())  # see the pixel columns themselves
+    ds = CropDataset(sim_store, 16, holdout_width=0.25)
+    cols = np.broadcast_to(np.arange(64, dtype=np.float32), (1, 64, 64))
+    right = [int(ds._crop(cols, 16, torch.Generator().manual_seed(i)).max()) for i in range(300)]
+    assert max(right) == 47  # column 48 on (the right quarter) is never in a crop, and 47 is reached
+    with pytest.raises(Exception, match="holdout_width"):
+        CropDataset(sim_store, 60, holdout_width=0.25)
+
+
+def test_real_field_run_probes_nucleus_features_and_reconstructs_held_out_crops(tmp_path, capsys, examples_dir):
+    cfg = tmp_path / "jump.yaml"
+    text = (Path(__file__).resolve().parents[1] / "configs" / "jump_pilot_field.yaml").read_text()
+    cfg.write_text(text.replace("max_steps: 500", "max_steps: 3").replace("batch_size: 32", "batch_size: 4").replace("preview_every: 100", "preview_every: 3"))
+    rc, stdout, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "run", "--quiet")
+    assert rc == 0, err
+    r2 = pd.read_csv(tmp_path / "run" / "probe" / "r2.csv")
+    assert set(r2.embedding) == {"mae", "random_init", "raw pixels (16x16 block means)"} and r2.nuclei.iloc[0] == 109
+    assert len(r2) == 3 * 5 and (r2.r2 <= 1).all()
+    # the raw pixels of a crop centred on a nucleus do predict its area and DNA content
+    pix = r2[r2.embedding.str.startswith("raw")].set_index("target").r2
+    assert pix["AreaShape_Area (log)"] > 0.2 and pix["Intensity_IntegratedIntensity_DNA (log)"] > 0.2
+    from PIL import Image
+
+    im = Image.open(tmp_path / "run" / "probe" / "heldout_reconstructions_mae.png")
+    assert im.height == 5 * 64  # one row per channel
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "predicting CellProfiler nucleus features" in page and "AreaShape_Area" in page
+    assert "cross-validated R2" in stdout
