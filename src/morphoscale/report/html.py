@@ -50,19 +50,23 @@ def _file_img(path: Path, alt: str, width: int | None = None) -> str:
     return _png(Path(path).read_bytes(), alt, width) if Path(path).exists() else ""
 
 
-def _array_img(rgb: np.ndarray, alt: str, scale: int = 1) -> str:
+def _array_img(rgb: np.ndarray, alt: str, scale: int = 1, max_side: int = 512) -> str:
     from PIL import Image
 
     im = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    if max(im.size) > max_side:  # a microscope field: shown smaller, the file stays small
+        f = max_side / max(im.size)
+        im = im.resize((round(im.width * f), round(im.height * f)), Image.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return _png(buf.getvalue(), alt)
 
 
 def _table(df: pd.DataFrame, digits: int = 3) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, classes="t", na_rep="")
+    df = df.map(lambda v: np.nan if v is None else v).infer_objects()
+    return df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, classes="t", na_rep="n/a")
 
 
 # --- sections -------------------------------------------------------------------------
@@ -104,7 +108,7 @@ def data_section(store_path: Path) -> str:
     tiles = "".join(f'<figure>{_array_img(composite(st.read(i), st.channels), f"composite of site {i}", scale)}'
                     f"<figcaption>{html.escape(str(s['perturbation'].iloc[i]))} ({html.escape(str(s['batch'].iloc[i]))})</figcaption></figure>" for i in picks)
     site = st.read(picks[0])
-    thumbs = "".join(f"<figure>{_array_img(np.repeat(_scaled(site[k])[..., None], 3, -1), f'channel {name}', scale)}<figcaption>{html.escape(name)}</figcaption></figure>"
+    thumbs = "".join(f"<figure>{_array_img(np.repeat(_scaled(site[k])[..., None], 3, -1), f'channel {name}', scale, max_side=256)}<figcaption>{html.escape(name)}</figcaption></figure>"
                      for k, name in enumerate(st.channels))
     return f"{_table(facts)}<h3>Sample sites (all channels)</h3><div class=row>{tiles}</div><h3>Channels of the first</h3><div class=row>{thumbs}</div>"
 
@@ -264,9 +268,20 @@ def write_report(run_dir: Path) -> Path:
     recall_json = json.dumps(table.to_dict(orient="records")).replace("</", "<\\/")  # safe inside <script>
     stage_df = pd.DataFrame([{"stage": k, "seconds": v.get("seconds"), "finished": v.get("finished")} for k, v in stages.items()])
     extra = run_dir / "report_extra.html"  # sections a run adds (the real-data probe)
-    body = f"""
+    head = f"""
 <h1>morphoscale run: {html.escape(str(cfg.get('name', run_dir.name)))}</h1>
 <p class=meta>morphoscale {__version__} &middot; {html.escape(str(run_dir.resolve()))}</p>
+"""
+    tail = f"""
+<h2>Config and provenance</h2>
+<pre>{html.escape(cfg_file.read_text())}</pre>
+{_table(stage_df, 1) if len(stage_df) else ''}
+"""
+    extra_html = extra.read_text() if extra.exists() else ""
+    if not map_rows:  # no maps (a real field): its own section, the data and the training
+        body = head + extra_html + f"<h2>Data</h2>{data_section(store)}<h2>Training</h2>{training_section(encoders)}" + tail
+    else:
+        body = head + f"""
 <h2>Every encoder side by side</h2>
 {_table(summary_table(encoders, seconds))}
 <p>Random baselines: recall 0.10 at 5%/95%; fraction retrieved or significant 0.05; AUC 0.5.</p>
@@ -286,14 +301,11 @@ def write_report(run_dir: Path) -> Path:
 <h2>Replicate consistency and perturbation magnitude</h2>
 {distributions_figure(encoders)}
 <h2>mAP (copairs)</h2>
-{_table(pd.DataFrame(map_rows)) if map_rows else '<p>None.</p>'}
+{_table(pd.DataFrame(map_rows))}
 <h2>Compound-gene retrieval</h2>
 {_table(pd.DataFrame(cg_rows)) if cg_rows else '<p>No compounds with annotated targets.</p>'}
-{extra.read_text() if extra.exists() else ''}
-<h2>Config and provenance</h2>
-<pre>{html.escape(cfg_file.read_text())}</pre>
-{_table(stage_df, 1) if len(stage_df) else ''}
-"""
+{extra_html}
+""" + tail
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>morphoscale report: {html.escape(str(cfg.get('name', '')))}</title>
 <style>
