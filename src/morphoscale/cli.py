@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import MorphoscaleError, NotBuiltError
+from .errors import InputError, MorphoscaleError, NotBuiltError
 
 app = typer.Typer(
     name="morphoscale",
@@ -187,18 +187,32 @@ def train(
     model: Annotated[Optional[str], typer.Option("--model", help="Model preset, e.g. mae_vit_tiny_patch8_64.")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step.")] = None,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="Devices per node (an int, or auto).")] = None,
+    num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (DDP).")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="auto, or ddp (data parallel; --batch-size stays the global batch).")] = None,
+    accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu or gpu.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
     resume_from: Annotated[Optional[Path], typer.Option("--resume-from", help="Continue from this checkpoint.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an existing run folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
-    """Train a masked-reconstruction encoder (MAE-ViT, channel-agnostic MAE, MU-Net) on a store."""
+    """Train an encoder (MAE, channel-agnostic MAE, MU-Net, or a baseline) on a store, on one or many devices."""
     from .train.run import load_train_config
     from .train.run import train as run_train
 
-    cfg = load_train_config(config, {"model": model, "max_steps": max_steps, "batch_size": batch_size})
+    dev = int(devices) if devices and devices.isdigit() else devices
+    cfg = load_train_config(config, {"model": model, "max_steps": max_steps, "batch_size": batch_size, "devices": dev, "num_nodes": num_nodes,
+                                     "strategy": strategy, "accelerator": accelerator})
     final = run_train(cfg, store, out, resume=resume, resume_from=resume_from, overwrite=overwrite, progress=not quiet)
-    out_console.print(f"wrote {final}")
+    _say_once(f"wrote {final}")
+
+
+def _say_once(text: str) -> None:
+    """Print from global rank 0 only (under DDP every process runs the command)."""
+    from .train.run import is_global_zero
+
+    if is_global_zero():
+        out_console.print(text)
 
 
 @app.command()
@@ -218,15 +232,20 @@ def embed(
     chunk_sites: Annotated[int, typer.Option("--chunk-sites", help="Sites per resumable chunk.")] = 256,
     fmt: Annotated[str, typer.Option("--format", help="h5ad or parquet.")] = "h5ad",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder.")] = False,
+    devices: Annotated[int, typer.Option("--devices", help="Processes (devices) per node; above 1, Lightning Fabric runs DDP and each rank embeds its share of chunks.")] = 1,
+    num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes.")] = 1,
+    accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu or gpu.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
-    """Embed every site of a store with a trained encoder (AnnData .h5ad), resumably."""
+    """Embed every site of a store with a trained encoder (AnnData .h5ad), resumably, on one or many devices."""
     from .embed import embed as run_embed
 
+    if devices < 1 or num_nodes < 1:
+        raise InputError("--devices/--num-nodes: must be at least 1")
     path = run_embed(checkpoint, store, out, layer, pooling, level, tile_size, stride, remainder, channels, batch_size, num_workers,
-                     chunk_sites, fmt, compile, overwrite, progress=not quiet)
-    out_console.print(f"wrote {path}")
+                     chunk_sites, fmt, compile, overwrite, progress=not quiet, devices=devices, num_nodes=num_nodes, accelerator=accelerator)
+    _say_once(f"wrote {path}")
 
 
 @app.command()

@@ -73,6 +73,9 @@ def embed(
     compile: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    devices: int = 1,
+    num_nodes: int = 1,
+    accelerator: str = "auto",
 ) -> Path:
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -93,7 +96,18 @@ def embed(
     model = module.model.eval()
     use_channels, channel_ids = model_channels(model, store, channels)
     tile = tile_size or getattr(model.cfg, "img_size", None) or 64
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fabric = None
+    if devices * num_nodes > 1:
+        # Lightning Fabric starts the other processes (or joins torchrun / SLURM ones); each
+        # embeds every world-th unfinished chunk into the shared partial folder, rank 0 merges.
+        from lightning.fabric import Fabric
+
+        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp")
+        fabric.launch()
+        device = fabric.device
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu")
+    rank, world = (fabric.global_rank, fabric.world_size) if fabric else (0, 1)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -113,13 +127,18 @@ def embed(
     settings = {"checkpoint_sha256": file_sha256(Path(checkpoint)), "preset": model.preset, "channels": use_channels, "layer": layer, "pooling": pooling,
                 "tile_size": tile, "stride": tiles.stride, "remainder": remainder, "tiles_per_site": tiles.tiles_per_site, "level": level,
                 "store": str(Path(store_path).resolve()), "n_sites": n_sites, "adabn": bool(getattr(model.cfg, "adabn", False))}
-    part, started = open_partial(out, settings)
+    if rank == 0:
+        part, started = open_partial(out, settings)
+    if fabric:
+        fabric.barrier()
+    if rank != 0:
+        part, started = open_partial(out, settings)  # rank 0 made it: kept, same settings
     chunks = [(c, min(c + chunk_sites, n_sites)) for c in range(0, n_sites, chunk_sites)]
-    todo = [(i, a, b) for i, (a, b) in enumerate(chunks) if not (part / f"chunk{i:06d}.npy").exists()]
+    todo = [(i, a, b) for i, (a, b) in enumerate(chunks) if not (part / f"chunk{i:06d}.npy").exists()][rank::world]
     cols = (TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     domains = adabn_states(model, store, tiles, use_channels, batch_size, device) if settings["adabn"] and todo else None
-    with Progress(*cols, disable=not progress) as bar, torch.inference_mode(), autocast:
+    with Progress(*cols, disable=not progress or rank != 0) as bar, torch.inference_mode(), autocast:
         task = bar.add_task("embed", total=n_sites, completed=n_sites - sum(b - a for _, a, b in todo))
         for i, a, b in todo:
             sub = TileDataset(store, tile, stride, remainder, channels=use_channels, sites=np.arange(a, b))
@@ -138,6 +157,10 @@ def embed(
             save_chunk(part, i, result)
             bar.update(task, advance=b - a)
 
+    if fabric:
+        fabric.barrier()  # every rank's chunks are on disk
+        if rank != 0:
+            return out
     uns = {"provenance": {**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in settings.items()},
                           "train_config": json.dumps(dict(module.hparams), default=str), "morphoscale_version": __version__, "time": started}}
     assemble(part, chunks, store, tiles, level, uns, out, fmt)

@@ -17,6 +17,7 @@ from timm.models.vision_transformer import Block
 
 from ..train.losses import mae_loss
 from .masked import MaskedReconstruction
+from .noise import batch_uniform
 from .pos_embed import sincos_2d
 
 
@@ -108,7 +109,7 @@ class MAEViT(MaskedReconstruction, nn.Module):
         """
         N, L, D = x.shape
         len_keep = L - int(round(mask_ratio * L))
-        noise = torch.rand(N, L, device=x.device, generator=generator)
+        noise = batch_uniform(N, L, x.device, generator)
         ids_shuffle = torch.argsort(noise, dim=1)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, :len_keep]

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..train.losses import mae_loss
 from .masked import MaskedReconstruction
+from .noise import batch_uniform
 
 
 @dataclass
@@ -67,7 +68,7 @@ class MaskedUNet(MaskedReconstruction, nn.Module):
         N, _, H, W = imgs.shape
         L = (H // p) * (W // p)
         n_hide = int(round(mask_ratio * L))
-        ranks = torch.argsort(torch.argsort(torch.rand(N, L, device=imgs.device, generator=generator), dim=1), dim=1)
+        ranks = torch.argsort(torch.argsort(batch_uniform(N, L, imgs.device, generator), dim=1), dim=1)
         return (ranks < n_hide).float()
 
     def encode(self, x):

@@ -37,7 +37,7 @@ class ReconstructionPreviews(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if step % self.every and step != trainer.max_steps:
+        if not trainer.is_global_zero or (step % self.every and step != trainer.max_steps):
             return
         panels = getattr(pl_module, "_preview", None)
         if not panels:

@@ -14,20 +14,36 @@ from ..data.transforms import Augment
 
 class ResumableSampler(Sampler[int]):
     """Yields sample numbers start, start + 1, ..., total - 1; the dataset maps each number to a
-    (site, crop) deterministically, so resuming at `start` replays exactly what was left."""
+    (site, crop) deterministically, so resuming at `start` replays exactly what was left.
 
-    def __init__(self, total: int):
+    Under data parallelism (world > 1) each rank yields only its slice of every global batch
+    of `global_batch` numbers: rank r takes the r-th of `world` equal parts. The ranks together
+    see each number once, and the same numbers per step as one process would."""
+
+    def __init__(self, total: int, global_batch: int = 1, rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise ValueError(f"a global batch of {global_batch} does not split over {world} processes")
         self.total = total
+        self.global_batch = global_batch
+        self.rank = rank
+        self.world = world
         self.start = 0
 
     def set_start(self, start: int) -> None:
         self.start = max(0, min(start, self.total))
 
     def __iter__(self):
-        return iter(range(self.start, self.total))
+        if self.world == 1:
+            return iter(range(self.start, self.total))
+        b = self.global_batch // self.world
+        first = self.start - self.start % self.global_batch
+        return (k for step in range(first, self.total, self.global_batch) for k in range(step + self.rank * b, min(step + (self.rank + 1) * b, self.total)))
 
     def __len__(self) -> int:
-        return self.total - self.start
+        if self.world == 1:
+            return self.total - self.start
+        first = self.start - self.start % self.global_batch
+        return (self.total - first) // self.world
 
 
 class StoreDataModule(L.LightningDataModule):
@@ -46,17 +62,27 @@ class StoreDataModule(L.LightningDataModule):
         self.n_views = n_views
         self.group_by_batch = group_by_batch
         self.holdout_width = holdout_width
-        self.sampler = ResumableSampler(max_steps * batch_size)
+        self.sampler = ResumableSampler(max_steps * batch_size, batch_size)
         self.dataset: CropDataset | None = None
+        self.per_device_batch = batch_size
 
     def setup(self, stage: str | None = None) -> None:
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if self.batch_size % world:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"key 'batch_size': the global batch of {self.batch_size} does not split over {world} processes")
+        if self.sampler.world != world:
+            self.sampler = ResumableSampler(self.max_steps * self.batch_size, self.batch_size, rank, world)
+        self.per_device_batch = self.batch_size // world
         if self.dataset is None:
             store = ImageStore(self.store_path)
             self.dataset = CropDataset(store, self.crop_size, self.augment, channels=self.channels, seed=self.seed,
                                        length=self.max_steps * self.batch_size, multicrop=self.multicrop, n_views=self.n_views,
-                                       order="by_batch" if self.group_by_batch else "shuffle", group_size=self.batch_size,
+                                       order="by_batch" if self.group_by_batch else "shuffle", group_size=self.per_device_batch,
                                        holdout_width=self.holdout_width)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler, num_workers=self.num_workers,
+        return DataLoader(self.dataset, batch_size=self.per_device_batch, sampler=self.sampler, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=False)

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from ..models.noise import ShardGenerator
 from ..models.registry import create_model
 
 
@@ -63,15 +64,20 @@ class TrainingModule(L.LightningModule):
         return sum(v.shape[0] for v in batch["views"]) if "views" in batch else batch["image"].shape[0]
 
     def training_step(self, batch, batch_idx):
-        losses, preview = self(batch, generator=self.step_generator(self.global_step))
+        world = self.trainer.world_size
+        g = self.step_generator(self.global_step)
+        if world > 1:  # each rank masks its rows of the global batch as one process would
+            g = ShardGenerator(g, self.trainer.global_rank, world)
+        losses, preview = self(batch, generator=g)
         n = self.images_per_step(batch)
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, batch_size=n)
-        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=n)
+        sync = world > 1  # logged values: means over the global batch (equal shards)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, batch_size=n, sync_dist=sync)
+        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=n, sync_dist=sync)
         now = time.perf_counter()
         if self._t_last is not None:
-            self.log("img_s", n / max(now - self._t_last, 1e-9), prog_bar=True, batch_size=n)
+            self.log("img_s", n * world / max(now - self._t_last, 1e-9), prog_bar=True, batch_size=n)
         self._t_last = now
-        self.log("train/images_seen", float((self.global_step + 1) * n), batch_size=n)
+        self.log("train/images_seen", float((self.global_step + 1) * n * world), batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         self._preview = preview
         return losses["loss"]

@@ -51,7 +51,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     precision: str | None = None  # default: bf16-mixed on GPU, 32-true on CPU
     deterministic: bool = True
-    devices: int | str = "auto"
+    devices: int | str = "auto"  # per node; batch_size is the global batch, split over devices x nodes
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"  # auto, or ddp for data parallelism over devices and nodes (torchrun and SLURM work)
     accelerator: str = "auto"
 
 
@@ -79,13 +81,18 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     ckpt_path = None
+    # Under DDP the launcher (Lightning's, torchrun or SLURM) starts this function once per
+    # process; only global rank 0 prepares the folder and writes files.
+    zero = is_global_zero()
+    if isinstance(cfg.devices, int) and cfg.batch_size % (cfg.devices * cfg.num_nodes):
+        raise ConfigError(f"key 'batch_size': the global batch of {cfg.batch_size} does not split over {cfg.devices * cfg.num_nodes} processes")
     if resume_from:
         ckpt_path = str(resume_from)
     elif resume:
         if not (ckpt_dir / "last.ckpt").exists():
             raise InputError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
         ckpt_path = str(ckpt_dir / "last.ckpt")
-    elif out.exists() and any(out.iterdir()):
+    elif zero and out.exists() and any(out.iterdir()):
         if not overwrite:
             raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
         shutil.rmtree(out)
@@ -127,11 +134,12 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     data = StoreDataModule(str(store), crop, cfg.batch_size, cfg.max_steps, channels, cfg.augment, cfg.num_workers, cfg.seed,
                            multicrop=multicrop, n_views=1 if multicrop else cfg.views, group_by_batch=group > 1,
                            holdout_width=cfg.holdout_width)
-    (out / "config.json").write_text(json.dumps({"train": cfg.model_dump(), "store": str(store), "channels": channels, "crop_size": crop,
+    if zero:
+        (out / "config.json").write_text(json.dumps({"train": cfg.model_dump(), "store": str(store), "channels": channels, "crop_size": crop,
                                                  "classes": len(classes), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
                                                  "morphoscale_version": __version__}, indent=2, default=str))
     if cfg.random_init:
-        return _save_untrained(module, out)
+        return _save_untrained(module, out) if zero else out / "model.ckpt"
     loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", every_n_train_steps=cfg.checkpoint_every, save_top_k=-1, save_last=True, auto_insert_metric_name=False),
@@ -139,7 +147,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         NonFiniteLossGuard(),
     ]
     trainer = L.Trainer(
-        max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices, precision=precision,
+        max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=precision,
         gradient_clip_val=cfg.grad_clip, log_every_n_steps=cfg.log_every, logger=loggers, callbacks=callbacks,
         enable_progress_bar=progress, enable_model_summary=False, deterministic=cfg.deterministic and not on_gpu,
         default_root_dir=out, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
@@ -147,9 +155,20 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     final = out / "model.ckpt"
     tmp = out / ".model.ckpt.tmp"
-    trainer.save_checkpoint(tmp)
-    os.replace(tmp, final)
+    trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+    if trainer.is_global_zero:
+        os.replace(tmp, final)
     return final
+
+
+def is_global_zero() -> bool:
+    """Whether this process is global rank 0 as the launchers set it (Lightning's, torchrun,
+    SLURM); a process started alone is."""
+    env = os.environ
+    for var in ("RANK", "SLURM_PROCID"):
+        if env.get(var):
+            return int(env[var]) == 0
+    return int(env.get("LOCAL_RANK", 0)) == 0 and int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) == 0
 
 
 def _save_untrained(module, out: Path) -> Path:
