@@ -299,6 +299,10 @@ def assemble(part: Path, chunks, store, tiles, level: str, uns: dict, out: Path,
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, out)
+    except OSError as e:
+        from .io import os_error_message
+
+        raise InputError(os_error_message(out, e)) from None
     finally:
         if tmp.exists():
             tmp.unlink()

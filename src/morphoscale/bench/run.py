@@ -61,69 +61,77 @@ def run_bench(
     check_output(out, overwrite)
     if not Path(map_path).exists():
         raise InputError(f"{map_path}: map file not found")
-    m = ad.read_h5ad(map_path)
+    try:
+        m = ad.read_h5ad(map_path)
+    except Exception as e:
+        raise InputError(f"{map_path}: cannot read as a map (.h5ad written by `morphoscale map`): {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if "is_control" not in m.obs.columns or "perturbation" not in m.obs.columns:
+        raise InputError(f"{map_path}: not a map (obs lacks 'perturbation' or 'is_control'); make one with `morphoscale map`")
     wells = Path(wells) if wells else wells_path(Path(map_path))
     W = read_embeddings(wells) if wells.exists() else None
     ann = Path(annotations) if annotations else examples.get("annotations")
     part = partial_dir(out)
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
-    summary: dict = {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {}))}
+    try:
+        summary: dict = {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {}))}
 
-    def save(name: str, df: pd.DataFrame) -> pd.DataFrame:
-        df.to_csv(part / f"{name}.csv", index=False)
-        return df
+        def save(name: str, df: pd.DataFrame) -> pd.DataFrame:
+            df.to_csv(part / f"{name}.csv", index=False)
+            return df
 
-    G, genes = gene_profiles(m)
-    complexes = read_complexes(ann / "CORUM_clusters.tsv")
-    if len(genes) >= 2:
-        sources = load_sources(ann, SOURCES, extra_pairs)
-        for name, path in (extra_pairs or {}).items():
-            if not len(pair_indices(sources[name], genes)):
-                raise InputError(f"{path}: no pair of this annotation has both genes in the map ({len(genes)} genes)")
-        recall = save("recall", relationship_recall(G, genes, sources))
-        summary["recall"] = recall.to_dict(orient="records")
-        ks = save("complexes", complex_ks(G, genes, complexes))
-        summary["complexes"] = {"n_tested": len(ks), "fraction_significant": float((ks["corrected_p_value"] < 0.05).mean()) if len(ks) else None, "random": 0.05}
-        try:
-            cons = save("map_consistency", phenotypic_consistency(G, genes, complexes, null_size=null_size, seed=seed))
-            summary["map_consistency"] = {"n_groups": len(cons), "mean_map": float(cons["mean_average_precision"].mean()), "fraction_retrieved": fraction_retrieved(cons), "random_fraction_retrieved": 0.05}
-        except InputError as e:
-            summary["map_consistency"] = {"skipped": str(e)}
-        if figures:
-            plots.recall_bars(recall, part / "recall.png")
-            # small maps rarely hold 10 genes of one complex: rank smaller ones for the figure
-            shown = ks if len(ks) else complex_ks(G, genes, complexes, min_genes=3)
-            plots.complex_heatmap(G, genes, complexes, shown, part / "complex_heatmap.png")
-    C, compounds = compound_profiles(m)
-    if compounds and compound_targets:
-        targets = read_targets(compound_targets)
-        cg = save("compound_gene", compound_gene_retrieval(C, compounds, G, genes, targets))
-        summary["compound_gene"] = {"n": len(cg), "mean_auc": float(cg["auc"].mean()) if len(cg) else None, "random_auc": 0.5,
-                                    "mean_average_precision": float(cg["average_precision"].mean()) if len(cg) else None,
-                                    "random_average_precision": float(cg["random_average_precision"].mean()) if len(cg) else None}
-        ctrl = np.asarray(m.X, dtype=np.float64)[m.obs["is_control"].to_numpy(bool)]
-        if len(ctrl):
-            summary["drug_similarity"] = drug_similarity_score(C, compounds, ctrl, targets)
-    if W is not None:
-        X, obs = np.asarray(W.X, dtype=np.float64), W.obs.reset_index(drop=True)
-        rc = save("consistency", replicate_consistency(X, obs, seed=seed))
-        mag = save("magnitude", perturbation_magnitude(X, obs, seed=seed))
-        summary["consistency"] = {"n": len(rc), "fraction_significant": float((rc["p_value"] < 0.05).mean()) if len(rc) else None, "random": 0.05}
-        summary["magnitude"] = {"n": len(mag), "fraction_significant": float((mag["p_value"] < 0.05).mean()) if len(mag) else None, "random": 0.05}
-        act = save("map_activity", phenotypic_activity(X, obs, null_size=null_size, seed=seed))
-        summary["map_activity"] = {"n": len(act), "mean_map": float(act["mean_average_precision"].mean()), "fraction_retrieved": fraction_retrieved(act), "random_fraction_retrieved": 0.05}
-        if (obs["perturbation_type"].astype(str) == "compound").any() and "plate" in obs.columns and obs["plate"].nunique() >= 2:
-            summary["drug_vs_control"] = save("drug_vs_control", drug_vs_control(X, obs, seed=seed)).to_dict(orient="records")
-        if clustering:
-            summary["clustering"] = save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")
-        if figures and raw is not None:
-            R = read_embeddings(Path(raw))
-            before = pd.DataFrame(np.asarray(R.X), index=R.obs_names.astype(str)).reindex(W.obs_names.astype(str))
-            if not before.isna().any().any():
-                plots.umap_by_batch(before.to_numpy(), X, obs["batch"].astype(str).to_numpy(), part / "umap_batch.png", seed=seed)
-    (part / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    commit_dir(part, out)
+        G, genes = gene_profiles(m)
+        complexes = read_complexes(ann / "CORUM_clusters.tsv")
+        if len(genes) >= 2:
+            sources = load_sources(ann, SOURCES, extra_pairs)
+            for name, path in (extra_pairs or {}).items():
+                if not len(pair_indices(sources[name], genes)):
+                    raise InputError(f"{path}: no pair of this annotation has both genes in the map ({len(genes)} genes)")
+            recall = save("recall", relationship_recall(G, genes, sources))
+            summary["recall"] = recall.to_dict(orient="records")
+            ks = save("complexes", complex_ks(G, genes, complexes))
+            summary["complexes"] = {"n_tested": len(ks), "fraction_significant": float((ks["corrected_p_value"] < 0.05).mean()) if len(ks) else None, "random": 0.05}
+            try:
+                cons = save("map_consistency", phenotypic_consistency(G, genes, complexes, null_size=null_size, seed=seed))
+                summary["map_consistency"] = {"n_groups": len(cons), "mean_map": float(cons["mean_average_precision"].mean()), "fraction_retrieved": fraction_retrieved(cons), "random_fraction_retrieved": 0.05}
+            except InputError as e:
+                summary["map_consistency"] = {"skipped": str(e)}
+            if figures:
+                plots.recall_bars(recall, part / "recall.png")
+                # small maps rarely hold 10 genes of one complex: rank smaller ones for the figure
+                shown = ks if len(ks) else complex_ks(G, genes, complexes, min_genes=3)
+                plots.complex_heatmap(G, genes, complexes, shown, part / "complex_heatmap.png")
+        C, compounds = compound_profiles(m)
+        if compounds and compound_targets:
+            targets = read_targets(compound_targets)
+            cg = save("compound_gene", compound_gene_retrieval(C, compounds, G, genes, targets))
+            summary["compound_gene"] = {"n": len(cg), "mean_auc": float(cg["auc"].mean()) if len(cg) else None, "random_auc": 0.5,
+                                        "mean_average_precision": float(cg["average_precision"].mean()) if len(cg) else None,
+                                        "random_average_precision": float(cg["random_average_precision"].mean()) if len(cg) else None}
+            ctrl = np.asarray(m.X, dtype=np.float64)[m.obs["is_control"].to_numpy(bool)]
+            if len(ctrl):
+                summary["drug_similarity"] = drug_similarity_score(C, compounds, ctrl, targets)
+        if W is not None:
+            X, obs = np.asarray(W.X, dtype=np.float64), W.obs.reset_index(drop=True)
+            rc = save("consistency", replicate_consistency(X, obs, seed=seed))
+            mag = save("magnitude", perturbation_magnitude(X, obs, seed=seed))
+            summary["consistency"] = {"n": len(rc), "fraction_significant": float((rc["p_value"] < 0.05).mean()) if len(rc) else None, "random": 0.05}
+            summary["magnitude"] = {"n": len(mag), "fraction_significant": float((mag["p_value"] < 0.05).mean()) if len(mag) else None, "random": 0.05}
+            act = save("map_activity", phenotypic_activity(X, obs, null_size=null_size, seed=seed))
+            summary["map_activity"] = {"n": len(act), "mean_map": float(act["mean_average_precision"].mean()), "fraction_retrieved": fraction_retrieved(act), "random_fraction_retrieved": 0.05}
+            if (obs["perturbation_type"].astype(str) == "compound").any() and "plate" in obs.columns and obs["plate"].nunique() >= 2:
+                summary["drug_vs_control"] = save("drug_vs_control", drug_vs_control(X, obs, seed=seed)).to_dict(orient="records")
+            if clustering:
+                summary["clustering"] = save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")
+            if figures and raw is not None:
+                R = read_embeddings(Path(raw))
+                before = pd.DataFrame(np.asarray(R.X), index=R.obs_names.astype(str)).reindex(W.obs_names.astype(str))
+                if not before.isna().any().any():
+                    plots.umap_by_batch(before.to_numpy(), X, obs["batch"].astype(str).to_numpy(), part / "umap_batch.png", seed=seed)
+        (part / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        commit_dir(part, out)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)  # an error leaves nothing behind
     return summary
 
 

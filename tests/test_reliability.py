@@ -1,0 +1,153 @@
+"""Reliability across the verbs after ingest (tests/test_bad_inputs.py has the data layer's
+corpus): bad inputs end in one line naming the culprit, exit 2 and nothing written; a killed
+training run resumes to the same weights."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(sim_store, tmp_path_factory):
+    """A 2-step model and its embeddings and map, to feed the later verbs bad variants of."""
+    from morphoscale.train.run import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("rel")
+    ckpt = train(TrainConfig(model="mae_vit_tiny_patch8_64", model_overrides={"depth": 1}, batch_size=4, max_steps=2, warmup_steps=1),
+                 sim_store, root / "m", progress=False)
+    from morphoscale.cli import main
+
+    assert main(["embed", "--checkpoint", str(ckpt), "--store", str(sim_store), "--out", str(root / "e.h5ad"), "--quiet"]) == 0
+    assert main(["map", "--embeddings", str(root / "e.h5ad"), "--out", str(root / "map.h5ad")]) == 0
+    return root, ckpt
+
+
+def _emb_variant(src, path, rows=None, cols=None):
+    import anndata as ad
+
+    a = ad.read_h5ad(src)
+    a = a[rows if rows is not None else slice(None), cols if cols is not None else slice(None)].copy()
+    a.write_h5ad(path)
+    return path
+
+
+def test_corpus_of_the_later_verbs(trained, sim_store, tmp_path, capsys):
+    root, ckpt = trained
+    (tmp_path / "trunc.ckpt").write_bytes(ckpt.read_bytes()[:5000])
+    (tmp_path / "garbage.h5ad").write_text("not hdf5")
+    (tmp_path / "nooverlap.csv").write_text("entity1,entity2\nNOTAGENE1,NOTAGENE2\n")
+    (tmp_path / "badtype.yaml").write_text("batch_size: many\n")
+    (tmp_path / "neg.yaml").write_text("max_steps: -3\n")
+    (tmp_path / "existing.h5ad").write_text("x")
+    out = tmp_path / "out.h5ad"
+    emb, mp = root / "e.h5ad", root / "map.h5ad"
+    cases = [
+        (["embed", "--checkpoint", tmp_path / "trunc.ckpt", "--store", sim_store, "--out", out], ["trunc.ckpt", "not a morphoscale checkpoint"]),
+        (["embed", "--checkpoint", ckpt, "--store", tmp_path, "--out", out], ["not an image store"]),
+        (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", tmp_path / "existing.h5ad"], ["existing.h5ad: output exists"]),
+        (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--level", "plate"], ["--level"]),
+        (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--pooling", "max"], ["--pooling"]),
+        (["map", "--embeddings", _emb_variant(emb, tmp_path / "rows0.h5ad", rows=slice(0, 0)), "--out", out], ["rows0.h5ad", "empty (0 x"]),
+        (["map", "--embeddings", _emb_variant(emb, tmp_path / "cols0.h5ad", cols=slice(0, 0)), "--out", out], ["cols0.h5ad", "x 0)"]),
+        (["map", "--embeddings", tmp_path / "garbage.h5ad", "--out", out], ["garbage.h5ad", "cannot read"]),
+        (["map", "--embeddings", emb, "--out", out, "--align", "magic"], ["magic"]),
+        (["bench", "--map", tmp_path / "garbage.h5ad", "--out", tmp_path / "b"], ["garbage.h5ad", "cannot read as a map"]),
+        (["bench", "--map", emb, "--out", tmp_path / "b"], []),  # embeddings, not a map: refused
+        (["bench", "--map", mp, "--pairs", f"mine={tmp_path / 'nooverlap.csv'}", "--out", tmp_path / "b"], ["nooverlap.csv", "no pair of this annotation"]),
+        (["bench", "--map", mp, "--pairs", str(tmp_path / "nooverlap.csv"), "--out", tmp_path / "b"], ["expected NAME=FILE"]),
+        (["bench", "--map", tmp_path / "nomap.h5ad", "--out", tmp_path / "b"], ["nomap.h5ad", "not found"]),
+        (["train", "--store", sim_store, "--out", tmp_path / "t", "--config", tmp_path / "badtype.yaml"], ["key 'batch_size'"]),
+        (["train", "--store", sim_store, "--out", tmp_path / "t", "--config", tmp_path / "neg.yaml"], ["key 'max_steps'"]),
+        (["features", "--store", sim_store, "--out", tmp_path / "existing.h5ad"], ["existing.h5ad: output exists"]),
+        (["report", tmp_path], ["not a run folder"]),
+    ]
+    for args, needles in cases:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        rc, _, err = run_cli(capsys, *args, *(["--quiet"] if args[0] in ("embed", "train", "features") else []))
+        assert_one_line_error(rc, err, *needles)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before, args  # nothing written, not even a temporary
+
+
+def test_disk_full_while_writing_embeddings_leaves_nothing(trained, sim_store, tmp_path, capsys, monkeypatch):
+    root, ckpt = trained
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "e.h5ad"
+    rc, _, err = run_cli(capsys, "embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--quiet")
+    assert_one_line_error(rc, err, "e.h5ad: no space left on the device")
+    assert not out.exists() and not list(tmp_path.glob(".e.h5ad.tmp*"))
+
+
+def test_read_only_output_folder_for_features(sim_store, tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro) and mode & os.W_OK else real(p, mode))
+    try:
+        rc, _, err = run_cli(capsys, "features", "--store", sim_store, "--out", ro / "f.h5ad", "--quiet")
+        assert_one_line_error(rc, err, "ro: output folder is not writable")
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_killed_training_resumes_to_the_same_weights(sim_store, tmp_path):
+    """SIGKILL a training run after its step-4 checkpoint; `--resume` ends with the weights of
+    an uninterrupted run (CPU, deterministic) to 1e-6."""
+    (tmp_path / "c.yaml").write_text("model: mae_vit_tiny_patch8_64\nmodel_overrides: {depth: 2}\nbatch_size: 4\nmax_steps: 10\n"
+                                     "warmup_steps: 2\ncheckpoint_every: 2\npreview_every: 100\nlr: 1.0e-3\naugment: random\n")
+    cmd = [sys.executable, "-m", "morphoscale", "train", "--store", str(sim_store), "--config", str(tmp_path / "c.yaml"), "--quiet"]
+    ref = subprocess.run(cmd + ["--out", str(tmp_path / "ref")], capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(cmd + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run / "checkpoints" / "step0000004.ckpt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model.ckpt").exists(), "the kill came too late to test anything"
+    res = subprocess.run(cmd + ["--out", str(run), "--resume"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a = torch.load(tmp_path / "ref" / "model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(run / "model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+    assert not list(run.rglob("*.tmp*"))
+
+
+def test_a_torn_stage_record_is_not_a_cache_hit(tmp_path):
+    """`morphoscale run` trusts a stage only when its record parses, its key matches and its outputs exist."""
+    from morphoscale.run.config import RunConfig
+    from morphoscale.run.flow import Flow
+
+    cfg = RunConfig.model_validate({"data": {"simulate": {"preset": "tiny"}}, "encoders": [{"name": "f", "kind": "features"}]})
+    flow = Flow(cfg, tmp_path / "r")
+    keys = flow.keys()
+    data = flow.stages[0]
+    (tmp_path / "r" / "stages").mkdir(parents=True)
+    rec = tmp_path / "r" / "stages" / "data.json"
+    rec.write_text('{"key": "' + keys["data"] + '", "secon')  # torn write
+    assert not flow._cached(data, keys["data"])
+    rec.write_text('{"key": "' + keys["data"] + '"}')
+    assert not flow._cached(data, keys["data"])  # outputs missing
+    flow.store.mkdir(parents=True)
+    assert flow._cached(data, keys["data"])
+    assert not flow._cached(data, "another key")
+    np.testing.assert_equal(len(keys), len(flow.stages))
