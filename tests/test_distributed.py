@@ -123,3 +123,14 @@ def test_a_global_batch_that_does_not_split_is_a_config_error(sim_store, tmp_pat
                          "--strategy", "ddp", "--accelerator", "cpu", "--max-steps", "1", "--quiet")
     assert_one_line_error(rc, err, "key 'batch_size'")
     assert not (tmp_path / "x").exists()
+
+
+def test_resource_accounting_of_a_run(runs):
+    """resources.json of the runs: images counted over ranks, FLOPs counted by torch."""
+    one = json.loads((runs / "one" / "resources.json").read_text())
+    two = json.loads((runs / "two" / "resources.json").read_text())
+    assert one["images_seen"] == two["images_seen"] == 4 * 8 and one["optimizer_steps"] == 4
+    assert two["world_size"] == 2 and one["parameters"] == two["parameters"]
+    assert one["flops_per_image"] == pytest.approx(two["flops_per_image"], rel=1e-9)  # per image, whatever the split
+    assert one["training_flops"] == pytest.approx(one["flops_per_image"] * 32)
+    assert 0 < one["wall_seconds"] and one["images_per_second"] == pytest.approx(32 / one["wall_seconds"], rel=1e-2)

@@ -71,6 +71,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
 
     from ..data.store import ImageStore
     from ..models.registry import PRESETS
+    from .accounting import ResourceAccounting
     from .callbacks import NonFiniteLossGuard, ReconstructionPreviews
     from .data import StoreDataModule
     from ..data.datasets import column_codes
@@ -145,6 +146,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", every_n_train_steps=cfg.checkpoint_every, save_top_k=-1, save_last=True, auto_insert_metric_name=False),
         ReconstructionPreviews(out / "previews", cfg.preview_every),
         NonFiniteLossGuard(),
+        ResourceAccounting(out),
     ]
     trainer = L.Trainer(
         max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=precision,
