@@ -86,3 +86,19 @@ def test_wall_time_and_images_of_a_run_agree_with_the_clock(sim_store, tmp_path,
     assert rec["images_seen"] == 20 and rec["optimizer_steps"] == 5
     assert rec["images_per_second"] == pytest.approx(20 / rec["wall_seconds"], rel=1e-2)
     assert rec["parameters"] > 0 and rec["training_flops"] == pytest.approx(rec["flops_per_image"] * 20)
+
+
+def test_the_rss_sampler_sees_a_known_allocation_and_forgets_earlier_peaks():
+    import time
+
+    from morphoscale.train.accounting import RssSampler, rss_mb
+
+    big = np.ones(500 * 2**20 // 8)  # an earlier run's peak ...
+    del big
+    base = rss_mb()
+    s = RssSampler(0.01).start()
+    x = np.ones(300 * 2**20 // 8)  # ... and this run's: 300 MiB held for a while
+    time.sleep(0.1)
+    peak = s.stop()
+    del x
+    assert base + 280 <= peak <= base + 360

@@ -51,7 +51,6 @@ def _main(
 # verb -> (issue, what, help). Each is registered so `--help` lists the whole flow;
 # running one says it is not built and exits 3, never a silent no-op.
 PLANNED = {
-    "compare": (9, "the comparison grid", "Run a fair grid of training paradigms with time and memory accounting."),
 }
 
 
@@ -330,6 +329,35 @@ def print_probe(path: Path) -> None:
     for target, row in wide.iterrows():
         table.add_row(str(target), *[f"{v:.3f}" for v in row])
     out_console.print(table)
+
+
+@app.command()
+def compare(
+    config: Annotated[Path, typer.Argument(help="The grid config (YAML): data, models, augment, crop, seeds, budget.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="The run folder (default: runs/<name>).")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on: data, train, embed, map, bench or report.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars inside the stages.")] = False,
+):
+    """Train and score a grid of setups under one budget (equal images seen by default), with time, memory and FLOPs."""
+    from .compare.grid import compare as run_compare
+    from .compare.grid import load_compare_config
+
+    cfg = load_compare_config(config)
+    folder = out or Path("runs") / cfg.name
+    results = run_compare(cfg, folder, start, progress=not quiet, console=err_console)
+    cols = [c for c in ("name", "images_seen", "wall_seconds", "training_flops", "recall_CORUM", "random_recall") if c in results.columns]
+    from rich.table import Table
+
+    table = Table(title="comparison grid (CORUM recall at 5% / 95%)")
+    for c in cols:
+        if c == "name":
+            table.add_column(c, no_wrap=True, min_width=int(results["name"].str.len().max()))
+        else:
+            table.add_column(c.replace("_", " "), justify="right")
+    for _, r in results.iterrows():
+        table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+    out_console.print(table)
+    out_console.print(f"wrote {folder / 'compare' / 'results.csv'} and {folder / 'report.html'}")
 
 
 @app.command()

@@ -24,6 +24,42 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """The highest resident memory seen while it runs (sampled every `interval` s): a run's own
+    peak, where the process high-water mark would include every earlier run of a grid."""
+
+    def __init__(self, interval: float = 0.02):
+        import threading
+
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while True:
+            self.peak = max(self.peak, rss_mb())
+            if self._stop.wait(self.interval):
+                break
+
+    def start(self) -> "RssSampler":
+        self.peak = rss_mb()
+        self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+        return self.peak
+
+
 def count_training_flops(model, batch: dict) -> int:
     """FLOPs of one forward + backward of model.training_loss on `batch` (a copy of the model:
     the run's weights, gradients and random state are untouched)."""
@@ -50,8 +86,10 @@ class ResourceAccounting(L.Callback):
         self.steps = 0
         self.t0: float | None = None
         self.flops_per_image: float | None = None
+        self.sampler: RssSampler | None = None
 
     def on_train_start(self, trainer, pl_module):
+        self.sampler = RssSampler().start()
         self.t0 = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -66,13 +104,17 @@ class ResourceAccounting(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         if not trainer.is_global_zero or self.t0 is None:
+            if self.sampler:
+                self.sampler.stop()
             return
         wall = time.perf_counter() - self.t0
+        peak = self.sampler.stop() if self.sampler else None
         params = sum(p.numel() for p in pl_module.model.parameters())
         record = {
             "wall_seconds": round(wall, 3), "optimizer_steps": self.steps, "images_seen": self.images,
             "images_per_second": round(self.images / wall, 3) if wall > 0 else None,
-            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "peak_rss_mb": round(peak, 1) if peak else None,  # sampled during this fit
+            "process_peak_rss_mb": round(peak_rss_mb(), 1),  # the process's high-water mark, earlier work included
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
             "parameters": params, "flops_per_image": self.flops_per_image,
             "training_flops": self.flops_per_image * self.images if self.flops_per_image is not None else None,

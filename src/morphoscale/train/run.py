@@ -27,6 +27,7 @@ class TrainConfig(BaseModel):
     crop_size: int | None = None  # default: the preset's image size
     batch_size: int = Field(32, ge=1)
     max_steps: int = Field(1000, ge=1)
+    max_time_seconds: float | None = Field(None, gt=0)  # stop after this much training wall time (an equal-time budget)
     optimizer: Literal["adamw", "lion"] = "adamw"
     lr: float = Field(1.5e-4, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -149,7 +150,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         ResourceAccounting(out),
     ]
     trainer = L.Trainer(
-        max_steps=cfg.max_steps, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=precision,
+        max_steps=cfg.max_steps, max_time={"seconds": cfg.max_time_seconds} if cfg.max_time_seconds else None, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=precision,
         gradient_clip_val=cfg.grad_clip, log_every_n_steps=cfg.log_every, logger=loggers, callbacks=callbacks,
         enable_progress_bar=progress, enable_model_summary=False, deterministic=cfg.deterministic and not on_gpu,
         default_root_dir=out, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,

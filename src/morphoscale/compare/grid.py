@@ -1,0 +1,247 @@
+"""`morphoscale compare`: a grid of training setups under one budget, each through the same
+embed -> map -> bench path, with what each run cost.
+
+The grid is models x augmentation x crop strategy x seed. Every setup becomes an encoder of
+one `morphoscale run` flow, so the data are shared, every stage is cached (a grid resumes
+where it stopped) and the report covers every setup. The budget is equal images seen by
+default: each setup gets max_steps = images // (images per step), where images per step
+counts every view (batch x views, or batch x (global + local crops)); `steps` gives every
+setup the same optimizer steps, `seconds` the same wall time (Lightning's max_time).
+What each run cost comes from its resources.json (train/accounting.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..config import parse_model, read_yaml
+from ..errors import ConfigError
+from ..run.config import BenchSpec, DataSpec, EmbedSpec, MapSpec, RunConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSpec(_Strict):
+    """One model of the grid: a preset, optional overrides, and the name tables use."""
+
+    name: str
+    model: str
+    model_overrides: dict = Field(default_factory=dict)
+
+
+class Budget(_Strict):
+    """Exactly one: images seen (default), optimizer steps, or wall seconds per setup."""
+
+    images: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    seconds: float | None = Field(None, gt=0)
+    step_cap: int = Field(100_000, ge=1)  # seconds budget: the schedule's nominal length
+
+    @model_validator(mode="after")
+    def _one(self):
+        given = [k for k in ("images", "steps", "seconds") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of images, steps, seconds (got {', '.join(given) or 'none'})")
+        return self
+
+
+class CompareConfig(_Strict):
+    """A fair grid: every setup on the same data, split and budget."""
+
+    name: str = "compare"
+    data: DataSpec
+    models: list[ModelSpec] = Field(min_length=1)
+    augment: list[Literal["none", "random"]] = ["none"]
+    crop: list[Literal["one", "multi"]] = ["one"]
+    seeds: list[int] = [0]
+    budget: Budget
+    train: dict = Field(default_factory=dict)  # train config keys shared by every setup (batch_size, lr, ...)
+    embed: EmbedSpec = EmbedSpec()
+    map: MapSpec = MapSpec()
+    bench: BenchSpec = BenchSpec()
+    workers: int | None = None
+
+    @model_validator(mode="after")
+    def _names(self):
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique")
+        bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", n)]
+        if bad:
+            raise ValueError(f"model name '{bad[0]}': letters, digits, '_' and '.' only")
+        reserved = {"model", "model_overrides", "augment", "crop", "seed", "max_steps", "max_time_seconds"}
+        clash = sorted(reserved & set(self.train))
+        if clash:
+            raise ValueError(f"train.{clash[0]} is set by the grid")
+        return self
+
+
+def load_compare_config(path: Path) -> CompareConfig:
+    return parse_model(CompareConfig, read_yaml(path), str(path))
+
+
+def images_per_step(train: dict) -> int:
+    from ..train.run import TrainConfig
+
+    t = TrainConfig(**{k: v for k, v in train.items() if k in TrainConfig.model_fields})
+    return t.batch_size * ((t.n_global + t.n_local) if t.crop == "multi" else t.views)
+
+
+def setups(cfg: CompareConfig) -> list[dict]:
+    """Every cell of the grid: its name, axes and full train config."""
+    from ..models.registry import PRESETS
+
+    out = []
+    for m in cfg.models:
+        preset = PRESETS.get(m.model)
+        if preset is None:
+            raise ConfigError(f"key 'models': unknown preset '{m.model}'")
+        multi_view = getattr(preset, "paradigm", None) == "byol"
+        for aug in cfg.augment:
+            for crop in cfg.crop:
+                for seed in cfg.seeds:
+                    train = {**cfg.train, "model": m.model, "model_overrides": m.model_overrides, "augment": aug, "crop": crop, "seed": seed}
+                    if multi_view and crop == "one":
+                        train["views"] = 2  # BYOL learns from two views of a crop
+                    per_step = images_per_step(train)
+                    b = cfg.budget
+                    if b.images is not None:
+                        steps, rest = divmod(b.images, per_step)
+                        if steps < 1 or rest:
+                            raise ConfigError(f"key 'budget.images': {b.images} is not a multiple of the {per_step} images per step of "
+                                              f"{m.name} ({aug}, crop {crop}); the setups would see different numbers of images")
+                        train["max_steps"] = steps
+                    elif b.steps is not None:
+                        train["max_steps"] = b.steps
+                    else:
+                        train["max_steps"] = b.step_cap
+                        train["max_time_seconds"] = b.seconds
+                    out.append({"name": f"{m.name}-{aug}-{crop}-s{seed}", "model": m.name, "preset": m.model, "augment": aug, "crop": crop,
+                                "seed": seed, "images_per_step": per_step, "train": train})
+    return out
+
+
+def run_config(cfg: CompareConfig) -> RunConfig:
+    encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump()} for s in setups(cfg)]
+    return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "map": cfg.map.model_dump(),
+                                     "bench": cfg.bench.model_dump(), "workers": cfg.workers})
+
+
+def results_table(run_dir: Path, cells: list[dict]) -> pd.DataFrame:
+    """One row per setup: axes, cost (resources.json) and quality (bench summary.json)."""
+    import json
+
+    rows = []
+    for s in cells:
+        d = Path(run_dir) / "encoders" / s["name"]
+        res = json.loads((d / "train" / "resources.json").read_text()) if (d / "train" / "resources.json").exists() else {}
+        summ = json.loads((d / "bench" / "summary.json").read_text()) if (d / "bench" / "summary.json").exists() else {}
+        row = {k: s[k] for k in ("name", "model", "preset", "augment", "crop", "seed", "images_per_step")}
+        row["max_steps"] = s["train"]["max_steps"]
+        for k in ("optimizer_steps", "images_seen", "wall_seconds", "images_per_second", "peak_rss_mb", "peak_gpu_mb", "parameters", "flops_per_image", "training_flops"):
+            row[k] = res.get(k)
+        for r in summ.get("recall", []):
+            if r["lower"] == 5.0:
+                row[f"recall_{r['source']}"] = r["recall"]
+                row["random_recall"] = r["random_recall"]
+        row["map_activity_fraction"] = summ.get("map_activity", {}).get("fraction_retrieved")
+        row["consistency_fraction"] = summ.get("consistency", {}).get("fraction_significant")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds of every numeric column, per (model, augment, crop)."""
+    keys = ["model", "augment", "crop"]
+    num = [c for c in results.columns if c not in keys + ["name", "preset", "seed"] and pd.api.types.is_numeric_dtype(results[c])]
+    g = results.groupby(keys, sort=False)[num]
+    mean, sd = g.mean(), g.std(ddof=1)
+    out = mean.add_suffix("_mean").join(sd.add_suffix("_sd"))
+    out.insert(0, "n_seeds", results.groupby(keys, sort=False).size())
+    return out.reset_index()
+
+
+def plots(results: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = "recall_CORUM" if "recall_CORUM" in results.columns else None
+    paths = []
+    if metric is None or results[metric].isna().all():
+        return paths
+    rnd = results["random_recall"].dropna().iloc[0] if results["random_recall"].notna().any() else None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, g in results.groupby("model", sort=False):
+        ax.scatter(g["training_flops"], g[metric], label=name)
+        gm = g.groupby("training_flops")[metric].mean()
+        ax.plot(gm.index, gm.values, alpha=0.5)
+    if rnd is not None:
+        ax.axhline(rnd, color="crimson", ls="--", label=f"random ({rnd:.2f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (counted)")
+    ax.set_ylabel("CORUM recall (5% / 95%)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "recall_vs_flops.png", dpi=110)
+    plt.close(fig)
+    paths.append(out / "recall_vs_flops.png")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, g in results.groupby("model", sort=False):
+        a.scatter(g["wall_seconds"], g[metric], label=name)
+        b.scatter(g["peak_rss_mb"], g[metric], label=name)
+    for ax_, lab in ((a, "training wall time (s)"), (b, "peak resident memory of training (MB)")):
+        if rnd is not None:
+            ax_.axhline(rnd, color="crimson", ls="--")
+        ax_.set_xlabel(lab)
+        ax_.set_ylabel("CORUM recall (5% / 95%)")
+    a.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "recall_vs_cost.png", dpi=110)
+    plt.close(fig)
+    paths.append(out / "recall_vs_cost.png")
+    return paths
+
+
+def report_section(results: pd.DataFrame, summary: pd.DataFrame, figures: list[Path]) -> str:
+    from ..report.html import _file_img, _table
+
+    cols = ["name", "images_seen", "optimizer_steps", "wall_seconds", "images_per_second", "peak_rss_mb", "parameters", "training_flops"]
+    cols += [c for c in results.columns if c.startswith("recall_")] + ["random_recall", "map_activity_fraction"]
+    figs = "".join(f"<figure>{_file_img(p, p.stem, 640)}</figure>" for p in figures)
+    return f"""
+<h2>Comparison grid: every setup under the same budget</h2>
+<p>Images seen, steps, time and memory as measured by each run (resources.json); FLOPs counted by torch over one
+training step, times the images seen. Random recall beside every recall.</p>
+{_table(results[[c for c in cols if c in results.columns]])}
+<h3>Mean and sd over seeds</h3>
+{_table(summary)}
+<div class=row>{figs}</div>
+"""
+
+
+def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: bool = True, console=None) -> pd.DataFrame:
+    from ..report.html import write_report
+    from ..run.flow import Flow, _write_text
+
+    cells = setups(cfg)
+    flow = Flow(run_config(cfg), out)
+    flow.run(start, progress=progress, console=console)
+    results = results_table(flow.out, cells)
+    summary = summarize(results)
+    folder = flow.out / "compare"
+    folder.mkdir(exist_ok=True)
+    _write_text(folder / "results.csv", results.to_csv(index=False))
+    _write_text(folder / "summary.csv", summary.to_csv(index=False))
+    figures = plots(results, folder)
+    _write_text(flow.out / "report_extra.html", report_section(results, summary, figures))
+    write_report(flow.out)
+    return results
+

@@ -1,0 +1,86 @@
+"""`morphoscale compare`: every setup of a grid under the same budget, counted; tables and
+plots; a second call is served from the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+
+GRID = """
+name: g
+data: {simulate: {preset: tiny, seed: 0}}
+models:
+  - {name: mae, model: mae_vit_tiny_patch8_64, model_overrides: {depth: 1}}
+  - {name: byol, model: byol_midl_cnn_64}
+augment: [none]
+crop: [one, multi]
+seeds: [0, 1]
+budget: {images: 96}
+train: {batch_size: 8, warmup_steps: 1, lr: 1.0e-3, n_global: 2, n_local: 2}
+bench: {null_size: 200}
+workers: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    from morphoscale.compare.grid import compare, load_compare_config
+
+    root = tmp_path_factory.mktemp("grid")
+    (root / "g.yaml").write_text(GRID)
+    results = compare(load_compare_config(root / "g.yaml"), root / "run", progress=False)
+    return root, results
+
+
+def test_every_setup_sees_the_same_number_of_images(grid):
+    root, r = grid
+    assert len(r) == 2 * 2 * 2
+    # counted by each run (resources.json), not assumed: BYOL's two views and multi-crop's
+    # four crops per site take fewer steps for the same images
+    assert (r["images_seen"] == 96).all()
+    steps = r.set_index("name")["optimizer_steps"]
+    assert steps["mae-none-one-s0"] == 12 and steps["byol-none-one-s0"] == 6 and steps["mae-none-multi-s0"] == 3
+    assert (r["training_flops"] > 0).all() and (r["wall_seconds"] > 0).all() and (r["peak_rss_mb"] > 0).all()
+    np.testing.assert_allclose(r["training_flops"], r["flops_per_image"] * 96)
+    assert r["recall_CORUM"].notna().all() and (r["random_recall"] == 0.1).all()
+
+
+def test_summary_is_mean_and_sd_over_seeds_and_the_outputs_exist(grid):
+    root, r = grid
+    s = pd.read_csv(root / "run" / "compare" / "summary.csv")
+    assert len(s) == 4 and (s["n_seeds"] == 2).all()
+    row = s[(s.model == "mae") & (s.crop == "one")].iloc[0]
+    seeds = r[(r.model == "mae") & (r.crop == "one")]["recall_CORUM"]
+    assert row["recall_CORUM_mean"] == pytest.approx(seeds.mean()) and row["recall_CORUM_sd"] == pytest.approx(seeds.std(ddof=1))
+    for f in ("results.csv", "recall_vs_flops.png", "recall_vs_cost.png"):
+        assert (root / "run" / "compare" / f).exists(), f
+    page = (root / "run" / "report.html").read_text()
+    assert "Comparison grid" in page and "mae-none-multi-s1" in page
+
+
+def test_a_second_call_resumes_from_the_cache(grid, capsys):
+    root, r = grid
+    before = {f.name: json.loads(f.read_text())["key"] for f in (root / "run" / "stages").glob("*.json")}
+    rc, out, err = run_cli(capsys, "compare", root / "g.yaml", "--out", root / "run", "--quiet")
+    assert rc == 0, err
+    assert err.count(": cached") == len(before)  # every stage
+    assert "mae-none-one-s0" in out
+
+
+def test_grid_config_errors(tmp_path, capsys):
+    cases = [
+        (GRID.replace("budget: {images: 96}", "budget: {images: 100}"), "key 'budget.images'"),
+        (GRID.replace("budget: {images: 96}", "budget: {images: 96, steps: 3}"), "exactly one of"),
+        (GRID.replace("model: byol_midl_cnn_64", "model: byol_huge"), "unknown preset 'byol_huge'"),
+        (GRID.replace("train: {batch_size: 8", "train: {max_steps: 3, batch_size: 8"), "train.max_steps is set by the grid"),
+        (GRID + "colour: red\n", "key 'colour'"),
+    ]
+    for i, (text, expected) in enumerate(cases):
+        (tmp_path / f"c{i}.yaml").write_text(text)
+        rc, _, err = run_cli(capsys, "compare", tmp_path / f"c{i}.yaml", "--out", tmp_path / f"o{i}")
+        assert_one_line_error(rc, err, expected)
+        assert not (tmp_path / f"o{i}").exists()
