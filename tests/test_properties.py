@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 FAST = settings(max_examples=25, deadline=None)
@@ -36,6 +36,7 @@ def test_patchify_then_unpatchify_is_the_identity(c, gh, gw, p, seed):
 
 @FAST
 @given(n=st.integers(4, 30), d=st.integers(2, 12), n_pairs=st.integers(1, 40), seed=st.integers(0, 10**6))
+@example(n=19, d=10, n_pairs=38, seed=3917)  # a pair's cosine is the order statistic the 10% cut lands on
 def test_recall_ignores_the_order_of_genes_and_of_pairs(n, d, n_pairs, seed):
     from morphoscale.bench.relationships import relationship_recall
 

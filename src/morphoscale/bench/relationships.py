@@ -169,8 +169,12 @@ def relationship_recall(
         idx = pair_indices(pairs, genes)
         cos = pair_cosines(Xn, idx) if len(idx) else np.zeros(0)
         n_genes = len(np.unique(idx)) if len(idx) else 0
+        # A pair whose cosine is the order statistic a cut lands on counts as at the cut; the
+        # null comes from a matrix product and the pairs from row products, which round
+        # differently, so "at" means within a few units of the last place.
+        tol = 4 * torch.finfo(Xn.dtype).eps
         for lo, hi in thresholds:
-            hit = (cos <= cuts[lo]) | (cos >= cuts[hi])
+            hit = (cos <= cuts[lo] + tol) | (cos >= cuts[hi] - tol)
             rows.append(RecallResult(name, lo, hi, float(hit.mean()) if len(idx) else float("nan"), int(len(idx)), n_genes, (lo + 100 - hi) / 100, cuts[lo], cuts[hi]).__dict__)
     return pd.DataFrame(rows)
 
