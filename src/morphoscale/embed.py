@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import InputError
-from .io import check_output, partial_dir
+from .io import check_output, open_partial, save_chunk
 
 LEVELS = ("crop", "site", "well")
 SITE_SPECIFIC = ("site_id", "site")
@@ -166,28 +165,6 @@ def embed(
     assemble(part, chunks, store, tiles, level, uns, out, fmt)
     shutil.rmtree(part)
     return out
-
-
-def open_partial(out: Path, settings: dict) -> tuple[Path, str]:
-    """The folder of finished chunks for `out`, kept from an interrupted run only when it was
-    made with the same settings. Returns it and the time the run first started."""
-    part = partial_dir(out)
-    manifest = part / "manifest.json"
-    if part.exists():
-        old = json.loads(manifest.read_text()) if manifest.exists() else {}
-        if {k: old.get(k) for k in settings} != settings:
-            shutil.rmtree(part)
-    if not part.exists():
-        part.mkdir(parents=True)
-        manifest.write_text(json.dumps({**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "morphoscale_version": __version__}))
-    return part, json.loads(manifest.read_text())["started"]
-
-
-def save_chunk(part: Path, i: int, result: np.ndarray) -> None:
-    tmp = part / f".chunk{i:06d}.npy.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, result.astype(np.float32))
-    os.replace(tmp, part / f"chunk{i:06d}.npy")
 
 
 ADABN_SITES = 256  # sites per experimental batch that estimate its BatchNorm statistics

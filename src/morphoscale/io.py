@@ -8,12 +8,15 @@ renamed when complete, so a killed job never leaves a result that looks done.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import __version__
 from .errors import InputError, OutputExistsError
 
 
@@ -74,6 +77,31 @@ def partial_dir(path: Path) -> Path:
     """Where a folder output is built before it is complete."""
     path = Path(path)
     return path.with_name(path.name + ".partial")
+
+
+def open_partial(out: Path, settings: dict) -> tuple[Path, str]:
+    """The folder of finished chunks for `out`, kept from an interrupted run only when it was
+    made with the same settings. Returns it and the time the run first started."""
+    part = partial_dir(out)
+    manifest = part / "manifest.json"
+    if part.exists():
+        old = json.loads(manifest.read_text()) if manifest.exists() else {}
+        if {k: old.get(k) for k in settings} != settings:
+            shutil.rmtree(part)
+    if not part.exists():
+        part.mkdir(parents=True)
+        manifest.write_text(json.dumps({**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "morphoscale_version": __version__}))
+    return part, json.loads(manifest.read_text())["started"]
+
+
+def save_chunk(part: Path, i: int, result) -> None:
+    """One finished chunk of a resumable job (an array), landed atomically in its partial folder."""
+    import numpy as np
+
+    tmp = part / f".chunk{i:06d}.npy.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, result.astype(np.float32))
+    os.replace(tmp, part / f"chunk{i:06d}.npy")
 
 
 def commit_dir(partial: Path, final: Path) -> None:

@@ -121,7 +121,7 @@ def _init(store_path: str, cfg: FeatureConfig) -> None:
 def _chunk(job: tuple[int, int, int, str]) -> tuple[int, int]:
     import warnings
 
-    from ..embed import save_chunk
+    from ..io import save_chunk
 
     i, a, b, part = job
     store, cfg = _W["store"], _W["cfg"]
@@ -148,7 +148,8 @@ def extract_features(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..data.store import ImageStore
-    from ..embed import assemble, open_partial
+    from ..embed import assemble
+    from ..io import open_partial
     from ..parallel import process_map
 
     if level not in ("site", "well"):
@@ -187,7 +188,7 @@ def fill_cellless_sites(part: Path, n_chunks: int) -> int:
     """Sites without a single nucleus have no per-cell features: give them each feature's median
     over the other sites (their cell count stays 0), so every row can be aligned and mapped.
     Returns how many sites that was."""
-    from ..embed import save_chunk
+    from ..io import save_chunk
 
     blocks = [np.load(part / f"chunk{i:06d}.npy") for i in range(n_chunks)]
     X = np.concatenate(blocks)

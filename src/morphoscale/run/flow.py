@@ -28,9 +28,9 @@ from .. import __version__
 from ..errors import InputError
 from .config import STAGES, EncoderSpec, RunConfig
 
-RECALL_LOWER = 5.0
+RECALL_LOWER = 5.0  # the recall table: pairs in the top/bottom 5% of cosine similarities
 # first guesses of a stage's wall time on 2 CPU cores, for the ETA until one of its kind has run
-TYPICAL_SECONDS = {"data": 30.0, "train": 120.0, "embed": 30.0, "map": 2.0, "bench": 15.0, "report": 10.0}  # the recall table: pairs in the top/bottom 5% of cosine similarities
+TYPICAL_SECONDS = {"data": 30.0, "train": 120.0, "embed": 30.0, "map": 2.0, "bench": 15.0, "report": 10.0}
 
 
 @dataclass
@@ -77,8 +77,7 @@ class Flow:
         data_spec = {"simulate": d.simulate.model_dump() if d.simulate else None, "example": d.example, "ingest": _file_spec(d.ingest), "store": str(d.store) if d.store else None}
         self.stages.append(Stage("data", "data", data_spec, [], self._data, [self.store]))
         if cfg.probe is not None:
-            for e in cfg.encoders:
-                self.stages.append(Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train)}, ["data"], lambda e=e: self._train(e), [self.enc_dir(e) / "train" / "model.ckpt"]))
+            self.stages += [self._train_stage(e) for e in cfg.encoders]
             self.stages.append(Stage("bench:probe", "bench", cfg.probe.model_dump(mode="json"), [f"train:{e.name}" for e in cfg.encoders], self._probe,
                                      [self.out / "probe" / "r2.csv", self.out / "report_extra.html"]))
             self.stages.append(Stage("report", "report", {}, ["bench:probe"], self._report, [self.out / "recall.csv", self.out / "report.html"]))
@@ -87,7 +86,7 @@ class Flow:
             ed = self.enc_dir(e)
             emb = ed / "embeddings.h5ad"
             if e.kind == "model":
-                self.stages.append(Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train)}, ["data"], lambda e=e: self._train(e), [ed / "train" / "model.ckpt"]))
+                self.stages.append(self._train_stage(e))
                 self.stages.append(Stage(f"embed:{e.name}", "embed", e.embed.model_dump(), [f"train:{e.name}"], lambda e=e: self._embed(e), [emb]))
             elif e.kind == "features":
                 self.stages.append(Stage(f"embed:{e.name}", "embed", {"features": e.features.model_dump()}, ["data"], lambda e=e: self._features(e), [emb]))
@@ -97,6 +96,9 @@ class Flow:
             self.stages.append(Stage(f"bench:{e.name}", "bench", cfg.bench.model_dump(mode="json"), [f"map:{e.name}"], lambda e=e: self._bench(e), [ed / "bench" / "summary.json"]))
         self.stages.append(Stage("report", "report", {"encoders": [e.name for e in cfg.encoders]}, [f"bench:{e.name}" for e in cfg.encoders],
                                  self._report, [self.out / "recall.csv", self.out / "report.html"]))
+
+    def _train_stage(self, e: EncoderSpec) -> Stage:
+        return Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train)}, ["data"], lambda: self._train(e), [self.enc_dir(e) / "train" / "model.ckpt"])
 
     def keys(self) -> dict[str, str]:
         keys: dict[str, str] = {}
@@ -207,12 +209,11 @@ class Flow:
                          workers=self.workers or os.cpu_count() or 1, overwrite=True, progress=self.progress)
 
     def _oracle(self, e: EncoderSpec) -> None:
+        from ..maps.build import write_h5ad
         from ..simulate.validate import oracle_embeddings
 
         path = self.enc_dir(e) / "embeddings.h5ad"
         path.parent.mkdir(parents=True, exist_ok=True)
-        from ..maps.build import write_h5ad
-
         write_h5ad(oracle_embeddings(self.screen), path, overwrite=True)
 
     def _map(self, e: EncoderSpec) -> None:
