@@ -84,3 +84,40 @@ def test_grid_config_errors(tmp_path, capsys):
         rc, _, err = run_cli(capsys, "compare", tmp_path / f"c{i}.yaml", "--out", tmp_path / f"o{i}")
         assert_one_line_error(rc, err, expected)
         assert not (tmp_path / f"o{i}").exists()
+
+
+def test_isolated_cells_measure_their_own_memory_not_the_callers(sim_store, tmp_path):
+    """Cells train in their own process by default: 1.5 GiB held by the calling process does
+    not show in a cell's peak memory; trained in-process, it does (so the test can tell)."""
+    from morphoscale.compare.grid import compare, load_compare_config
+
+    ballast = np.ones(1536 * 2**20 // 8)  # resident: every page written
+    peaks = {}
+    for isolate in (True, False):
+        (tmp_path / f"{isolate}.yaml").write_text(f"""
+name: iso
+data: {{store: {sim_store}}}
+models: [{{name: ae, model: ae_midl_cnn_64}}]
+budget: {{steps: 2}}
+train: {{batch_size: 8, warmup_steps: 1}}
+bench: {{null_size: 200}}
+isolate: {str(isolate).lower()}
+""")
+        r = compare(load_compare_config(tmp_path / f"{isolate}.yaml"), tmp_path / f"run{isolate}", progress=False)
+        assert r["optimizer_steps"].iloc[0] == 2
+        peaks[isolate] = float(r["peak_rss_mb"].iloc[0])
+    assert ballast[-1] == 1.0
+    assert peaks[True] < 1536 < peaks[False], peaks
+
+
+def test_an_isolated_cell_that_fails_says_why_in_one_line(sim_store, tmp_path, capsys):
+    (tmp_path / "g.yaml").write_text(f"""
+data: {{store: {sim_store}}}
+models: [{{name: ae, model: ae_midl_cnn_64}}]
+budget: {{steps: 2}}
+train: {{batch_size: 8, crop_size: 1000}}
+""")
+    rc, _, err = run_cli(capsys, "compare", tmp_path / "g.yaml", "--out", tmp_path / "run", "--quiet")
+    # the stages run so far are listed above it; the error is the last line
+    assert_one_line_error(rc, err.strip().splitlines()[-1], "in its own process", "key 'crop_size'", "1000")
+    assert not (tmp_path / "run" / "encoders" / "ae-none-one-s0" / "train" / "model.ckpt").exists()

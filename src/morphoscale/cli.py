@@ -127,15 +127,19 @@ def map_(
     align: Annotated[str, typer.Option("--align", help="none, center_scale, pca_center_scale, tvn, sphering or harmony.")] = "tvn",
     aggregate: Annotated[str, typer.Option("--aggregate", help="mean or median.")] = "mean",
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Perturbations to leave out (repeatable).")] = None,
+    held_out_of: Annotated[Optional[Path], typer.Option("--held-out-of", help="A train folder whose config has a split: keep only the wells it held out of training.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ):
     """Align embeddings on control wells and aggregate them into a map of perturbations."""
+    from .data.split import scored_part, split_of_training
     from .io import check_output
     from .maps.build import build_map, read_embeddings, wells_path, write_h5ad
 
     check_output(out, overwrite)
     check_output(wells_path(out), overwrite)
     emb = read_embeddings(embeddings)
+    if held_out_of is not None:
+        emb = scored_part(emb, split_of_training(held_out_of), str(embeddings))
     m, aligned = build_map(emb, align=align, method=aggregate, exclude=exclude)
     write_h5ad(aligned, wells_path(out), overwrite)
     write_h5ad(m, out, overwrite)

@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import parse_model, read_yaml
+from ..data.split import Split
 from ..errors import ConfigError
 from ..run.config import BenchSpec, DataSpec, EmbedSpec, MapSpec, RunConfig
 
@@ -61,11 +62,14 @@ class CompareConfig(_Strict):
     crop: list[Literal["one", "multi"]] = ["one"]
     seeds: list[int] = [0]
     budget: Budget
+    # held out of every setup's training; maps are made and scored on it (labels never leak)
+    split: Split = Split()
     train: dict = Field(default_factory=dict)  # train config keys shared by every setup (batch_size, lr, ...)
     embed: EmbedSpec = EmbedSpec()
     map: MapSpec = MapSpec()
     bench: BenchSpec = BenchSpec()
     workers: int | None = None
+    isolate: bool = True  # each cell trains in its own process: its peak memory is its own, not earlier cells' residue
 
     @model_validator(mode="after")
     def _names(self):
@@ -75,7 +79,7 @@ class CompareConfig(_Strict):
         bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", n)]
         if bad:
             raise ValueError(f"model name '{bad[0]}': letters, digits, '_' and '.' only")
-        reserved = {"model", "model_overrides", "augment", "crop", "seed", "max_steps", "max_time_seconds"}
+        reserved = {"model", "model_overrides", "augment", "crop", "seed", "max_steps", "max_time_seconds", "split"}
         clash = sorted(reserved & set(self.train))
         if clash:
             raise ValueError(f"train.{clash[0]} is set by the grid")
@@ -129,8 +133,9 @@ def setups(cfg: CompareConfig) -> list[dict]:
 
 def run_config(cfg: CompareConfig) -> RunConfig:
     encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump()} for s in setups(cfg)]
-    return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "map": cfg.map.model_dump(),
-                                     "bench": cfg.bench.model_dump(), "workers": cfg.workers})
+    return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "split": cfg.split.model_dump(), "map": cfg.map.model_dump(),
+                                     "bench": cfg.bench.model_dump(), "workers": cfg.workers,
+                                     "isolate_training": cfg.isolate})
 
 
 def results_table(run_dir: Path, cells: list[dict]) -> pd.DataFrame:

@@ -216,6 +216,16 @@ def summary_table(encoders: dict[str, Path], seconds: dict[str, float]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def split_note(split: dict) -> str:
+    """What the maps were scored on, when the run held part of the screen out of training."""
+    by = split.get("by", "none")
+    if by == "none":
+        return "<p>Every model trained on the whole screen; maps are made of all of it.</p>"
+    part = "perturbations (and the controls)" if by == "perturbations" else "wells of every perturbation"
+    return (f"<p><b>Split by {html.escape(by)}</b> (seed {split.get('seed', 0)}): {split.get('fraction', 0.5):.0%} of the {part} were held out "
+            "of every model's training, and every map below, of every encoder, is made and scored on that held-out part only.</p>")
+
+
 def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     cfg_file = run_dir / "run.yaml"
@@ -283,6 +293,7 @@ def write_report(run_dir: Path) -> Path:
     else:
         body = head + f"""
 <h2>Every encoder side by side</h2>
+{split_note(cfg.get('split') or {})}
 {_table(summary_table(encoders, seconds))}
 <p>Random baselines: recall 0.10 at 5%/95%; fraction retrieved or significant 0.05; AUC 0.5.</p>
 <h2>Relationship recall</h2>

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import parse_model, read_yaml
+from ..data.split import Split
 from ..errors import ConfigError
 
 STAGES = ("data", "train", "embed", "map", "bench", "report")
@@ -119,10 +120,13 @@ class RunConfig(_Strict):
     name: str = "run"  # the default run folder is runs/<name>
     data: DataSpec
     encoders: list[EncoderSpec] = Field(min_length=1)  # each goes through embed -> map -> bench
+    # held out of every model's training; every encoder's map is made and scored on it alone
+    split: Split = Split()
     map: MapSpec = MapSpec()
     bench: BenchSpec = BenchSpec()
     probe: ProbeSpec | None = None  # a real field: the nucleus-feature probe replaces embed, map and bench
     workers: int | None = None  # processes for simulate, ingest and features (default: one per core)
+    isolate_training: bool = False  # train each model in a process of its own, so its peak memory is its own
 
     @model_validator(mode="after")
     def _checks(self):
@@ -132,7 +136,12 @@ class RunConfig(_Strict):
             raise ValueError(f"encoder names must be unique ({', '.join(dup)} repeated)")
         if any(e.kind == "oracle" for e in self.encoders) and self.data.simulate is None:
             raise ValueError("an oracle encoder needs a simulated screen (data.simulate)")
+        for e in self.encoders:
+            if self.split.active and isinstance(e.train, dict) and "split" in e.train and Split.model_validate(e.train["split"]) != self.split:
+                raise ValueError(f"encoders.{e.name}.train.split differs from the run's split; set the split once, at the top")
         if self.probe is not None:
+            if self.split.active:
+                raise ValueError("split: the nucleus probe holds out space (train key holdout_width), not perturbations")
             if any(e.kind != "model" for e in self.encoders):
                 raise ValueError("the nucleus probe compares trained models: every encoder needs kind model")
             if self.probe.nuclei is None and self.data.example != "jump-pilot-field":

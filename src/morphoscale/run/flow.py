@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .config import STAGES, EncoderSpec, RunConfig
 
 RECALL_LOWER = 5.0  # the recall table: pairs in the top/bottom 5% of cosine similarities
@@ -92,13 +92,16 @@ class Flow:
                 self.stages.append(Stage(f"embed:{e.name}", "embed", {"features": e.features.model_dump()}, ["data"], lambda e=e: self._features(e), [emb]))
             else:
                 self.stages.append(Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda e=e: self._oracle(e), [emb]))
-            self.stages.append(Stage(f"map:{e.name}", "map", cfg.map.model_dump(), [f"embed:{e.name}"], lambda e=e: self._map(e), [ed / "map.h5ad"]))
+            self.stages.append(Stage(f"map:{e.name}", "map", {**cfg.map.model_dump(), **self._split_spec()}, [f"embed:{e.name}"], lambda e=e: self._map(e), [ed / "map.h5ad"]))
             self.stages.append(Stage(f"bench:{e.name}", "bench", cfg.bench.model_dump(mode="json"), [f"map:{e.name}"], lambda e=e: self._bench(e), [ed / "bench" / "summary.json"]))
         self.stages.append(Stage("report", "report", {"encoders": [e.name for e in cfg.encoders]}, [f"bench:{e.name}" for e in cfg.encoders],
                                  self._report, [self.out / "recall.csv", self.out / "report.html"]))
 
+    def _split_spec(self) -> dict:
+        return {"split": self.cfg.split.model_dump()} if self.cfg.split.active else {}  # inactive: keys as before
+
     def _train_stage(self, e: EncoderSpec) -> Stage:
-        return Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train)}, ["data"], lambda: self._train(e), [self.enc_dir(e) / "train" / "model.ckpt"])
+        return Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train), **self._split_spec()}, ["data"], lambda: self._train(e), [self.enc_dir(e) / "train" / "model.ckpt"])
 
     def keys(self) -> dict[str, str]:
         keys: dict[str, str] = {}
@@ -191,7 +194,30 @@ class Flow:
         from ..train.run import TrainConfig, load_train_config, train
 
         tcfg = load_train_config(e.train) if isinstance(e.train, Path) else parse_model(TrainConfig, e.train, "run config", f"encoders.{e.name}.train")
-        train(tcfg, self.store, self.enc_dir(e) / "train", overwrite=True, progress=self.progress)
+        if self.cfg.split.active:
+            if tcfg.split.active and tcfg.split != self.cfg.split:
+                raise ConfigError(f"key 'encoders.{e.name}.train.split': differs from the run's split; set the split once, at the top")
+            tcfg = tcfg.model_copy(update={"split": self.cfg.split})
+        if self.cfg.isolate_training:
+            self._train_in_subprocess(tcfg, self.enc_dir(e) / "train")
+        else:
+            train(tcfg, self.store, self.enc_dir(e) / "train", overwrite=True, progress=self.progress)
+
+    def _train_in_subprocess(self, tcfg, out: Path) -> None:
+        """`morphoscale train` in a fresh process: what it measures (peak memory above all)
+        belongs to this model alone, not to what earlier stages left resident."""
+        import subprocess
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_file = Path(tmp) / "train.yaml"
+            cfg_file.write_text(yaml.safe_dump(tcfg.model_dump(mode="json"), sort_keys=False))
+            cmd = [sys.executable, "-m", "morphoscale", "train", "--store", str(self.store), "--out", str(out), "--config", str(cfg_file), "--overwrite"]
+            res = subprocess.run(cmd + ([] if self.progress else ["--quiet"]), stdout=subprocess.DEVNULL, stderr=None if self.progress else subprocess.PIPE, text=True)
+        if res.returncode:
+            last = ((res.stderr or "").strip().splitlines() or [f"exit code {res.returncode}"])[-1]
+            raise InputError(f"training {out} in its own process failed: {last.removeprefix('error: ')}")
 
     def _embed(self, e: EncoderSpec) -> None:
         from ..embed import embed
@@ -219,8 +245,13 @@ class Flow:
     def _map(self, e: EncoderSpec) -> None:
         from ..maps.build import build_map, read_embeddings, wells_path, write_h5ad
 
+        from ..data.split import scored_part, scored_wells
+        from ..data.store import ImageStore
+
         out = self.enc_dir(e) / "map.h5ad"
-        m, aligned = build_map(read_embeddings(self.enc_dir(e) / "embeddings.h5ad"), align=self.cfg.map.align, method=self.cfg.map.aggregate)
+        path = self.enc_dir(e) / "embeddings.h5ad"
+        wells = scored_wells(ImageStore(self.store).sites, self.cfg.split) if self.cfg.split.active else None
+        m, aligned = build_map(scored_part(read_embeddings(path), wells, str(path)), align=self.cfg.map.align, method=self.cfg.map.aggregate)
         write_h5ad(aligned, wells_path(out), overwrite=True)
         write_h5ad(m, out, overwrite=True)
 

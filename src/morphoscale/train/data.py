@@ -48,7 +48,7 @@ class ResumableSampler(Sampler[int]):
 
 class StoreDataModule(L.LightningDataModule):
     def __init__(self, store: str, crop_size: int, batch_size: int, max_steps: int, channels: list[str] | None = None,
-                 augment: str = "none", num_workers: int = 0, seed: int = 0, multicrop=None, n_views: int = 1, group_by_batch: bool = False, holdout_width: float = 0.0):
+                 augment: str = "none", num_workers: int = 0, seed: int = 0, multicrop=None, n_views: int = 1, group_by_batch: bool = False, holdout_width: float = 0.0, sites=None):
         super().__init__()
         self.store_path = store
         self.crop_size = crop_size
@@ -62,6 +62,7 @@ class StoreDataModule(L.LightningDataModule):
         self.n_views = n_views
         self.group_by_batch = group_by_batch
         self.holdout_width = holdout_width
+        self.sites = sites  # site rows to crop from (None: all); the rest is held out
         self.sampler = ResumableSampler(max_steps * batch_size, batch_size)
         self.dataset: CropDataset | None = None
         self.per_device_batch = batch_size
@@ -81,7 +82,7 @@ class StoreDataModule(L.LightningDataModule):
             self.dataset = CropDataset(store, self.crop_size, self.augment, channels=self.channels, seed=self.seed,
                                        length=self.max_steps * self.batch_size, multicrop=self.multicrop, n_views=self.n_views,
                                        order="by_batch" if self.group_by_batch else "shuffle", group_size=self.per_device_batch,
-                                       holdout_width=self.holdout_width)
+                                       holdout_width=self.holdout_width, sites=self.sites)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=self.per_device_batch, sampler=self.sampler, num_workers=self.num_workers,

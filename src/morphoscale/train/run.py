@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..config import parse_model, read_yaml
+from ..data.split import Split
 from ..errors import ConfigError, InputError, OutputExistsError
 
 
@@ -44,6 +45,8 @@ class TrainConfig(BaseModel):
     # fraction of every site's width, on the right, never cropped in training: a spatial
     # hold-out, for reconstructions of unseen crops of a screen with few fields
     holdout_width: float = Field(0.0, ge=0, lt=1)
+    # part of the screen (perturbations or wells) never trained on, so maps can be scored on it
+    split: Split = Split()
     random_init: bool = False  # write the untrained model (the floor every trained model must clear)
     checkpoint_every: int = Field(200, ge=1)
     preview_every: int = Field(200, ge=1)
@@ -76,6 +79,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     from .callbacks import NonFiniteLossGuard, ReconstructionPreviews
     from .data import StoreDataModule
     from ..data.datasets import column_codes
+    from ..data.split import training_sites
     from ..data.transforms import MultiCrop
     from .module import TrainingModule
 
@@ -120,6 +124,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
             raise ConfigError(f"key 'local_size': {local} must be between 1 and the crop size {crop}")
         multicrop = MultiCrop(crop, cfg.n_global, local, cfg.n_local)
     classes = column_codes(st, "perturbation")[1]  # the dataset's label codes index these names
+    sites = training_sites(st.sites, cfg.split)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
@@ -135,10 +140,10 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         raise ConfigError(f"key 'model.adabn': {store} has one experimental batch; per-batch statistics need several")
     data = StoreDataModule(str(store), crop, cfg.batch_size, cfg.max_steps, channels, cfg.augment, cfg.num_workers, cfg.seed,
                            multicrop=multicrop, n_views=1 if multicrop else cfg.views, group_by_batch=group > 1,
-                           holdout_width=cfg.holdout_width)
+                           holdout_width=cfg.holdout_width, sites=sites)
     if zero:
         (out / "config.json").write_text(json.dumps({"train": cfg.model_dump(), "store": str(store), "channels": channels, "crop_size": crop,
-                                                 "classes": len(classes), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
+                                                 "classes": len(classes), "training_sites": len(st) if sites is None else len(sites), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
                                                  "morphoscale_version": __version__}, indent=2, default=str))
     if cfg.random_init:
         return _save_untrained(module, out) if zero else out / "model.ckpt"
