@@ -184,3 +184,33 @@ def test_png_header_agrees_with_the_decoder(tmp_path, dtype):
     decoded = read_image(tmp_path / "x.png")
     assert shape == decoded.shape == (30, 41) and dt == decoded.dtype == dtype
     np.testing.assert_array_equal(decoded, arr)
+
+
+def test_read_into_decodes_tiffs_in_place_and_names_the_file_when_it_cannot(tmp_path):
+    from morphoscale.data.images import read_into, to_store_dtype
+    from morphoscale.errors import InputError
+
+    rng = np.random.default_rng(0)
+    x16 = rng.integers(0, 4000, (40, 30), dtype=np.uint16)
+    x8 = rng.integers(0, 255, (40, 30), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", x16, compression="zlib")
+    tifffile.imwrite(tmp_path / "b.tif", x8)
+    site16, site8 = np.zeros((2, 40, 30), np.uint16), np.zeros((2, 40, 30), np.uint8)
+    assert read_into(tmp_path / "a.tif", site16[1], (0.1, 99.9)) == (0.0, 65535.0)
+    np.testing.assert_array_equal(site16[1], x16)
+    lo, hi = read_into(tmp_path / "a.tif", site8[0], (0.1, 99.9))
+    y, lo2, hi2 = to_store_dtype(x16, "uint8", (0.1, 99.9))
+    np.testing.assert_array_equal(site8[0], y)
+    assert (lo, hi) == (lo2, hi2)
+    read_into(tmp_path / "b.tif", site8[1], (0.1, 99.9))
+    np.testing.assert_array_equal(site8[1], x8)
+    read_into(tmp_path / "b.tif", site16[0], (0.1, 99.9))  # uint8 kept as uint16 values
+    np.testing.assert_array_equal(site16[0], x8)
+    with pytest.raises(InputError, match=r"a.tif: image is 40x30, expected 30x40"):
+        read_into(tmp_path / "a.tif", np.zeros((30, 40), np.uint8), (0.1, 99.9))
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((40, 30, 3), np.uint8))
+    with pytest.raises(InputError, match=r"rgb.tif: expected a single-channel 2-D image"):
+        read_into(tmp_path / "rgb.tif", site8[0], (0.1, 99.9))
+    (tmp_path / "bad.tif").write_bytes(b"II*\0garbage")
+    with pytest.raises(InputError, match=r"bad.tif: "):
+        read_into(tmp_path / "bad.tif", site8[0], (0.1, 99.9))

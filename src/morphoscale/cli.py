@@ -277,12 +277,18 @@ def features(
     out_console.print(f"wrote {path}")
 
 
+# the options `run` and `compare` share: both drive the cached flow of run/flow.py
+RunFolder = Annotated[Optional[Path], typer.Option("--out", help="The run folder (default: runs/<name>).")]
+FromStage = Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on: data, train, embed, map, bench or report.")]
+QuietStages = Annotated[bool, typer.Option("--quiet", help="No progress bars inside the stages.")]
+
+
 @app.command(name="run")
 def run_(
     config: Annotated[Path, typer.Argument(help="The experiment config (YAML): data, encoders, map, bench.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="The run folder (default: runs/<name>).")] = None,
-    start: Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on: data, train, embed, map, bench or report.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars inside the stages.")] = False,
+    out: RunFolder = None,
+    start: FromStage = None,
+    quiet: QuietStages = False,
 ):
     """Run the whole flow from one config; unchanged stages are taken from the cache."""
     from .run.config import load_run_config
@@ -301,46 +307,46 @@ def run_(
 def print_recall(path: Path) -> None:
     """The recall table of a run (recall.csv, the same numbers the report shows)."""
     import pandas as pd
-    from rich.table import Table
 
     t = pd.read_csv(path)
     if not len(t):
         out_console.print("no relationship recall (no genes with annotated pairs in the maps)")
         return
     wide = t.pivot_table(index="encoder", columns="source", values="recall", sort=False)
-    table = Table(title="relationship recall (5% / 95%)")
-    table.add_column("encoder")
+    rnd = t.groupby("source", sort=False)["random"].first().reindex(wide.columns)
+    _print_wide(wide, "relationship recall (5% / 95%)", "encoder", ("random", rnd))
+
+
+def _print_wide(wide, title: str, index_name: str, last: tuple | None = None) -> None:
+    """A rows x columns table of numbers to 3 decimals, with an optional dim last row."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column(index_name)
     for c in wide.columns:
         table.add_column(str(c), justify="right")
-    for enc, row in wide.iterrows():
-        table.add_row(str(enc), *[f"{v:.3f}" for v in row])
-    rnd = t.groupby("source", sort=False)["random"].first().reindex(wide.columns)
-    table.add_row("random", *[f"{v:.3f}" for v in rnd], style="dim")
+    for name, row in wide.iterrows():
+        table.add_row(str(name), *[f"{v:.3f}" for v in row])
+    if last is not None:
+        table.add_row(last[0], *[f"{v:.3f}" for v in last[1]], style="dim")
     out_console.print(table)
 
 
 def print_probe(path: Path) -> None:
     """The nucleus-probe table of a real-data run (probe/r2.csv, as in the report)."""
     import pandas as pd
-    from rich.table import Table
 
     t = pd.read_csv(path)
     wide = t.pivot_table(index="target", columns="embedding", values="r2", sort=False)
-    table = Table(title=f"cross-validated R2 of CellProfiler nucleus features ({int(t['nuclei'].iloc[0])} nuclei; 0 = the mean)")
-    table.add_column("target")
-    for c in wide.columns:
-        table.add_column(str(c), justify="right")
-    for target, row in wide.iterrows():
-        table.add_row(str(target), *[f"{v:.3f}" for v in row])
-    out_console.print(table)
+    _print_wide(wide, f"cross-validated R2 of CellProfiler nucleus features ({int(t['nuclei'].iloc[0])} nuclei; 0 = the mean)", "target")
 
 
 @app.command()
 def compare(
     config: Annotated[Path, typer.Argument(help="The grid config (YAML): data, models, augment, crop, seeds, budget.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="The run folder (default: runs/<name>).")] = None,
-    start: Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on: data, train, embed, map, bench or report.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars inside the stages.")] = False,
+    out: RunFolder = None,
+    start: FromStage = None,
+    quiet: QuietStages = False,
 ):
     """Train and score a grid of setups under one budget (equal images seen by default), with time, memory and FLOPs."""
     from .compare.grid import compare as run_compare

@@ -194,10 +194,7 @@ def plots(results: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_xlabel("training FLOPs (counted)")
     ax.set_ylabel("CORUM recall (5% / 95%)")
     ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "recall_vs_flops.png", dpi=110)
-    plt.close(fig)
-    paths.append(out / "recall_vs_flops.png")
+    paths.append(_save(fig, out / "recall_vs_flops.png"))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for name, g in results.groupby("model", sort=False):
         a.scatter(g["wall_seconds"], g[metric], label=name)
@@ -208,11 +205,17 @@ def plots(results: pd.DataFrame, out: Path) -> list[Path]:
         ax_.set_xlabel(lab)
         ax_.set_ylabel("CORUM recall (5% / 95%)")
     a.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "recall_vs_cost.png", dpi=110)
-    plt.close(fig)
-    paths.append(out / "recall_vs_cost.png")
+    paths.append(_save(fig, out / "recall_vs_cost.png"))
     return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def report_section(results: pd.DataFrame, summary: pd.DataFrame, figures: list[Path]) -> str:

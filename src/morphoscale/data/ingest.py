@@ -24,7 +24,7 @@ from ..config import parse_model, read_yaml
 from ..errors import ConfigError, InputError, Problems, ValidationError
 from ..io import atomic_file, check_output, commit_dir, os_error_message, partial_dir
 from ..parallel import process_map
-from .images import read_image, scale_to_uint8, to_store_dtype
+from .images import read_into, scale_to_uint8
 from .readers import READERS, SourceTable, check_images
 from .readers.jump import JUMP_COLUMNS
 from .readers.rxrx import RXRX_COLUMNS
@@ -133,15 +133,9 @@ def _worker_init(array_path: str, dtype: str, clip: tuple[float, float], shape: 
 def _ingest_site(job: tuple[int, list[str]]) -> tuple[int, list[list[float]], str | None]:
     i, paths = job
     try:
-        planes, ranges = [], []
-        for p in paths:
-            img = read_image(p)
-            if img.shape != _W["shape"]:
-                raise InputError(f"{p}: image is {img.shape[0]}x{img.shape[1]}, expected {_W['shape'][0]}x{_W['shape'][1]}")
-            out, lo, hi = to_store_dtype(img, _W["dtype"], _W["clip"])
-            planes.append(out)
-            ranges.append([float(lo), float(hi)])
-        _W["writer"].write(i, np.stack(planes))
+        site = np.empty((len(paths), *_W["shape"]), _W["dtype"])
+        ranges = [[float(v) for v in read_into(p, site[c], _W["clip"])] for c, p in enumerate(paths)]
+        _W["writer"].write(i, site)
         return i, ranges, None
     except InputError as e:
         return i, [], str(e)
@@ -204,7 +198,7 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
                 shape=(n, len(channels), h, w),
                 chunks=(1, len(channels), h, w),
                 dtype=cfg.dtype,
-                compressors=[blosc_codec()],
+                compressors=[blosc_codec(cfg.dtype)],
                 fill_value=0,
             )
             group.attrs.update(
