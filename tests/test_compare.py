@@ -121,3 +121,31 @@ train: {{batch_size: 8, crop_size: 1000}}
     # the stages run so far are listed above it; the error is the last line
     assert_one_line_error(rc, err.strip().splitlines()[-1], "in its own process", "key 'crop_size'", "1000")
     assert not (tmp_path / "run" / "encoders" / "ae-none-one-s0" / "train" / "model.ckpt").exists()
+
+
+def test_cells_trained_in_parallel_equal_cells_trained_one_at_a_time(sim_store, tmp_path):
+    import torch
+
+    from morphoscale.compare.grid import compare, load_compare_config
+
+    results = {}
+    for parallel in (1, 2):
+        (tmp_path / f"p{parallel}.yaml").write_text(f"""
+data: {{store: {sim_store}}}
+models: [{{name: ae, model: ae_midl_cnn_64}}]
+seeds: [0, 1]
+budget: {{steps: 3}}
+train: {{batch_size: 8, warmup_steps: 1}}
+bench: {{null_size: 200}}
+parallel: {parallel}
+""")
+        results[parallel] = compare(load_compare_config(tmp_path / f"p{parallel}.yaml"), tmp_path / f"run{parallel}", progress=False)
+        for seed in (0, 1):
+            assert (tmp_path / f"run{parallel}" / "stages" / f"train--ae-none-one-s{seed}.json").exists()
+    a, b = results[1].set_index("name"), results[2].set_index("name")
+    pd.testing.assert_series_equal(a["recall_CORUM"], b["recall_CORUM"])
+    assert (b["optimizer_steps"] == 3).all()
+    for seed in (0, 1):
+        w1, w2 = (torch.load(tmp_path / f"run{p}" / "encoders" / f"ae-none-one-s{seed}" / "train" / "model.ckpt", weights_only=False)["state_dict"] for p in (1, 2))
+        for k in w1:
+            torch.testing.assert_close(w1[k], w2[k])

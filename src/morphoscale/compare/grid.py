@@ -70,6 +70,9 @@ class CompareConfig(_Strict):
     bench: BenchSpec = BenchSpec()
     workers: int | None = None
     isolate: bool = True  # each cell trains in its own process: its peak memory is its own, not earlier cells' residue
+    # cells trained at once (one GPU each where there are GPUs); above 1, their times and memory
+    # are measured while sharing the machine: compare costs from one-at-a-time grids only
+    parallel: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _names(self):
@@ -135,7 +138,7 @@ def run_config(cfg: CompareConfig) -> RunConfig:
     encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump()} for s in setups(cfg)]
     return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "split": cfg.split.model_dump(), "map": cfg.map.model_dump(),
                                      "bench": cfg.bench.model_dump(), "workers": cfg.workers,
-                                     "isolate_training": cfg.isolate})
+                                     "isolate_training": cfg.isolate, "parallel_training": cfg.parallel})
 
 
 def results_table(run_dir: Path, cells: list[dict]) -> pd.DataFrame:

@@ -127,6 +127,7 @@ class RunConfig(_Strict):
     probe: ProbeSpec | None = None  # a real field: the nucleus-feature probe replaces embed, map and bench
     workers: int | None = None  # processes for simulate, ingest and features (default: one per core)
     isolate_training: bool = False  # train each model in a process of its own, so its peak memory is its own
+    parallel_training: int = Field(1, ge=1)  # models trained at once, each in its own process (one GPU each where there are GPUs)
 
     @model_validator(mode="after")
     def _checks(self):

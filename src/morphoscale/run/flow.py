@@ -64,6 +64,7 @@ class Flow:
         self.screen = self.out / "screen"
         self.workers = cfg.workers or None
         self.stages: list[Stage] = []
+        self._encoders: dict[str, EncoderSpec] = {}  # train stage -> its encoder
         self._plan()
 
     # --- the plan -----------------------------------------------------------------
@@ -101,6 +102,7 @@ class Flow:
         return {"split": self.cfg.split.model_dump()} if self.cfg.split.active else {}  # inactive: keys as before
 
     def _train_stage(self, e: EncoderSpec) -> Stage:
+        self._encoders[f"train:{e.name}"] = e
         return Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train), **self._split_spec()}, ["data"], lambda: self._train(e), [self.enc_dir(e) / "train" / "model.ckpt"])
 
     def keys(self) -> dict[str, str]:
@@ -128,26 +130,84 @@ class Flow:
         t0 = time.time()
         previous = {s.id: self._record(s).get("seconds") for s in todo}  # an earlier run's times, when there was one
         took: dict[str, list[float]] = {}
+        ran_ahead: set[str] = set()
         for i, s in enumerate(self.stages, 1):
             if s not in todo:
                 console.print(f"[dim][{i}/{len(self.stages)}] {s.id}: cached[/dim]")
                 continue
+            if s.id in ran_ahead:
+                continue
+            if s.kind == "train" and self.cfg.parallel_training > 1:
+                batch = [t for t in todo if t.kind == "train"]
+                console.print(f"[bold][{i}/{len(self.stages)}] {len(batch)} train stages, {self.cfg.parallel_training} at a time[/bold] ...")
+                for t, dt in self._train_parallel(batch, console):
+                    took.setdefault("train", []).append(dt)
+                    self._finish(t, keys[t.id], dt)
+                ran_ahead.update(t.id for t in batch)
+                continue
             console.print(f"[bold][{i}/{len(self.stages)}] {s.id}[/bold] ...")
             ts = time.time()
-            for p in s.outputs:  # a re-run replaces the stage's outputs
-                if p != self.store or not self.cfg.data.store:
-                    _remove(p)
-            self._record_path(s).unlink(missing_ok=True)
+            self._clear(s)
             s.action()
             dt = time.time() - ts
             took.setdefault(s.kind, []).append(dt)
-            rest = todo[todo.index(s) + 1 :]
+            rest = [r for r in todo[todo.index(s) + 1 :] if r.id not in ran_ahead]
             left = sum(previous[r.id] or (np.mean(took[r.kind]) if r.kind in took else TYPICAL_SECONDS[r.kind]) for r in rest)
             eta = f", about {left / 60:.1f} min left ({len(rest)} stages)" if rest else ""
             console.print(f"    done in {dt:.1f} s; elapsed {(time.time() - t0) / 60:.1f} min{eta}")
-            _write_text(self._record_path(s), json.dumps({"key": keys[s.id], "seconds": round(dt, 2), "outputs": [str(p) for p in s.outputs],
-                                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+            self._finish(s, keys[s.id], dt)
         return {"out": str(self.out), "ran": [s.id for s in todo], "cached": [s.id for s in self.stages if s not in todo]}
+
+    def _clear(self, s: Stage) -> None:
+        """A re-run replaces the stage's outputs; its record goes first, so a kill is never a cache hit."""
+        self._record_path(s).unlink(missing_ok=True)
+        for p in s.outputs:
+            if p != self.store or not self.cfg.data.store:
+                _remove(p)
+
+    def _finish(self, s: Stage, key: str, seconds: float) -> None:
+        _write_text(self._record_path(s), json.dumps({"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in s.outputs],
+                                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+
+    def _train_parallel(self, batch: list[Stage], console) -> list[tuple[Stage, float]]:
+        """Train stages `parallel_training` at a time, each in its own process (on a machine
+        with GPUs, each on one GPU of its own). Finished ones are kept when another fails."""
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        n = self.cfg.parallel_training
+        gpus = torch.cuda.device_count()
+        slots: queue.Queue = queue.Queue()
+        for k in range(n):
+            slots.put(k)
+
+        def one(s: Stage) -> float:
+            slot = slots.get()
+            try:
+                ts = time.time()
+                self._clear(s)
+                self._train(self._encoders[s.id], env={"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else None)
+                dt = time.time() - ts
+                console.print(f"    {s.id}: done in {dt:.1f} s")
+                return dt
+            finally:
+                slots.put(slot)
+
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            futures = [(s, pool.submit(one, s)) for s in batch]
+        done, errors = [], []
+        for s, f in futures:
+            if f.exception() is None:
+                done.append((s, f.result()))
+            else:
+                errors.append(f.exception())
+        if errors:
+            for s, dt in done:  # what finished stays finished: a re-run resumes after it
+                self._finish(s, self.keys()[s.id], dt)
+            raise errors[0]
+        return done
 
     def _record_path(self, s: Stage) -> Path:
         return self.out / "stages" / f"{s.id.replace(':', '--')}.json"
@@ -189,7 +249,7 @@ class Flow:
             icfg = parse_model(IngestConfig, {**d.ingest, **({"workers": self.workers} if self.workers else {})}, "run config", "data.ingest")
         ingest(icfg, self.store, overwrite=True, progress=self.progress)
 
-    def _train(self, e: EncoderSpec) -> None:
+    def _train(self, e: EncoderSpec, env: dict | None = None) -> None:
         from ..config import parse_model
         from ..train.run import TrainConfig, load_train_config, train
 
@@ -198,14 +258,15 @@ class Flow:
             if tcfg.split.active and tcfg.split != self.cfg.split:
                 raise ConfigError(f"key 'encoders.{e.name}.train.split': differs from the run's split; set the split once, at the top")
             tcfg = tcfg.model_copy(update={"split": self.cfg.split})
-        if self.cfg.isolate_training:
-            self._train_in_subprocess(tcfg, self.enc_dir(e) / "train")
+        if self.cfg.isolate_training or self.cfg.parallel_training > 1:
+            self._train_in_subprocess(tcfg, self.enc_dir(e) / "train", env)
         else:
             train(tcfg, self.store, self.enc_dir(e) / "train", overwrite=True, progress=self.progress)
 
-    def _train_in_subprocess(self, tcfg, out: Path) -> None:
+    def _train_in_subprocess(self, tcfg, out: Path, env: dict | None = None) -> None:
         """`morphoscale train` in a fresh process: what it measures (peak memory above all)
         belongs to this model alone, not to what earlier stages left resident."""
+        import os
         import subprocess
         import sys
         import tempfile
@@ -214,7 +275,9 @@ class Flow:
             cfg_file = Path(tmp) / "train.yaml"
             cfg_file.write_text(yaml.safe_dump(tcfg.model_dump(mode="json"), sort_keys=False))
             cmd = [sys.executable, "-m", "morphoscale", "train", "--store", str(self.store), "--out", str(out), "--config", str(cfg_file), "--overwrite"]
-            res = subprocess.run(cmd + ([] if self.progress else ["--quiet"]), stdout=subprocess.DEVNULL, stderr=None if self.progress else subprocess.PIPE, text=True)
+            quiet = not self.progress or self.cfg.parallel_training > 1  # bars of parallel runs would interleave
+            res = subprocess.run(cmd + (["--quiet"] if quiet else []), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if quiet else None, text=True,
+                                 env={**os.environ, **env} if env else None)
         if res.returncode:
             last = ((res.stderr or "").strip().splitlines() or [f"exit code {res.returncode}"])[-1]
             raise InputError(f"training {out} in its own process failed: {last.removeprefix('error: ')}")
