@@ -22,6 +22,7 @@ seeds: [0, 1]
 budget: {images: 96}
 train: {batch_size: 8, warmup_steps: 1, lr: 1.0e-3, n_global: 2, n_local: 2}
 bench: {null_size: 200}
+references: [{name: oracle, kind: oracle}]
 workers: 2
 """
 
@@ -38,7 +39,10 @@ def grid(tmp_path_factory):
 
 def test_every_setup_sees_the_same_number_of_images(grid):
     root, r = grid
-    assert len(r) == 2 * 2 * 2
+    assert len(r) == 2 * 2 * 2 + 1
+    ref, r = r[r["augment"] == "-"], r[r["augment"] != "-"]
+    # the reference is scored beside the cells, outside the budget
+    assert list(ref["name"]) == ["oracle"] and ref["recall_CORUM"].notna().all() and ref["images_seen"].isna().all()
     # counted by each run (resources.json), not assumed: BYOL's two views and multi-crop's
     # four crops per site take fewer steps for the same images
     assert (r["images_seen"] == 96).all()
@@ -52,7 +56,7 @@ def test_every_setup_sees_the_same_number_of_images(grid):
 def test_summary_is_mean_and_sd_over_seeds_and_the_outputs_exist(grid):
     root, r = grid
     s = pd.read_csv(root / "run" / "compare" / "summary.csv")
-    assert len(s) == 4 and (s["n_seeds"] == 2).all()
+    assert len(s) == 5 and list(s["n_seeds"]) == [2, 2, 2, 2, 1]
     row = s[(s.model == "mae") & (s.crop == "one")].iloc[0]
     seeds = r[(r.model == "mae") & (r.crop == "one")]["recall_CORUM"]
     assert row["recall_CORUM_mean"] == pytest.approx(seeds.mean()) and row["recall_CORUM_sd"] == pytest.approx(seeds.std(ddof=1))
@@ -78,6 +82,7 @@ def test_grid_config_errors(tmp_path, capsys):
         (GRID.replace("model: byol_midl_cnn_64", "model: byol_huge"), "unknown preset 'byol_huge'"),
         (GRID.replace("train: {batch_size: 8", "train: {max_steps: 3, batch_size: 8"), "train.max_steps is set by the grid"),
         (GRID + "colour: red\n", "key 'colour'"),
+        (GRID.replace("name: oracle", "name: mae-none-one-s1"), "reference name 'mae-none-one-s1'"),
     ]
     for i, (text, expected) in enumerate(cases):
         (tmp_path / f"c{i}.yaml").write_text(text)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError
-from ..run.config import BenchSpec, DataSpec, EmbedSpec, MapSpec, RunConfig
+from ..run.config import BenchSpec, DataSpec, EmbedSpec, EncoderSpec, MapSpec, RunConfig
 
 
 class _Strict(BaseModel):
@@ -68,6 +68,9 @@ class CompareConfig(_Strict):
     embed: EmbedSpec = EmbedSpec()
     map: MapSpec = MapSpec()
     bench: BenchSpec = BenchSpec()
+    # scored beside the grid, on the same split, outside the budget: the hand-crafted features,
+    # the oracle, an untrained model (kind: model, train: {random_init: true, ...})
+    references: list[EncoderSpec] = []
     workers: int | None = None
     isolate: bool = True  # each cell trains in its own process: its peak memory is its own, not earlier cells' residue
     # cells trained at once (one GPU each where there are GPUs); above 1, their times and memory
@@ -82,6 +85,10 @@ class CompareConfig(_Strict):
         bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", n)]
         if bad:
             raise ValueError(f"model name '{bad[0]}': letters, digits, '_' and '.' only")
+        cells = {f"{m}-{a}-{c}-s{k}" for m in names for a in self.augment for c in self.crop for k in self.seeds}
+        taken = sorted(cells & {r.name for r in self.references})
+        if taken:
+            raise ValueError(f"reference name '{taken[0]}' is the name of a cell of the grid")
         reserved = {"model", "model_overrides", "augment", "crop", "seed", "max_steps", "max_time_seconds", "split"}
         clash = sorted(reserved & set(self.train))
         if clash:
@@ -136,22 +143,25 @@ def setups(cfg: CompareConfig) -> list[dict]:
 
 def run_config(cfg: CompareConfig) -> RunConfig:
     encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump()} for s in setups(cfg)]
+    encoders += [r.model_dump() for r in cfg.references]
     return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "split": cfg.split.model_dump(), "map": cfg.map.model_dump(),
                                      "bench": cfg.bench.model_dump(), "workers": cfg.workers,
                                      "isolate_training": cfg.isolate, "parallel_training": cfg.parallel})
 
 
-def results_table(run_dir: Path, cells: list[dict]) -> pd.DataFrame:
-    """One row per setup: axes, cost (resources.json) and quality (bench summary.json)."""
+def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec] = ()) -> pd.DataFrame:
+    """One row per setup: axes, cost (resources.json) and quality (bench summary.json); then
+    one per reference encoder (augment and crop "-": not part of the grid)."""
     import json
 
     rows = []
-    for s in cells:
+    refs = [{"name": r.name, "model": r.name, "preset": r.kind, "augment": "-", "crop": "-", "seed": 0, "images_per_step": None, "train": {}} for r in references]
+    for s in cells + refs:
         d = Path(run_dir) / "encoders" / s["name"]
         res = json.loads((d / "train" / "resources.json").read_text()) if (d / "train" / "resources.json").exists() else {}
         summ = json.loads((d / "bench" / "summary.json").read_text()) if (d / "bench" / "summary.json").exists() else {}
         row = {k: s[k] for k in ("name", "model", "preset", "augment", "crop", "seed", "images_per_step")}
-        row["max_steps"] = s["train"]["max_steps"]
+        row["max_steps"] = s["train"].get("max_steps")
         for k in ("optimizer_steps", "images_seen", "wall_seconds", "images_per_second", "peak_rss_mb", "peak_gpu_mb", "parameters", "flops_per_image", "training_flops"):
             row[k] = res.get(k)
         for r in summ.get("recall", []):
@@ -186,11 +196,15 @@ def plots(results: pd.DataFrame, out: Path) -> list[Path]:
     if metric is None or results[metric].isna().all():
         return paths
     rnd = results["random_recall"].dropna().iloc[0] if results["random_recall"].notna().any() else None
+    refs = results[results["augment"] == "-"]
+    results = results[results["augment"] != "-"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, g in results.groupby("model", sort=False):
         ax.scatter(g["training_flops"], g[metric], label=name)
         gm = g.groupby("training_flops")[metric].mean()
         ax.plot(gm.index, gm.values, alpha=0.5)
+    for (_, r), color in zip(refs.iterrows(), ("grey", "olive", "teal", "purple")):
+        ax.axhline(r[metric], color=color, ls=":", label=f"{r['name']} ({r[metric]:.2f})")
     if rnd is not None:
         ax.axhline(rnd, color="crimson", ls="--", label=f"random ({rnd:.2f})")
     ax.set_xscale("log")
@@ -245,7 +259,7 @@ def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: b
     cells = setups(cfg)
     flow = Flow(run_config(cfg), out)
     flow.run(start, progress=progress, console=console)
-    results = results_table(flow.out, cells)
+    results = results_table(flow.out, cells, cfg.references)
     summary = summarize(results)
     folder = flow.out / "compare"
     folder.mkdir(exist_ok=True)
