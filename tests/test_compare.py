@@ -62,6 +62,8 @@ def test_summary_is_mean_and_sd_over_seeds_and_the_outputs_exist(grid):
     assert row["recall_CORUM_mean"] == pytest.approx(seeds.mean()) and row["recall_CORUM_sd"] == pytest.approx(seeds.std(ddof=1))
     for f in ("results.csv", "recall_vs_flops.png", "recall_vs_cost.png"):
         assert (root / "run" / "compare" / f).exists(), f
+    md = (root / "run" / "compare" / "results.md").read_text().splitlines()
+    assert len(md) == len(r) + 2 and md[2].startswith("| mae-none-one-s0 | 96 |")
     page = (root / "run" / "report.html").read_text()
     assert "Comparison grid" in page and "mae-none-multi-s1" in page
 

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -238,8 +239,7 @@ def _save(fig, path: Path) -> Path:
 def report_section(results: pd.DataFrame, summary: pd.DataFrame, figures: list[Path]) -> str:
     from ..report.html import _file_img, _table
 
-    cols = ["name", "images_seen", "optimizer_steps", "wall_seconds", "images_per_second", "peak_rss_mb", "parameters", "training_flops"]
-    cols += [c for c in results.columns if c.startswith("recall_")] + ["random_recall", "map_activity_fraction"]
+    cols = table_columns(results)
     figs = "".join(f"<figure>{_file_img(p, p.stem, 640)}</figure>" for p in figures)
     return f"""
 <h2>Comparison grid: every setup under the same budget</h2>
@@ -250,6 +250,32 @@ training step, times the images seen. Random recall beside every recall.</p>
 {_table(summary)}
 <div class=row>{figs}</div>
 """
+
+
+def table_columns(results: pd.DataFrame) -> list[str]:
+    cols = ["name", "images_seen", "optimizer_steps", "wall_seconds", "images_per_second", "peak_rss_mb", "parameters", "training_flops"]
+    cols += [c for c in results.columns if c.startswith("recall_")] + ["random_recall", "map_activity_fraction"]
+    return [c for c in cols if c in results.columns]
+
+
+def markdown_table(results: pd.DataFrame) -> str:
+    """The results as a Markdown table (compare/results.md), to paste into notes and docs."""
+    cols = table_columns(results)
+
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if isinstance(v, (float, np.floating)):
+            if abs(v) >= 1e9:
+                return f"{v:.3g}"
+            if float(v).is_integer():
+                return f"{int(v):,}"
+            return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "|".join("---" if c == "name" else "---:" for c in cols) + "|"]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for _, r in results.iterrows()]
+    return "\n".join(lines) + "\n"
 
 
 def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: bool = True, console=None) -> pd.DataFrame:
@@ -265,6 +291,7 @@ def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: b
     folder.mkdir(exist_ok=True)
     _write_text(folder / "results.csv", results.to_csv(index=False))
     _write_text(folder / "summary.csv", summary.to_csv(index=False))
+    _write_text(folder / "results.md", markdown_table(results))
     figures = plots(results, folder)
     _write_text(flow.out / "report_extra.html", report_section(results, summary, figures))
     write_report(flow.out)
