@@ -172,7 +172,6 @@ class Flow:
     def _train_parallel(self, batch: list[Stage], console) -> list[tuple[Stage, float]]:
         """Train stages `parallel_training` at a time, each in its own process (on a machine
         with GPUs, each on one GPU of its own). Finished ones are kept when another fails."""
-        import os
         import queue
         from concurrent.futures import ThreadPoolExecutor
 
@@ -189,9 +188,7 @@ class Flow:
             try:
                 ts = time.time()
                 self._clear(s)
-                # one GPU each; on CPUs, an equal share of the cores each (no oversubscription)
-                env = {"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
-                self._train(self._encoders[s.id], env=env)
+                self._train(self._encoders[s.id], env={"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else None)
                 dt = time.time() - ts
                 console.print(f"    {s.id}: done in {dt:.1f} s")
                 return dt
