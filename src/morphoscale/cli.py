@@ -350,6 +350,7 @@ def compare(
 ):
     """Train and score a grid of setups under one budget (equal images seen by default), with time, memory and FLOPs."""
     from .compare.grid import compare as run_compare
+    from .compare.grid import format_value
     from .compare.grid import load_compare_config
 
     cfg = load_compare_config(config)
@@ -365,7 +366,7 @@ def compare(
         else:
             table.add_column(c.replace("_", " "), justify="right")
     for _, r in results.iterrows():
-        table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+        table.add_row(*[format_value(r[c]) for c in cols])
     out_console.print(table)
     out_console.print(f"wrote {folder / 'compare' / 'results.csv'} and {folder / 'report.html'}")
 

@@ -258,23 +258,26 @@ def table_columns(results: pd.DataFrame) -> list[str]:
     return [c for c in cols if c in results.columns]
 
 
+def format_value(v) -> str:
+    """A number as tables show it: counts with thousands separators, small values to 3
+    decimals, FLOPs in e-notation, nothing for a missing value."""
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return ""
+    if isinstance(v, (float, np.floating)):
+        if abs(v) >= 1e9:
+            return f"{v:.3g}"
+        if float(v).is_integer():
+            return f"{int(v):,}"
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
 def markdown_table(results: pd.DataFrame) -> str:
     """The results as a Markdown table (compare/results.md), to paste into notes and docs."""
     cols = table_columns(results)
 
-    def cell(v) -> str:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return ""
-        if isinstance(v, (float, np.floating)):
-            if abs(v) >= 1e9:
-                return f"{v:.3g}"
-            if float(v).is_integer():
-                return f"{int(v):,}"
-            return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-        return str(v)
-
     lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "|".join("---" if c == "name" else "---:" for c in cols) + "|"]
-    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for _, r in results.iterrows()]
+    lines += ["| " + " | ".join(format_value(r[c]) for c in cols) + " |" for _, r in results.iterrows()]
     return "\n".join(lines) + "\n"
 
 
