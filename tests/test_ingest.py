@@ -214,3 +214,32 @@ def test_read_into_decodes_tiffs_in_place_and_names_the_file_when_it_cannot(tmp_
     (tmp_path / "bad.tif").write_bytes(b"II*\0garbage")
     with pytest.raises(InputError, match=r"bad.tif: "):
         read_into(tmp_path / "bad.tif", site8[0], (0.1, 99.9))
+
+
+@pytest.mark.parametrize(
+    "arr, kwargs",
+    [
+        (np.zeros((30, 41), np.uint16), {}),
+        (np.zeros((30, 41), np.uint8), {"compression": "zlib"}),
+        (np.zeros((30, 41), np.uint16), {"byteorder": ">"}),
+        (np.zeros((30, 41), np.uint16), {"bigtiff": True}),
+        (np.zeros((30, 41, 3), np.uint8), {"photometric": "rgb"}),
+        (np.zeros((30, 41), np.float32), {}),
+        (np.zeros((30, 41), np.int16), {}),
+        (np.zeros((2, 30, 41), np.uint16), {}),
+        (np.zeros((1, 41), np.uint16), {}),
+        (np.zeros((300, 410), np.uint16), {"tile": (64, 64)}),
+    ],
+)
+def test_tiff_header_agrees_with_tifffile(tmp_path, arr, kwargs):
+    """The fast header path gives what tifffile gives, or hands over to it."""
+    from morphoscale.data.images import _tiff_header
+
+    tifffile.imwrite(tmp_path / "x.tif", arr, **kwargs)
+    with tifffile.TiffFile(tmp_path / "x.tif") as tf:
+        page = tf.pages[0]
+        expected = (tuple(s for s in page.shape if s != 1), np.dtype(page.dtype))
+    fast = _tiff_header(tmp_path / "x.tif")
+    assert fast is None or fast == expected
+    if arr.dtype in (np.uint8, np.uint16) and arr.ndim == 2 and not kwargs.get("bigtiff"):
+        assert fast == expected  # the plain cases never need tifffile

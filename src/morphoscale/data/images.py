@@ -64,6 +64,45 @@ def _png_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
     return (height, width), np.dtype(np.uint8 if depth == 8 else np.uint16)
 
 
+def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype from a classic TIFF's first IFD (a few hundred bytes; tifffile's open
+    costs ~0.5 ms a file, 5% of a JUMP ingest). None for anything but the plain case (BigTIFF,
+    several samples, a sample format other than unsigned integers): tifffile decides those."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+            return None
+        order = "<" if head[:2] == b"II" else ">"
+        magic, offset = np.frombuffer(head[2:4], order + "u2")[0], np.frombuffer(head[4:8], order + "u4")[0]
+        if magic != 42:
+            return None
+        f.seek(int(offset))
+        raw = f.read(2)
+        if len(raw) < 2:
+            return None
+        n = int(np.frombuffer(raw, order + "u2")[0])
+        entries = f.read(12 * n)
+    if len(entries) < 12 * n:
+        return None
+    tags = {}
+    for k in range(n):
+        e = entries[12 * k : 12 * k + 12]
+        tag, typ = np.frombuffer(e[:4], order + "u2")
+        count = int(np.frombuffer(e[4:8], order + "u4")[0])
+        if typ == 3 and count == 1:
+            tags[int(tag)] = int(np.frombuffer(e[8:10], order + "u2")[0])
+        elif typ == 4 and count == 1:
+            tags[int(tag)] = int(np.frombuffer(e[8:12], order + "u4")[0])
+        elif tag in (256, 257, 258, 277, 339):
+            return None  # several samples per pixel, or an unusual type
+    if tags.get(277, 1) != 1 or tags.get(339, 1) != 1 or 256 not in tags or 257 not in tags:
+        return None
+    bits = tags.get(258, 1)
+    if bits not in (8, 16):
+        return None
+    return tuple(s for s in (tags[257], tags[256]) if s != 1), np.dtype(np.uint8 if bits == 8 else np.uint16)
+
+
 def read_image_header(path: str | Path) -> tuple[tuple[int, int], np.dtype]:
     """Shape and dtype without decoding pixels (for validating a whole screen quickly)."""
     path = Path(path)
@@ -71,11 +110,15 @@ def read_image_header(path: str | Path) -> tuple[tuple[int, int], np.dtype]:
         if path.suffix.lower() == ".png":
             return _png_header(path)
         if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
+            head = _tiff_header(path)
+            if head is not None:
+                shape, dtype = head
+            else:
+                import tifffile
 
-            with tifffile.TiffFile(path) as tf:
-                page = tf.pages[0]
-                shape, dtype = tuple(s for s in page.shape if s != 1), np.dtype(page.dtype)
+                with tifffile.TiffFile(path) as tf:
+                    page = tf.pages[0]
+                    shape, dtype = tuple(s for s in page.shape if s != 1), np.dtype(page.dtype)
         else:
             from PIL import Image
 
