@@ -199,7 +199,7 @@ def plots(results: pd.DataFrame, out: Path) -> list[Path]:
     rnd = results["random_recall"].dropna().iloc[0] if results["random_recall"].notna().any() else None
     refs = results[results["augment"] == "-"]
     results = results[results["augment"] != "-"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for name, g in results.groupby("model", sort=False):
         ax.scatter(g["training_flops"], g[metric], label=name)
         gm = g.groupby("training_flops")[metric].mean()
@@ -211,7 +211,7 @@ def plots(results: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (counted)")
     ax.set_ylabel("CORUM recall (5% / 95%)")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the points, never over them
     paths.append(_save(fig, out / "recall_vs_flops.png"))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for name, g in results.groupby("model", sort=False):
@@ -266,8 +266,8 @@ def format_value(v) -> str:
     if isinstance(v, (float, np.floating)):
         if abs(v) >= 1e9:
             return f"{v:.3g}"
-        if float(v).is_integer():
-            return f"{int(v):,}"
+        if float(v).is_integer() or abs(v) >= 1000:
+            return f"{v:,.0f}"
         return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
 
