@@ -15,6 +15,7 @@ alike (label-free ones and the hand-crafted features too, so all are scored on t
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import numpy as np
@@ -64,7 +65,9 @@ def held_out_wells(table: pd.DataFrame, split: Split) -> set[tuple[str, str]]:
         keys = sorted(zip(g["plate"], g["well"]))
         k = int(round(split.fraction * len(keys)))
         k = min(max(k, 1), len(keys) - 1) if len(keys) >= 2 else 0  # a lone well stays in training
-        out.update(keys[i] for i in _rng(split, "wells", pert).permutation(len(keys))[:k])
+        # _rng reads 8 bytes of a key: a digest, so names sharing a prefix draw independently
+        digest = hashlib.sha256(pert.encode()).hexdigest()
+        out.update(keys[i] for i in _rng(split, "wells", digest).permutation(len(keys))[:k])
     return out
 
 
