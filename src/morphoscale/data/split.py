@@ -82,10 +82,14 @@ def held_out_mask(table: pd.DataFrame, split: Split, source: str = "the table") 
         held = held_out_perturbations(table, split)
         return table["is_control"].astype(bool).to_numpy() | table["perturbation"].astype(str).isin(held).to_numpy()
     if split.by == "wells":
-        held = held_out_wells(table, split)
-        keys = pd.MultiIndex.from_arrays([table["plate"].astype(str), table["well"].astype(str)])
-        return keys.isin(list(held))
+        return in_wells(table, held_out_wells(table, split))
     return np.ones(len(table), bool)
+
+
+def in_wells(table: pd.DataFrame, wells: set[tuple[str, str]]) -> np.ndarray:
+    """Which rows of a table with plate and well columns lie in `wells`."""
+    keys = pd.MultiIndex.from_arrays([table["plate"].astype(str), table["well"].astype(str)])
+    return keys.isin(list(wells))
 
 
 def training_sites(sites: pd.DataFrame, split: Split) -> np.ndarray | None:
@@ -115,8 +119,7 @@ def scored_part(emb, wells: set[tuple[str, str]] | None, source: str = "embeddin
     missing = [c for c in ("plate", "well") if c not in emb.obs.columns]
     if missing:
         raise InputError(f"{source}: obs lacks column(s) {', '.join(missing)}, needed to keep the held-out wells of the split")
-    keys = pd.MultiIndex.from_arrays([emb.obs["plate"].astype(str), emb.obs["well"].astype(str)])
-    keep = keys.isin(list(wells))
+    keep = in_wells(emb.obs, wells)
     if not keep.any():
         raise InputError(f"{source}: none of its rows is in the held-out part of the split")
     return emb[keep].copy()

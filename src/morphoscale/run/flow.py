@@ -65,6 +65,7 @@ class Flow:
         self.workers = cfg.workers or None
         self.stages: list[Stage] = []
         self._encoders: dict[str, EncoderSpec] = {}  # train stage -> its encoder
+        self._held_out: set[tuple[str, str]] | None = None  # the split's wells, once the store exists
         self._plan()
 
     # --- the plan -----------------------------------------------------------------
@@ -305,16 +306,24 @@ class Flow:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_h5ad(oracle_embeddings(self.screen), path, overwrite=True)
 
-    def _map(self, e: EncoderSpec) -> None:
-        from ..maps.build import build_map, read_embeddings, wells_path, write_h5ad
+    def _scored_wells(self) -> set[tuple[str, str]] | None:
+        """The held-out wells every map is made of (None: all), drawn once per run from the store."""
+        if not self.cfg.split.active:
+            return None
+        if self._held_out is None:
+            from ..data.split import scored_wells
+            from ..data.store import ImageStore
 
-        from ..data.split import scored_part, scored_wells
-        from ..data.store import ImageStore
+            self._held_out = scored_wells(ImageStore(self.store).sites, self.cfg.split)
+        return self._held_out
+
+    def _map(self, e: EncoderSpec) -> None:
+        from ..data.split import scored_part
+        from ..maps.build import build_map, read_embeddings, wells_path, write_h5ad
 
         out = self.enc_dir(e) / "map.h5ad"
         path = self.enc_dir(e) / "embeddings.h5ad"
-        wells = scored_wells(ImageStore(self.store).sites, self.cfg.split) if self.cfg.split.active else None
-        m, aligned = build_map(scored_part(read_embeddings(path), wells, str(path)), align=self.cfg.map.align, method=self.cfg.map.aggregate)
+        m, aligned = build_map(scored_part(read_embeddings(path), self._scored_wells(), str(path)), align=self.cfg.map.align, method=self.cfg.map.aggregate)
         write_h5ad(aligned, wells_path(out), overwrite=True)
         write_h5ad(m, out, overwrite=True)
 
