@@ -243,3 +243,85 @@ def test_tiff_header_agrees_with_tifffile(tmp_path, arr, kwargs):
     assert fast is None or fast == expected
     if arr.dtype in (np.uint8, np.uint16) and arr.ndim == 2 and not kwargs.get("bigtiff"):
         assert fast == expected  # the plain cases never need tifffile
+
+
+def test_read_into_decodes_pngs_in_place_as_pillow_does(tmp_path):
+    """The libpng path gives Pillow's pixels and the documented scaling, and hands anything it
+    does not take (wrong shape, colour, corrupt data) to the general path, which names the file."""
+    from morphoscale.data.images import read_image, read_into, to_store_dtype
+    from morphoscale.errors import InputError
+
+    rng = np.random.default_rng(1)
+    x16 = rng.integers(0, 4000, (40, 30), dtype=np.uint16)
+    x8 = rng.integers(0, 255, (40, 30), dtype=np.uint8)
+    Image.fromarray(x16).save(tmp_path / "a.png")
+    Image.fromarray(x8).save(tmp_path / "b.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), x16)
+    site16, site8 = np.zeros((2, 40, 30), np.uint16), np.zeros((2, 40, 30), np.uint8)
+    assert read_into(tmp_path / "a.png", site16[1], (0.1, 99.9)) == (0.0, 65535.0)
+    np.testing.assert_array_equal(site16[1], x16)
+    assert read_into(tmp_path / "b.png", site8[1], (0.1, 99.9)) == (0.0, 255.0)
+    np.testing.assert_array_equal(site8[1], x8)
+    lo, hi = read_into(tmp_path / "a.png", site8[0], (0.1, 99.9))
+    y, lo2, hi2 = to_store_dtype(x16, "uint8", (0.1, 99.9))
+    np.testing.assert_array_equal(site8[0], y)
+    assert (lo, hi) == (lo2, hi2)
+    read_into(tmp_path / "b.png", site16[0], (0.1, 99.9))  # uint8 kept as uint16 values
+    np.testing.assert_array_equal(site16[0], x8)
+    with pytest.raises(InputError, match=r"a.png: image is 40x30, expected 30x40"):
+        read_into(tmp_path / "a.png", np.zeros((30, 40), np.uint8), (0.1, 99.9))
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(InputError, match=r"rgb.png: expected a single-channel 2-D image"):
+        read_into(tmp_path / "rgb.png", site8[0], (0.1, 99.9))
+    data = (tmp_path / "b.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut.png: cannot decode image"):
+        read_into(tmp_path / "cut.png", site8[0], (0.1, 99.9))
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["O_DIRECT", "refused"])
+@pytest.mark.parametrize("n", [0, 1, 4095, 4096, 4097, 70001])
+def test_new_files_hold_exactly_the_bytes_written(tmp_path, monkeypatch, direct, n):
+    """Padded direct writes are cut back to n bytes; where the filesystem refuses O_DIRECT
+    (EINVAL, as tmpfs does) the same bytes are written plainly, and later writes stop trying."""
+    import errno
+
+    from morphoscale import io as msio
+
+    monkeypatch.setattr(msio, "_direct_refused", False)
+    real_open = os.open
+    if not direct:
+        def refusing_open(path, flags, *args):
+            if flags & getattr(os, "O_DIRECT", 0):
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_open(path, flags, *args)
+
+        monkeypatch.setattr(os, "open", refusing_open)
+    buf = msio.aligned_buffer(n)
+    payload = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+    buf[:n] = payload
+    msio.write_new_file(tmp_path / "f", buf, n)
+    assert (tmp_path / "f").read_bytes() == payload
+    if not direct:
+        assert msio._direct_refused  # one refusal is remembered
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_site_chunks_are_what_zarr_reads(tmp_path, dtype):
+    """Chunks compressed by imagecodecs into the aligned buffer and written past the page
+    cache decode with zarr's own codec to the site written, the last one written included."""
+    import zarr
+
+    from morphoscale.data.store import SiteChunks, blosc_codec
+
+    group = zarr.open_group(tmp_path / "s.zarr", mode="w")
+    group.create_array("images", shape=(4, 3, 37, 41), chunks=(1, 3, 37, 41), dtype=dtype, compressors=[blosc_codec(dtype)], fill_value=0)
+    writer = SiteChunks(tmp_path / "s.zarr" / "images")
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 3000 if dtype == "uint16" else 255, (4, 3, 37, 41)).astype(dtype)
+    x[1] = 7  # very compressible beside noise
+    for i in (0, 1, 3):
+        writer.write(i, x[i])
+    x[2] = 0  # never written: zarr's fill value
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "s.zarr" / "images", mode="r")[:], x)
+    assert not list((tmp_path / "s.zarr" / "images").rglob(".*tmp*"))

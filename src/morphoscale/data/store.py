@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..io import aligned_buffer, write_new_file
 
 STORE_FORMAT = "morphoscale-image-store/1"
+_BLOSC_MAX_OVERHEAD = 16
 
 
 def blosc_codec(dtype: str = "uint8"):
@@ -62,6 +64,7 @@ class SiteChunks:
         self.shape = tuple(arr.shape[1:])
         self.dtype = np.dtype(arr.dtype)
         self.fill_value = arr.fill_value
+        self._buffer = None  # made on the first write: readers never need it
 
     def chunk_file(self, i: int) -> Path:
         return self.path / self.metadata.encode_chunk_key((int(i),) + (0,) * len(self.shape))
@@ -81,9 +84,22 @@ class SiteChunks:
         target = self.chunk_file(i)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(self.codec.encode(np.ascontiguousarray(site)))
+        n = len(self.encode(site))
+        write_new_file(tmp, self._buffer, n)
         os.replace(tmp, target)
+
+    def encode(self, site: np.ndarray) -> np.ndarray:
+        """The chunk's bytes, compressed straight into a reused page-aligned buffer (the same
+        Blosc frame numcodecs writes; imagecodecs because it takes an output buffer)."""
+        import imagecodecs
+
+        if self._buffer is None:
+            self._buffer = aligned_buffer(self.dtype.itemsize * int(np.prod(self.shape)) + _BLOSC_MAX_OVERHEAD)
+        c = self.codec
+        return imagecodecs.blosc_encode(
+            np.ascontiguousarray(site), c.clevel, compressor=c.cname, shuffle=c.shuffle, typesize=self.dtype.itemsize,
+            blocksize=c.blocksize or None, numthreads=1, out=np.frombuffer(self._buffer, np.uint8),
+        )
 
 
 class ImageStore:
