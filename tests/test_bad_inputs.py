@@ -278,6 +278,23 @@ def test_disk_full_during_ingest(rxrx_screen, tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+def test_disk_full_while_writing_chunks(rxrx_screen, tmp_path, capsys, monkeypatch):
+    """ENOSPC on a chunk, written by the driver while two workers decode: one-line error,
+    no store under the final name."""
+    import errno
+
+    from morphoscale.data import store
+
+    def full(path, buf, n):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "write_new_file", full)
+    out = tmp_path / "full.zarr"
+    rc, _, err = run_cli(capsys, *_ingest_rxrx(rxrx_screen), "--out", out, "--quiet", "--workers", "2")
+    assert_one_line_error(rc, err, "full.zarr.partial: no space left on the device while writing")
+    assert not out.exists()
+
+
 def test_debug_shows_the_traceback(rxrx_screen, tmp_path):
     from morphoscale.cli import main
     from morphoscale.errors import ValidationError

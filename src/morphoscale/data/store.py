@@ -25,11 +25,12 @@ _BLOSC_MAX_OVERHEAD = 16
 def blosc_codec(dtype: str = "uint8"):
     from zarr.codecs import BloscCodec
 
-    # lz4: fast enough that compression never limits ingest. uint8 planes are bit-shuffled
-    # (a byte shuffle does nothing to one-byte values): on the JUMP field that compresses
-    # faster, writes 14% fewer bytes and costs 0.1 ms more per training read of a 6 x 128 x
-    # 128 site; uint16 planes are byte-shuffled, faster than bit-shuffling them.
-    return BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle" if dtype == "uint8" else "shuffle")
+    # lz4: fast enough that compression never limits ingest. uint16 planes are byte-shuffled.
+    # uint8 planes are not shuffled: bit-shuffling them wrote 17% fewer bytes of the JUMP
+    # field but cost 1.6 ms more to compress a site (7.7 ms) and 1.5 ms more to decompress
+    # one (3.6 ms), which every training crop pays; with writes past the page cache the
+    # bytes themselves cost little CPU (benchmarks/bench_ingest.py, BENCHMARKS.md).
+    return BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle" if dtype == "uint8" else "shuffle")
 
 
 class SiteChunks:
@@ -78,28 +79,36 @@ class SiteChunks:
         self.codec.decode(data, out=site)
         return site
 
+    @property
+    def max_chunk_bytes(self) -> int:
+        return self.dtype.itemsize * int(np.prod(self.shape)) + _BLOSC_MAX_OVERHEAD
+
     def write(self, i: int, site: np.ndarray) -> None:
+        if self._buffer is None:
+            self._buffer = aligned_buffer(self.max_chunk_bytes)
+        self.put(i, self._buffer, self.encode(site, self._buffer))
+
+    def encode(self, site: np.ndarray, out: memoryview) -> int:
+        """Compress a site into `out` (from `aligned_buffer`, at least `max_chunk_bytes`);
+        returns the chunk's length. The same Blosc frame numcodecs writes; imagecodecs
+        because it compresses into a given buffer."""
+        import imagecodecs
+
         if site.shape != self.shape or site.dtype != self.dtype:
-            raise ValueError(f"site {i}: got {site.shape} {site.dtype}, the store holds {self.shape} {self.dtype}")
+            raise ValueError(f"got {site.shape} {site.dtype}, the store holds {self.shape} {self.dtype}")
+        c = self.codec
+        return len(imagecodecs.blosc_encode(
+            np.ascontiguousarray(site), c.clevel, compressor=c.cname, shuffle=c.shuffle, typesize=self.dtype.itemsize,
+            blocksize=c.blocksize or None, numthreads=1, out=np.frombuffer(out, np.uint8),
+        ))
+
+    def put(self, i: int, buf: memoryview, n: int) -> None:
+        """Store buf[:n], an encoded chunk, as site i's chunk file: a temporary name, then a rename."""
         target = self.chunk_file(i)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        n = len(self.encode(site))
-        write_new_file(tmp, self._buffer, n)
+        write_new_file(tmp, buf, n)
         os.replace(tmp, target)
-
-    def encode(self, site: np.ndarray) -> np.ndarray:
-        """The chunk's bytes, compressed straight into a reused page-aligned buffer (the same
-        Blosc frame numcodecs writes; imagecodecs because it takes an output buffer)."""
-        import imagecodecs
-
-        if self._buffer is None:
-            self._buffer = aligned_buffer(self.dtype.itemsize * int(np.prod(self.shape)) + _BLOSC_MAX_OVERHEAD)
-        c = self.codec
-        return imagecodecs.blosc_encode(
-            np.ascontiguousarray(site), c.clevel, compressor=c.cname, shuffle=c.shuffle, typesize=self.dtype.itemsize,
-            blocksize=c.blocksize or None, numthreads=1, out=np.frombuffer(self._buffer, np.uint8),
-        )
 
 
 class ImageStore:
