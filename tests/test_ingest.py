@@ -186,36 +186,6 @@ def test_png_header_agrees_with_the_decoder(tmp_path, dtype):
     np.testing.assert_array_equal(decoded, arr)
 
 
-def test_read_into_decodes_tiffs_in_place_and_names_the_file_when_it_cannot(tmp_path):
-    from morphoscale.data.images import read_into, to_store_dtype
-    from morphoscale.errors import InputError
-
-    rng = np.random.default_rng(0)
-    x16 = rng.integers(0, 4000, (40, 30), dtype=np.uint16)
-    x8 = rng.integers(0, 255, (40, 30), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "a.tif", x16, compression="zlib")
-    tifffile.imwrite(tmp_path / "b.tif", x8)
-    site16, site8 = np.zeros((2, 40, 30), np.uint16), np.zeros((2, 40, 30), np.uint8)
-    assert read_into(tmp_path / "a.tif", site16[1], (0.1, 99.9)) == (0.0, 65535.0)
-    np.testing.assert_array_equal(site16[1], x16)
-    lo, hi = read_into(tmp_path / "a.tif", site8[0], (0.1, 99.9))
-    y, lo2, hi2 = to_store_dtype(x16, "uint8", (0.1, 99.9))
-    np.testing.assert_array_equal(site8[0], y)
-    assert (lo, hi) == (lo2, hi2)
-    read_into(tmp_path / "b.tif", site8[1], (0.1, 99.9))
-    np.testing.assert_array_equal(site8[1], x8)
-    read_into(tmp_path / "b.tif", site16[0], (0.1, 99.9))  # uint8 kept as uint16 values
-    np.testing.assert_array_equal(site16[0], x8)
-    with pytest.raises(InputError, match=r"a.tif: image is 40x30, expected 30x40"):
-        read_into(tmp_path / "a.tif", np.zeros((30, 40), np.uint8), (0.1, 99.9))
-    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((40, 30, 3), np.uint8))
-    with pytest.raises(InputError, match=r"rgb.tif: expected a single-channel 2-D image"):
-        read_into(tmp_path / "rgb.tif", site8[0], (0.1, 99.9))
-    (tmp_path / "bad.tif").write_bytes(b"II*\0garbage")
-    with pytest.raises(InputError, match=r"bad.tif: "):
-        read_into(tmp_path / "bad.tif", site8[0], (0.1, 99.9))
-
-
 @pytest.mark.parametrize(
     "arr, kwargs",
     [
@@ -245,38 +215,48 @@ def test_tiff_header_agrees_with_tifffile(tmp_path, arr, kwargs):
         assert fast == expected  # the plain cases never need tifffile
 
 
-def test_read_into_decodes_pngs_in_place_as_pillow_does(tmp_path):
-    """The libpng path gives Pillow's pixels and the documented scaling, and hands anything it
-    does not take (wrong shape, colour, corrupt data) to the general path, which names the file."""
+def _write_image(path, x):
+    if path.suffix == ".tif":
+        tifffile.imwrite(path, x, compression="zlib" if x.dtype == np.uint16 else None)
+    else:
+        Image.fromarray(x).save(path)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_read_into_decodes_in_place_as_the_general_path_does(tmp_path, suffix):
+    """The fast paths (tifffile or libpng straight into the plane) give the general path's
+    pixels and the documented scaling, and hand anything they do not take (wrong shape,
+    colour, corrupt data) to the general path, which names the file."""
     from morphoscale.data.images import read_image, read_into, to_store_dtype
     from morphoscale.errors import InputError
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(0)
     x16 = rng.integers(0, 4000, (40, 30), dtype=np.uint16)
     x8 = rng.integers(0, 255, (40, 30), dtype=np.uint8)
-    Image.fromarray(x16).save(tmp_path / "a.png")
-    Image.fromarray(x8).save(tmp_path / "b.png")
-    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), x16)
+    a, b = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    _write_image(a, x16)
+    _write_image(b, x8)
+    np.testing.assert_array_equal(read_image(a), x16)
     site16, site8 = np.zeros((2, 40, 30), np.uint16), np.zeros((2, 40, 30), np.uint8)
-    assert read_into(tmp_path / "a.png", site16[1], (0.1, 99.9)) == (0.0, 65535.0)
+    assert read_into(a, site16[1], (0.1, 99.9)) == (0.0, 65535.0)
     np.testing.assert_array_equal(site16[1], x16)
-    assert read_into(tmp_path / "b.png", site8[1], (0.1, 99.9)) == (0.0, 255.0)
-    np.testing.assert_array_equal(site8[1], x8)
-    lo, hi = read_into(tmp_path / "a.png", site8[0], (0.1, 99.9))
+    lo, hi = read_into(a, site8[0], (0.1, 99.9))
     y, lo2, hi2 = to_store_dtype(x16, "uint8", (0.1, 99.9))
     np.testing.assert_array_equal(site8[0], y)
     assert (lo, hi) == (lo2, hi2)
-    read_into(tmp_path / "b.png", site16[0], (0.1, 99.9))  # uint8 kept as uint16 values
+    assert read_into(b, site8[1], (0.1, 99.9)) == (0.0, 255.0)
+    np.testing.assert_array_equal(site8[1], x8)
+    read_into(b, site16[0], (0.1, 99.9))  # uint8 kept as uint16 values
     np.testing.assert_array_equal(site16[0], x8)
-    with pytest.raises(InputError, match=r"a.png: image is 40x30, expected 30x40"):
-        read_into(tmp_path / "a.png", np.zeros((30, 40), np.uint8), (0.1, 99.9))
-    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "rgb.png")
-    with pytest.raises(InputError, match=r"rgb.png: expected a single-channel 2-D image"):
-        read_into(tmp_path / "rgb.png", site8[0], (0.1, 99.9))
-    data = (tmp_path / "b.png").read_bytes()
-    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match=r"cut.png: cannot decode image"):
-        read_into(tmp_path / "cut.png", site8[0], (0.1, 99.9))
+    with pytest.raises(InputError, match=rf"a{suffix}: image is 40x30, expected 30x40"):
+        read_into(a, np.zeros((30, 40), np.uint8), (0.1, 99.9))
+    _write_image(tmp_path / f"rgb{suffix}", np.zeros((40, 30, 3), np.uint8))
+    with pytest.raises(InputError, match=rf"rgb{suffix}: expected a single-channel 2-D image"):
+        read_into(tmp_path / f"rgb{suffix}", site8[0], (0.1, 99.9))
+    data = b.read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2] if suffix == ".png" else b"II*\0garbage")
+    with pytest.raises(InputError, match=rf"cut{suffix}: "):
+        read_into(tmp_path / f"cut{suffix}", site8[0], (0.1, 99.9))
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["O_DIRECT", "refused"])
