@@ -57,11 +57,17 @@ _DIRECT_BLOCK = 4096
 _direct_refused = not hasattr(os, "O_DIRECT")
 
 
+def whole_blocks(nbytes: int) -> int:
+    """nbytes rounded up to whole direct-I/O blocks."""
+    return -(-nbytes // _DIRECT_BLOCK) * _DIRECT_BLOCK
+
+
 def aligned_buffer(nbytes: int) -> memoryview:
-    """A page-aligned writable buffer with room for `nbytes` rounded up to a direct-I/O block."""
+    """A page-aligned writable buffer of `nbytes` rounded up to whole direct-I/O blocks: an
+    anonymous shared mapping, so processes forked after it write the same memory."""
     import mmap
 
-    return memoryview(mmap.mmap(-1, -(-max(nbytes, 1) // _DIRECT_BLOCK) * _DIRECT_BLOCK))
+    return memoryview(mmap.mmap(-1, whole_blocks(max(nbytes, 1))))
 
 
 def write_new_file(path: Path, buf: memoryview, n: int) -> None:
@@ -75,7 +81,7 @@ def write_new_file(path: Path, buf: memoryview, n: int) -> None:
     plain one, and later writes do not try again."""
     global _direct_refused
     if not _direct_refused:
-        padded = -(-n // _DIRECT_BLOCK) * _DIRECT_BLOCK
+        padded = whole_blocks(n)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
         except OSError as e:

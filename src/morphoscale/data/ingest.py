@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from .. import __version__
 from ..config import parse_model, read_yaml
 from ..errors import ConfigError, InputError, Problems, ValidationError
-from ..io import atomic_file, check_output, commit_dir, os_error_message, partial_dir
+from ..io import aligned_buffer, atomic_file, check_output, commit_dir, os_error_message, partial_dir, whole_blocks
 from ..parallel import process_map
 from .images import read_into, scale_to_uint8
 from .readers import READERS, SourceTable, check_images
@@ -135,11 +135,10 @@ class ChunkSlots:
     shared mapping and a queue of free slot numbers), so both sides see the same memory."""
 
     def __init__(self, n: int, nbytes: int):
-        import mmap
         import multiprocessing as mp
 
-        self.size = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
-        self._mem = mmap.mmap(-1, self.size * n)  # MAP_SHARED: forked workers write the same pages
+        self.size = whole_blocks(nbytes)  # every slot starts on a block boundary
+        self._mem = aligned_buffer(self.size * n)
         self._free = mp.get_context("fork").SimpleQueue()
         for k in range(n):
             self._free.put(k)
@@ -151,14 +150,14 @@ class ChunkSlots:
         self._free.put(k)
 
     def buffer(self, k: int) -> memoryview:
-        return memoryview(self._mem)[k * self.size : (k + 1) * self.size]
+        return self._mem[k * self.size : (k + 1) * self.size]
 
 
 _W: dict = {}
 
 
-def _worker_init(array_path: str, dtype: str, clip: tuple[float, float], shape: tuple[int, int], slots: ChunkSlots) -> None:
-    _W.update(chunks=SiteChunks(array_path), dtype=dtype, clip=clip, shape=shape, slots=slots, site=None)
+def _worker_init(chunks: SiteChunks, dtype: str, clip: tuple[float, float], shape: tuple[int, int], slots: ChunkSlots) -> None:
+    _W.update(chunks=chunks, dtype=dtype, clip=clip, shape=shape, slots=slots, site=None)
 
 
 def _ingest_site(job: tuple[int, list[str]]) -> tuple[int, list[list[float]], int, int, str | None]:
@@ -273,7 +272,7 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
     workers = min(cfg.workers, len(todo))
     chunks = SiteChunks(part / "images")
     slots = ChunkSlots(workers + 2, chunks.max_chunk_bytes)
-    init = (str(part / "images"), cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape), slots)
+    init = (chunks, cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape), slots)  # inherited by the forked workers
     scale_to_uint8(np.zeros((2, 2), np.uint16), (0.0, 100.0))  # compile (or load) the numba kernels once, before forking
     failed = Problems()
     columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn())

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import aligned_buffer, write_new_file
+from ..io import write_new_file
 
 STORE_FORMAT = "morphoscale-image-store/1"
 _BLOSC_MAX_OVERHEAD = 16
@@ -65,7 +65,6 @@ class SiteChunks:
         self.shape = tuple(arr.shape[1:])
         self.dtype = np.dtype(arr.dtype)
         self.fill_value = arr.fill_value
-        self._buffer = None  # made on the first write: readers never need it
 
     def chunk_file(self, i: int) -> Path:
         return self.path / self.metadata.encode_chunk_key((int(i),) + (0,) * len(self.shape))
@@ -82,11 +81,6 @@ class SiteChunks:
     @property
     def max_chunk_bytes(self) -> int:
         return self.dtype.itemsize * int(np.prod(self.shape)) + _BLOSC_MAX_OVERHEAD
-
-    def write(self, i: int, site: np.ndarray) -> None:
-        if self._buffer is None:
-            self._buffer = aligned_buffer(self.max_chunk_bytes)
-        self.put(i, self._buffer, self.encode(site, self._buffer))
 
     def encode(self, site: np.ndarray, out: memoryview) -> int:
         """Compress a site into `out` (from `aligned_buffer`, at least `max_chunk_bytes`);
