@@ -203,13 +203,13 @@ def test_png_header_agrees_with_the_decoder(tmp_path, dtype):
 )
 def test_tiff_header_agrees_with_tifffile(tmp_path, arr, kwargs):
     """The fast header path gives what tifffile gives, or hands over to it."""
-    from morphoscale.data.images import _tiff_header
+    from morphoscale.data.tiff import tiff_header
 
     tifffile.imwrite(tmp_path / "x.tif", arr, **kwargs)
     with tifffile.TiffFile(tmp_path / "x.tif") as tf:
         page = tf.pages[0]
         expected = (tuple(s for s in page.shape if s != 1), np.dtype(page.dtype))
-    fast = _tiff_header(tmp_path / "x.tif")
+    fast = tiff_header(tmp_path / "x.tif")
     assert fast is None or fast == expected
     if arr.dtype in (np.uint8, np.uint16) and arr.ndim == 2 and not kwargs.get("bigtiff"):
         assert fast == expected  # the plain cases never need tifffile

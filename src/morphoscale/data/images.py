@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from ..errors import InputError
+from .tiff import plain_tiff_into, tiff_header
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 SUPPORTED_DTYPES = (np.uint8, np.uint16)
@@ -71,45 +72,6 @@ def _png_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
     return (height, width), np.dtype(np.uint8 if depth == 8 else np.uint16)
 
 
-def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
-    """Shape and dtype from a classic TIFF's first IFD (a few hundred bytes; tifffile's open
-    costs ~0.5 ms a file, 5% of a JUMP ingest). None for anything but the plain case (BigTIFF,
-    several samples, a sample format other than unsigned integers): tifffile decides those."""
-    import struct
-
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8 or head[:2] not in (b"II", b"MM"):
-            return None
-        order = "<" if head[:2] == b"II" else ">"
-        magic, offset = struct.unpack(order + "HI", head[2:8])
-        if magic != 42:
-            return None
-        f.seek(offset)
-        raw = f.read(2)
-        if len(raw) < 2:
-            return None
-        (n,) = struct.unpack(order + "H", raw)
-        entries = f.read(12 * n)
-    if len(entries) < 12 * n:
-        return None
-    tags = {}
-    for k in range(n):
-        tag, typ, count = struct.unpack_from(order + "HHI", entries, 12 * k)
-        if typ == 3 and count == 1:
-            tags[tag] = struct.unpack_from(order + "H", entries, 12 * k + 8)[0]
-        elif typ == 4 and count == 1:
-            tags[tag] = struct.unpack_from(order + "I", entries, 12 * k + 8)[0]
-        elif tag in (256, 257, 258, 277, 339):
-            return None  # several samples per pixel, or an unusual type
-    if tags.get(277, 1) != 1 or tags.get(339, 1) != 1 or 256 not in tags or 257 not in tags:
-        return None
-    bits = tags.get(258, 1)
-    if bits not in (8, 16):
-        return None
-    return tuple(s for s in (tags[257], tags[256]) if s != 1), np.dtype(np.uint8 if bits == 8 else np.uint16)
-
-
 def read_image_header(path: str | Path) -> tuple[tuple[int, int], np.dtype]:
     """Shape and dtype without decoding pixels (for validating a whole screen quickly)."""
     path = Path(path)
@@ -117,7 +79,7 @@ def read_image_header(path: str | Path) -> tuple[tuple[int, int], np.dtype]:
         if path.suffix.lower() == ".png":
             return _png_header(path)
         if path.suffix.lower() in TIFF_SUFFIXES:
-            head = _tiff_header(path)
+            head = tiff_header(path)
             if head is not None:
                 shape, dtype = head
             else:
@@ -152,11 +114,35 @@ def read_image_header(path: str | Path) -> tuple[tuple[int, int], np.dtype]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _histogram(flat, n_levels):
-    counts = np.zeros(n_levels, np.int64)
+def _histogram_into(flat, counts):
+    counts[:] = 0
     for v in flat:
         counts[v] += 1
-    return counts
+
+
+@numba.njit(cache=True, nogil=True)
+def _ranked_values(counts, ranks):
+    """The values of the given ranks (ascending, 0-based) of the pixels counted in `counts`:
+    for each rank k, the first value v whose cumulative count exceeds k."""
+    out = np.empty(ranks.size, np.int64)
+    seen, j = 0, 0
+    for v in range(counts.size):
+        seen += counts[v]
+        while j < ranks.size and ranks[j] < seen:
+            out[j] = v
+            j += 1
+        if j == ranks.size:
+            break
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_into(lut, lo, hi, top):
+    """lut[v] for v <= top by the documented rule, in the same float64 steps as numpy would take."""
+    span = hi - lo
+    for v in range(top + 1):
+        y = np.floor((v - lo) / span * 255.0 + 0.5)
+        lut[v] = 0 if y < 0 else (255 if y > 255 else np.uint8(y))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -166,27 +152,35 @@ def _apply_lut(flat, lut, out):
     return out
 
 
-def percentiles_uint(x: np.ndarray, q: tuple[float, float]) -> tuple[float, float]:
-    """numpy.percentile(x, q) (linear method), exactly, for unsigned integer images via a histogram.
-
-    A histogram and a cumulative count replace a sort: O(n + 65536) instead of O(n log n).
-    (numba loops: numpy's bincount and fancy indexing first cast the pixels to int64,
-    which made scaling a quarter of ingest's time.)
-    """
-    flat = np.ascontiguousarray(x).ravel()
-    counts = _histogram(flat, 1 << (8 * x.dtype.itemsize))
-    cum = np.cumsum(counts)
+def _percentiles_and_top(flat: np.ndarray, q: tuple[float, float]) -> tuple[float, float, int]:
+    counts = _scratch("counts", (1 << (8 * flat.itemsize),), np.int64)
+    _histogram_into(flat, counts)
     n = flat.size
-    out = []
+    ranks, fracs = [], []
     for p in q:
         pos = (n - 1) * (p / 100.0)
         k = int(np.floor(pos))
-        frac = pos - k
-        # value of the i-th smallest element: first v with cum[v] > i
-        lo_v = int(np.searchsorted(cum, k, side="right"))
-        hi_v = int(np.searchsorted(cum, min(k + 1, n - 1), side="right"))
-        out.append(lo_v + (hi_v - lo_v) * frac)
-    return out[0], out[1]
+        ranks += [k, min(k + 1, n - 1)]
+        fracs.append(pos - k)
+    ranks.append(n - 1)  # the largest value: the table need not go past it
+    order = np.argsort(ranks, kind="stable")
+    values = np.empty(len(ranks), np.int64)
+    values[order] = _ranked_values(counts, np.asarray(ranks, np.int64)[order])
+    lo = values[0] + (values[1] - values[0]) * fracs[0]
+    hi = values[2] + (values[3] - values[2]) * fracs[1]
+    return float(lo), float(hi), int(values[4])
+
+
+def percentiles_uint(x: np.ndarray, q: tuple[float, float]) -> tuple[float, float]:
+    """numpy.percentile(x, q) (linear method), exactly, for unsigned integer images via a histogram.
+
+    A histogram and a walk over its cumulative counts replace a sort: O(n + 65536) instead
+    of O(n log n). (numba loops into reused tables: numpy's bincount first casts the pixels
+    to int64, and fresh 512 KB temporaries per plane cost page faults, which on this
+    project's virtual machines made scaling slower than compressing.)
+    """
+    lo, hi, _ = _percentiles_and_top(np.ascontiguousarray(x).ravel(), q)
+    return lo, hi
 
 
 def scale_to_uint8(x: np.ndarray, clip: tuple[float, float], out: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
@@ -199,26 +193,28 @@ def scale_to_uint8(x: np.ndarray, clip: tuple[float, float], out: np.ndarray | N
     if x.dtype == np.uint8:
         out[...] = x
         return out, 0.0, 255.0
-    lo, hi = percentiles_uint(x, clip)
+    flat = np.ascontiguousarray(x).ravel()
+    lo, hi, top = _percentiles_and_top(flat, clip)
     if hi <= lo:
         out[...] = 0
         return out, lo, hi
-    # A lookup table over every possible input value: exact and faster than float math per pixel.
-    levels = np.arange(1 << (8 * x.dtype.itemsize), dtype=np.float64)
-    lut = np.clip(np.floor((levels - lo) / (hi - lo) * 255.0 + 0.5), 0, 255).astype(np.uint8)
-    _apply_lut(np.ascontiguousarray(x).ravel(), lut, out.reshape(-1))
+    # A lookup table over the values present: exact, and faster than float math per pixel.
+    lut = _scratch("lut", (1 << (8 * x.dtype.itemsize),), np.uint8)
+    _lut_into(lut, lo, hi, top)
+    _apply_lut(flat, lut, out.reshape(-1))
     return out, lo, hi
 
 
 _SCRATCH = threading.local()
 
 
-def _scratch(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """One reused decode buffer per thread: a fresh 2 MB array per plane cost ~2,000 page
-    faults (1-2 ms a JUMP site)."""
-    buf = getattr(_SCRATCH, "buf", None)
+def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """One reused buffer of each name per thread (the decode buffer, the scaling tables): a
+    fresh 2 MB array per plane cost ~2,000 page faults (1-2 ms a JUMP site)."""
+    buf = getattr(_SCRATCH, name, None)
     if buf is None or buf.shape != tuple(shape) or buf.dtype != np.dtype(dtype):
-        buf = _SCRATCH.buf = np.empty(shape, dtype)
+        buf = np.empty(shape, dtype)
+        setattr(_SCRATCH, name, buf)
     return buf
 
 
@@ -226,31 +222,22 @@ def read_into(path: str | Path, out: np.ndarray, clip: tuple[float, float]) -> t
     """Decode one image into `out` (a C-contiguous plane of the site being written, uint8 or
     uint16), scaled as `to_store_dtype` would; returns the (lo, hi) it was scaled with.
 
-    A TIFF of the plane's shape is decoded by tifffile straight into the plane (uint16 kept) or
-    into one buffer that is scaled into it (uint16 -> uint8): no intermediate copies, which
-    were a tenth of a JUMP site's ingest; a single-channel PNG likewise by libpng. Anything
-    else goes through `read_image`, whose errors name the file."""
+    A plain TIFF (`tiff.plain_tiff_into`) or a single-channel PNG (libpng) of the plane's
+    shape is decoded straight into the plane, or into one reused buffer that is scaled into
+    it (uint16 -> uint8): no intermediate copies, which were a tenth of a JUMP site's ingest.
+    Anything else goes through `read_image`, whose errors name the file."""
     path = Path(path)
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tf:
-                page = tf.pages[0]
-                fits = len(tf.pages) == 1 and tuple(s for s in page.shape if s != 1) == out.shape and np.dtype(page.dtype) in SUPPORTED_DTYPES
-                if fits and np.dtype(page.dtype) == out.dtype:
-                    page.asarray(out=out.reshape(page.shape))
-                    return 0.0, float(np.iinfo(out.dtype).max)
-                if fits and out.dtype == np.uint8:
-                    x = page.asarray(out=_scratch(page.shape, page.dtype))
-                    _, lo, hi = scale_to_uint8(x.reshape(out.shape), clip, out)
-                    return lo, hi
-        except Exception:  # noqa: BLE001 - the general path below reports it, naming the file
-            pass
-    elif path.suffix.lower() == ".png":
-        got = _png_into(path, out, clip)
-        if got is not None:
-            return got
+    suffix = path.suffix.lower()
+    decoded = None
+    if suffix in TIFF_SUFFIXES:
+        decoded = plain_tiff_into(path, lambda dtype: _destination(out, dtype))
+    elif suffix == ".png":
+        decoded = _png_into(path, out)
+    if decoded is not None:
+        if decoded is out:
+            return 0.0, float(np.iinfo(out.dtype).max)
+        _, lo, hi = scale_to_uint8(decoded, clip, out)
+        return lo, hi
     x = read_image(path)
     if x.shape != out.shape:
         raise InputError(f"{path}: image is {x.shape[0]}x{x.shape[1]}, expected {out.shape[0]}x{out.shape[1]}")
@@ -259,11 +246,20 @@ def read_into(path: str | Path, out: np.ndarray, clip: tuple[float, float]) -> t
     return lo, hi
 
 
-def _png_into(path: Path, out: np.ndarray, clip: tuple[float, float]) -> tuple[float, float] | None:
+def _destination(out: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """Where `read_into` decodes an image of `dtype` for the plane `out`: the plane itself,
+    a reused uint16 buffer that is then scaled into a uint8 plane, or None (the general path)."""
+    if dtype == out.dtype:
+        return out
+    if dtype == np.uint16 and out.dtype == np.uint8:
+        return _scratch("decoded", out.shape, np.uint16)
+    return None
+
+
+def _png_into(path: Path, out: np.ndarray) -> np.ndarray | None:
     """A single-channel 8- or 16-bit PNG of the plane's shape, decoded by libpng (imagecodecs)
-    straight into the plane or into one buffer scaled into it: 18% faster than Pillow on the
-    RxRx-layout screen. None for anything else, or on any error: `read_image` then decides
-    and names the file."""
+    into `_destination`: 18% faster than Pillow on the RxRx-layout screen. None for anything
+    else, or on any error: `read_image` then decides and names the file."""
     import imagecodecs
 
     try:
@@ -271,16 +267,10 @@ def _png_into(path: Path, out: np.ndarray, clip: tuple[float, float]) -> tuple[f
         ihdr = _png_ihdr(data[:33])
         if ihdr is None or ihdr[0] != out.shape or ihdr[2] != 0 or ihdr[1] not in (8, 16):
             return None
-        if (ihdr[1] == 8) == (out.dtype == np.uint8):
-            imagecodecs.png_decode(data, out=out)
-            return 0.0, float(np.iinfo(out.dtype).max)
-        if out.dtype == np.uint8:
-            x = imagecodecs.png_decode(data, out=_scratch(out.shape, np.uint16))
-            _, lo, hi = scale_to_uint8(x, clip, out)
-            return lo, hi
+        dest = _destination(out, np.dtype(np.uint8 if ihdr[1] == 8 else np.uint16))
+        return None if dest is None else imagecodecs.png_decode(data, out=dest)
     except Exception:  # noqa: BLE001 - the general path reports it, naming the file
         return None
-    return None
 
 
 def to_store_dtype(x: np.ndarray, dtype: str, clip: tuple[float, float]) -> tuple[np.ndarray, float, float]:

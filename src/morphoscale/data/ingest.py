@@ -273,7 +273,7 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
     chunks = SiteChunks(part / "images")
     slots = ChunkSlots(workers + 2, chunks.max_chunk_bytes)
     init = (chunks, cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape), slots)  # inherited by the forked workers
-    scale_to_uint8(np.zeros((2, 2), np.uint16), (0.0, 100.0))  # compile (or load) the numba kernels once, before forking
+    scale_to_uint8(np.arange(4, dtype=np.uint16).reshape(2, 2), (0.0, 100.0))  # load every numba kernel once, before forking
     failed = Problems()
     columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn())
 
