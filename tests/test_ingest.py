@@ -37,6 +37,7 @@ def test_jump_field_uint8_matches_documented_scaling(examples_dir, tmp_path, cap
     assert rc == 0, err
     store = ImageStore(tmp_path / "jf.zarr")
     assert store.shape == (1, 5, 1080, 1080) and store.dtype == np.uint8
+    assert (tmp_path / "jf.zarr" / "images" / "c.0.0.0.0").is_file()  # flat chunk names
     assert store.channels == ["DNA", "ER", "RNA", "AGP", "Mito"]
     site = store.read(0)
     for c, ch in enumerate(store.channels):
@@ -286,17 +287,20 @@ def test_new_files_hold_exactly_the_bytes_written(tmp_path, monkeypatch, direct,
         assert msio._direct_refused  # one refusal is remembered
 
 
+@pytest.mark.parametrize("separator", [".", "/"], ids=["flat chunk names", "nested (older stores)"])
 @pytest.mark.parametrize("dtype", ["uint8", "uint16"])
-def test_site_chunks_are_what_zarr_reads(tmp_path, dtype):
+def test_site_chunks_are_what_zarr_reads(tmp_path, dtype, separator):
     """Chunks compressed by imagecodecs into the aligned buffer and written past the page
-    cache decode with zarr's own codec to the site written, the last one written included."""
+    cache decode with zarr's own codec to the site written, the last one written included,
+    under flat chunk names (what ingest makes) or nested ones."""
     import zarr
 
     from morphoscale.data.store import SiteChunks, blosc_codec
     from morphoscale.io import aligned_buffer
 
     group = zarr.open_group(tmp_path / "s.zarr", mode="w")
-    group.create_array("images", shape=(4, 3, 37, 41), chunks=(1, 3, 37, 41), dtype=dtype, compressors=[blosc_codec(dtype)], fill_value=0)
+    keys = {"name": "default", "separator": separator}
+    group.create_array("images", shape=(4, 3, 37, 41), chunks=(1, 3, 37, 41), dtype=dtype, compressors=[blosc_codec(dtype)], fill_value=0, chunk_key_encoding=keys)
     writer = SiteChunks(tmp_path / "s.zarr" / "images")
     rng = np.random.default_rng(2)
     x = rng.integers(0, 3000 if dtype == "uint16" else 255, (4, 3, 37, 41)).astype(dtype)
@@ -307,3 +311,4 @@ def test_site_chunks_are_what_zarr_reads(tmp_path, dtype):
     x[2] = 0  # never written: zarr's fill value
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "s.zarr" / "images", mode="r")[:], x)
     assert not list((tmp_path / "s.zarr" / "images").rglob(".*tmp*"))
+    assert (tmp_path / "s.zarr" / "images" / f"c{separator}3{separator}0{separator}0{separator}0").is_file()

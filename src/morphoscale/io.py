@@ -76,12 +76,11 @@ def write_new_file(path: Path, buf: memoryview, n: int) -> None:
     Why: on this project's ext4 machines a buffered write of a new 8 MB file costs 11-18 ms
     of kernel CPU (page allocation and copy), as much as compressing it; O_DIRECT costs
     0.4 ms of CPU and 3 ms of waiting for the device (benchmarks/bench_ingest.py). `buf`
-    comes from `aligned_buffer`: the write is padded to whole blocks, then the file is cut
-    to n bytes. Where O_DIRECT is refused (tmpfs, some network filesystems) the write is a
-    plain one, and later writes do not try again."""
+    comes from `aligned_buffer`: the whole blocks go direct, the last partial block
+    through the page cache. Where O_DIRECT is refused (tmpfs, some network filesystems)
+    the write is a plain one, and later writes do not try again."""
     global _direct_refused
     if not _direct_refused:
-        padded = whole_blocks(n)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
         except OSError as e:
@@ -90,10 +89,16 @@ def write_new_file(path: Path, buf: memoryview, n: int) -> None:
             _direct_refused = True
         else:
             try:
-                done = os.write(fd, buf[:padded])
-                if done == padded:
-                    os.ftruncate(fd, n)
-                    return
+                whole = n - n % _DIRECT_BLOCK
+                done = os.write(fd, buf[:whole]) if whole else 0
+                if done == whole:
+                    # The tail (under one block) as a plain write: padding it and truncating
+                    # afterwards made the kernel read back and zero the last block (0.6 ms).
+                    import fcntl
+
+                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                    if os.write(fd, buf[whole:n]) == n - whole:
+                        return
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise

@@ -99,7 +99,8 @@ class SiteChunks:
     def put(self, i: int, buf: memoryview, n: int) -> None:
         """Store buf[:n], an encoded chunk, as site i's chunk file: a temporary name, then a rename."""
         target = self.chunk_file(i)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent != self.path:  # nested chunk names (stores made before flat ones)
+            target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         write_new_file(tmp, buf, n)
         os.replace(tmp, target)
