@@ -302,3 +302,20 @@ def test_debug_shows_the_traceback(rxrx_screen, tmp_path):
     (rxrx_screen / "metadata.csv").write_text("experiment,plate,well,site\n")
     with pytest.raises(ValidationError):
         main(["--debug", *map(str, _ingest_rxrx(rxrx_screen)), "--out", str(tmp_path / "x.zarr")])
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["one thread", "threads"])
+def test_header_checks_report_the_same_in_one_thread_or_many(tmp_path, capsys, monkeypatch, threads):
+    """Headers are read in threads only when the first batch was slow (a network
+    filesystem); either way every file of every batch is checked and named."""
+    from morphoscale.data.readers import base
+
+    monkeypatch.setattr(base, "SLOW_HEADER_SECONDS", 0.0 if threads else 1e9)
+    rows = rxrx_rows()  # 16 sites x 6 channels: a first batch of 64 files and a second of 32
+    src = _rxrx(tmp_path, rows=rows)
+    rxrx_path(src, rows[1], 3).unlink()  # in the first batch
+    rxrx_path(src, rows[14], 5).unlink()  # in the second
+    out = tmp_path / "out" / "store.zarr"
+    rc, _, err = run_cli(capsys, *_ingest_rxrx(src), "--out", out, "--quiet")
+    assert_one_line_error(rc, err, "B02_s2_w3.png", "C03_s1_w5.png", "2 problems")
+    assert nothing_written(out)
