@@ -76,6 +76,23 @@ def make_rxrx_screen(root: Path, n_sites: int) -> Path:
     return root
 
 
+def steady_allocator() -> None:
+    """Fix glibc's malloc thresholds for this process and every worker forked from it.
+
+    Plain decode allocates a fresh ~2.5 MB buffer and array per plane. By default glibc's
+    mmap and trim thresholds move with what a process has freed before, so whether those
+    buffers are reused or mapped, faulted in and unmapped again depended on the history of
+    the process that forked the workers: the same decode ran at 25 or at 32 JUMP sites/s.
+    Fixed here at the fast setting (buffers reused) for both sides, so the baseline is the
+    fastest plain decode, not a lucky or unlucky one. Ingest allocates little per site."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # the largest glibc accepts
+    libc.mallopt(m_trim_threshold, 256 << 20)
+
+
 def _decode_site(paths: list[str]) -> int:
     return sum(read_image(p).nbytes for p in paths)
 
@@ -104,6 +121,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    steady_allocator()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -138,7 +156,7 @@ def main() -> None:
     cpu = cpu_name()
     table = [
         f"Command: `.venv/bin/python benchmarks/bench_ingest.py --sites {args.sites} --workers {args.workers} --repeats {args.repeats}`.",
-        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; files in the page cache.",
+        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; files in the page cache; glibc malloc thresholds fixed for both sides (`steady_allocator`).",
         f"Rates: best of {args.repeats}. Ratio: median (and range) of {args.repeats} adjacent pairs of runs.",
         "",
         "| source | sites | plain decode sites/s | plain decode MB/s | ingest sites/s | ingest MB/s | ingest / decode, median (range) |",
