@@ -8,6 +8,7 @@ renamed when complete, so a killed job never leaves a result that looks done.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -94,8 +95,6 @@ def write_new_file(path: Path, buf: memoryview, n: int) -> None:
                 if done == whole:
                     # The tail (under one block) as a plain write: padding it and truncating
                     # afterwards made the kernel read back and zero the last block (0.6 ms).
-                    import fcntl
-
                     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
                     if os.write(fd, buf[whole:n]) == n - whole:
                         return

@@ -6,9 +6,10 @@ reading the strip into a fresh buffer and assembling the page, on top of 10.8 ms
 decoding: a fifth of ingest's time on a JUMP screen (benchmarks/bench_ingest.py). Here the
 first IFD is parsed with `struct` (only the tags that decide the pixels), and the strips
 are decoded by imagecodecs, tifffile's own codecs, from the memory-mapped file (reading
-2.5 MB into a buffer cost 0.8 ms a plane, mapping it 0.3) straight into the caller's plane. Anything else (BigTIFF, big-endian, tiles, several pages or samples,
-ImageJ stacks, other codecs, a strip of the wrong length) is refused, and the caller hands
-the file to tifffile, whose errors name it.
+2.5 MB into a buffer cost 0.8 ms a plane, mapping it 0.3) straight into the caller's
+plane. Anything else (BigTIFF, big-endian, tiles, several pages or samples, ImageJ
+stacks, other codecs, a strip of the wrong length) is refused, and the caller hands the
+file to tifffile, whose errors name it.
 """
 
 from __future__ import annotations
@@ -79,11 +80,9 @@ def read_plain_tiff(f) -> PlainTiff | None:
     for k in range(n):
         tag, typ, count = struct.unpack_from(order + "HHI", block, 12 * k)
         tiled |= tag in _TILE_TAGS
-        if tag in _PIXEL_TAGS:
-            if typ not in _TYPE_SIZES or count < 1:
-                return None
-            entries[tag] = (typ, count, block[12 * k + 8 : 12 * k + 12])
-        elif tag == _IMAGE_DESCRIPTION:
+        if tag in _PIXEL_TAGS and (typ not in _TYPE_SIZES or count < 1):
+            return None
+        if tag in _PIXEL_TAGS or tag == _IMAGE_DESCRIPTION:
             entries[tag] = (typ, count, block[12 * k + 8 : 12 * k + 12])
     try:
         one = {t: _value(f, entries[t], order) for t in (256, 257, 258, 277, 339) if t in entries}
