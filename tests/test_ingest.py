@@ -263,8 +263,9 @@ def test_read_into_decodes_in_place_as_the_general_path_does(tmp_path, suffix):
 @pytest.mark.parametrize("direct", [True, False], ids=["O_DIRECT", "refused"])
 @pytest.mark.parametrize("n", [0, 1, 4095, 4096, 4097, 70001])
 def test_new_files_hold_exactly_the_bytes_written(tmp_path, monkeypatch, direct, n):
-    """Padded direct writes are cut back to n bytes; where the filesystem refuses O_DIRECT
-    (EINVAL, as tmpfs does) the same bytes are written plainly, and later writes stop trying."""
+    """Whole blocks written direct plus the tail written plainly make exactly n bytes; where
+    the filesystem refuses O_DIRECT (EINVAL, as tmpfs does) the same bytes are written
+    plainly, and later writes stop trying."""
     import errno
 
     from morphoscale import io as msio
