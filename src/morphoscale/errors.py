@@ -33,6 +33,14 @@ class NotBuiltError(MorphoscaleError):
     exit_code = 3
 
 
+class MorphoscaleWarning(UserWarning):
+    """Something the user should know about a result that is still produced; the CLI prints one line."""
+
+
+class AlignmentWarning(MorphoscaleWarning):
+    """An aligner scales by control variance that the controls do not fully support."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with an input: where it is and what is wrong."""

@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io import atomic_file
 from .aggregate import aggregate
-from .align import make_aligner
+from .align import DEFAULT_ALIGNER, make_aligner
 
 REQUIRED_OBS = ("perturbation", "perturbation_type", "is_control", "batch")
 
@@ -40,7 +40,7 @@ def read_embeddings(path: Path):
     return emb
 
 
-def build_map(emb, align: str = "tvn", method: str = "mean", exclude: list[str] | None = None, align_params: dict | None = None):
+def build_map(emb, align: str = DEFAULT_ALIGNER, method: str = "mean", exclude: list[str] | None = None, align_params: dict | None = None):
     """Returns (map AnnData, aligned well-level AnnData)."""
     import anndata as ad
 
@@ -71,9 +71,17 @@ def build_map(emb, align: str = "tvn", method: str = "mean", exclude: list[str] 
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     }
-    aligned.uns = {"provenance": dict(uns["provenance"])}
+    uns["alignment"] = _alignment_record(aligner.summary_)
+    aligned.uns = {"provenance": dict(uns["provenance"]), "alignment": dict(uns["alignment"])}
     m = ad.AnnData(X=profiles, obs=mobs, uns=uns)
     return m, aligned
+
+
+def _alignment_record(summary: dict) -> dict:
+    """What the aligner kept and why, in a form .h5ad stores (no empty lists)."""
+    rec = {k: v for k, v in summary.items() if k != "warnings"}
+    rec["warnings"] = "; ".join(summary.get("warnings", [])) or "none"
+    return rec
 
 
 def write_h5ad(adata, path: Path, overwrite: bool) -> None:
