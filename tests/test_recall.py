@@ -9,16 +9,23 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morphoscale.bench.relationships import null_percentiles, pair_indices, relationship_recall
+from morphoscale.bench.relationships import null_percentiles, pair_indices, recall_with_replicates, relationship_recall
 from morphoscale.errors import InputError
+
+
+def efaar_rule(null, q, lo, hi):
+    """efaar-benchmarking 1.0's compute_recall, re-stated: ranks of q in the sorted null."""
+    s = np.sort(null)
+    left = np.searchsorted(s, q, side="left") / len(s)
+    right = np.searchsorted(s, q, side="right") / len(s)
+    return (right <= lo / 100) | (left >= hi / 100)
 
 
 def brute_force_recall(X, genes, pairs, lo, hi):
     U = X / np.linalg.norm(X, axis=1, keepdims=True)
     S = U @ U.T
     null = S[np.triu_indices(len(X), 1)]
-    t_lo, t_hi = np.percentile(null, [lo, hi])
-    seen, hits = set(), []
+    seen, cos = set(), []
     index = {g: i for i, g in enumerate(genes)}
     for a, b in zip(pairs.entity1, pairs.entity2):
         if a not in index or b not in index or a == b:
@@ -27,9 +34,8 @@ def brute_force_recall(X, genes, pairs, lo, hi):
         if key in seen:
             continue
         seen.add(key)
-        c = S[key]
-        hits.append(c <= t_lo or c >= t_hi)
-    return float(np.mean(hits)), len(hits)
+        cos.append(S[key])
+    return float(np.mean(efaar_rule(null, np.array(cos), lo, hi))), len(cos), float(np.mean(efaar_rule(null, null, lo, hi)))
 
 
 def random_case(seed, n=70, d=6, n_pairs=150):
@@ -48,9 +54,46 @@ def test_recall_equals_brute_force_exactly(seed, block):
     table = relationship_recall(X, genes, {"S": pairs}, block=block, dtype=torch.float64)
     for lo, hi in ((5.0, 95.0), (10.0, 90.0)):
         row = table[(table.lower == lo)].iloc[0]
-        expected, n = brute_force_recall(X, genes, pairs, lo, hi)
+        expected, n, random = brute_force_recall(X, genes, pairs, lo, hi)
         assert row.recall == expected and row.n_pairs == n
-        assert row.random_recall == pytest.approx((lo + 100 - hi) / 100)
+        assert row.random_recall == pytest.approx(random)  # what the rule recalls of the null itself
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 20, 21, 41])
+def test_the_rank_rule_holds_at_small_null_sizes_and_with_ties(n):
+    """Small maps are where interpolated percentiles and efaar's ranks differ; ties (repeated
+    profiles) are where searchsorted left and right differ."""
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 3))
+    X[n // 2] = X[0]  # a tie in the null
+    genes = [f"G{i}" for i in range(n)]
+    pairs = pd.DataFrame([(genes[i], genes[j]) for i in range(n) for j in range(i + 1, n)], columns=["entity1", "entity2"])
+    table = relationship_recall(X, genes, {"all": pairs}, dtype=torch.float64)
+    for lo, hi in ((5.0, 95.0), (10.0, 90.0), (0.0, 100.0), (50.0, 50.0)):
+        got = relationship_recall(X, genes, {"all": pairs}, thresholds=((lo, hi),), dtype=torch.float64).iloc[0]
+        expected, _, _ = brute_force_recall(X, genes, pairs, lo, hi)
+        assert got.recall == expected
+    assert table.n_pairs.iloc[0] == n * (n - 1) // 2
+
+
+def test_the_interval_is_the_delete_one_gene_jackknife_with_the_null_held():
+    X, genes, pairs = random_case(3, n=40)
+    table, reps = recall_with_replicates(X, genes, {"S": pairs}, dtype=torch.float64)
+    row = table[table.lower == 5.0].iloc[0]
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = U @ U.T
+    null = S[np.triu_indices(len(X), 1)]
+    idx = pair_indices(pairs, genes)
+    hit = efaar_rule(null, S[idx[:, 0], idx[:, 1]], 5.0, 95.0)
+    units = np.unique(idx)
+    loo = np.array([hit[(idx[:, 0] != u) & (idx[:, 1] != u)].mean() for u in units])
+    se = np.sqrt((len(loo) - 1) / len(loo) * ((loo - loo.mean()) ** 2).sum())
+    mine = reps[reps.metric == "recall/S/5"].set_index("unit")["value"]
+    np.testing.assert_allclose(mine.loc[[genes[u] for u in units]].to_numpy(), loo, rtol=0, atol=1e-12)
+    assert row.se == pytest.approx(se)
+    assert row.ci_low == pytest.approx(max(0, row.recall - 1.959964 * se), abs=1e-6)
+    assert row.ci_high == pytest.approx(min(1, row.recall + 1.959964 * se), abs=1e-6)
+    assert row.n_genes == len(units)
 
 
 @settings(max_examples=25, deadline=None)

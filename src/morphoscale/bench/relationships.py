@@ -1,14 +1,21 @@
 """Known-relationship recall (CORUM, hu.MAP, Reactome, SIGNOR, StringDB, user pairs).
 
-Cosine similarity between aggregated gene profiles; the null is every gene pair of
-the map (upper triangle). A known pair is recalled when its cosine is at or below
-the lower percentile of the null, or at or above the upper one (5/95 and 10/90 by
-default; numpy.percentile's linear rule, exactly). Random recall is lo + (100 - hi)
-percent, 0.10 at 5/95.
+Cosine similarity between aggregated gene profiles; the null is every gene pair of the
+map (upper triangle). efaar-benchmarking 1.0's rule, exactly: with the null sorted, a known
+pair of cosine q is recalled at (lo, hi) when searchsorted(null, q, 'right') / m <= lo or
+searchsorted(null, q, 'left') / m >= hi (m = null size). Both conditions are thresholds on
+two order statistics of the null: count(null <= q) <= K  <=>  q < v[K], and
+count(null < q) >= L  <=>  q > v[L-1], with K the largest and L the smallest count that
+passes the division. Random recall is (K + m - L) / m, about lo + 1 - hi.
 
-The null is never materialised: its percentiles are exact order statistics found in
-two blocked passes (a histogram locates the bins holding the needed ranks, a second
-pass gathers and sorts only those bins). Memory is O(n*d + block^2).
+The null is never materialised: its order statistics are found exactly in two blocked
+passes (a histogram locates the bins holding the needed ranks, a second pass gathers and
+sorts only those bins), and each known pair's cosine is taken from the very block product
+that put it in the null, so a pair compares with the null as efaar's one matrix does.
+Memory is O(n*d + block^2).
+
+Every recall carries a 95% interval from a delete-one-gene jackknife (pairs cluster by
+gene and complex, so a per-pair binomial interval is too narrow), with the null's cuts held.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ import pandas as pd
 import torch
 
 from ..errors import InputError
+from .intervals import estimate, ratio_replicates, replicate_frame
 
 SOURCES = ("CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB")
 DEFAULT_THRESHOLDS = ((5.0, 95.0), (10.0, 90.0))
+HEADLINE = DEFAULT_THRESHOLDS[0]  # the threshold tables and reports lead with
 _N_BINS = 1 << 16
 _LO_EDGE, _HI_EDGE = -1.0001, 1.0001
 
@@ -43,10 +52,13 @@ def _blocks(n: int, block: int):
             yield i0, min(i0 + block, n), j0, min(j0 + block, n)
 
 
-def _upper_values(Xn: torch.Tensor, i0, i1, j0, j1) -> torch.Tensor:
-    S = Xn[i0:i1] @ Xn[j0:j1].T
+def _block_product(Xn: torch.Tensor, i0, i1, j0, j1) -> torch.Tensor:
+    return Xn[i0:i1] @ Xn[j0:j1].T
+
+
+def _upper(S: torch.Tensor, i0, j0) -> torch.Tensor:
     if i0 == j0:
-        r, c = torch.triu_indices(i1 - i0, j1 - j0, offset=1)
+        r, c = torch.triu_indices(S.shape[0], S.shape[1], offset=1)
         return S[r, c]
     return S.reshape(-1)
 
@@ -58,32 +70,52 @@ def _bin_index(v: torch.Tensor) -> torch.Tensor:
     return ((v - _LO_EDGE) * scale).clamp_(0, _N_BINS - 1).long()
 
 
-def null_percentiles(X, percentiles, block: int = 2048, dtype=torch.float32) -> dict[float, float]:
-    """Exact numpy.percentile(upper-triangle cosines, p) for each p, without the n x n matrix."""
-    return _null_percentiles(normalize_rows(X, dtype), percentiles, block)
+class _PairGather:
+    """Collects the cosines of given pairs (i < j) from the blocks of the null as they pass."""
+
+    def __init__(self, idx: np.ndarray, block: int, n: int):
+        self.idx = idx
+        self.block = block
+        nb = (n + block - 1) // block
+        key = (idx[:, 0] // block) * nb + idx[:, 1] // block if len(idx) else np.zeros(0, np.int64)
+        self.order = np.argsort(key, kind="stable")
+        self.key = key[self.order]
+        self.nb = nb
+        self.values = np.empty(len(idx))
+
+    def take(self, S: torch.Tensor, i0: int, j0: int) -> None:
+        k = (i0 // self.block) * self.nb + j0 // self.block
+        lo, hi = np.searchsorted(self.key, [k, k + 1])
+        if lo == hi:
+            return
+        sel = self.order[lo:hi]
+        a = torch.as_tensor(self.idx[sel, 0] - i0)
+        b = torch.as_tensor(self.idx[sel, 1] - j0)
+        self.values[sel] = S[a, b].double().numpy()
 
 
-def _null_percentiles(Xn: torch.Tensor, percentiles, block: int) -> dict[float, float]:
+def null_order_statistics(Xn: torch.Tensor, ranks, block: int = 2048, pairs: np.ndarray | None = None):
+    """The null's sorted values at the given 0-based ranks, exactly, and (with `pairs`, (k, 2)
+    row indices i < j) the cosines of those pairs from the same products. Returns (values, m, pair cosines)."""
     n = Xn.shape[0]
     m = n * (n - 1) // 2
     if m < 1:
         raise InputError(f"the map has {n} gene profile(s); at least 2 are needed for a null")
-    ranks = {}
-    for p in percentiles:
-        pos = (m - 1) * (p / 100.0)
-        k = int(np.floor(pos))
-        ranks[p] = (k, min(k + 1, m - 1), pos - k)
+    ranks = sorted({int(r) for r in ranks if 0 <= r < m})
+    gather = _PairGather(pairs if pairs is not None else np.zeros((0, 2), np.int64), block, n)
     counts = torch.zeros(_N_BINS, dtype=torch.int64)
     for i0, i1, j0, j1 in _blocks(n, block):
-        counts += torch.bincount(_bin_index(_upper_values(Xn, i0, i1, j0, j1)), minlength=_N_BINS)
+        counts += torch.bincount(_bin_index(_upper(_block_product(Xn, i0, i1, j0, j1), i0, j0)), minlength=_N_BINS)
     cum = torch.cumsum(counts, 0).numpy()
-    needed = sorted({r for k, k1, _ in ranks.values() for r in (k, k1)})
-    bin_of = {r: int(np.searchsorted(cum, r, side="right")) for r in needed}
+    bin_of = {r: int(np.searchsorted(cum, r, side="right")) for r in ranks}
     wanted = torch.zeros(_N_BINS, dtype=torch.bool)
-    wanted[list(set(bin_of.values()))] = True
+    if bin_of:
+        wanted[list(set(bin_of.values()))] = True
     gathered: dict[int, list[torch.Tensor]] = {b: [] for b in set(bin_of.values())}
     for i0, i1, j0, j1 in _blocks(n, block):
-        v = _upper_values(Xn, i0, i1, j0, j1)
+        S = _block_product(Xn, i0, i1, j0, j1)
+        gather.take(S, i0, j0)  # from the same product as the order statistics it is compared with
+        v = _upper(S, i0, j0)
         idx = _bin_index(v)
         sel = wanted[idx]
         if sel.any():
@@ -91,13 +123,44 @@ def _null_percentiles(Xn: torch.Tensor, percentiles, block: int) -> dict[float, 
             for b in gathered:
                 gathered[b].append(vs[bs == b])
     sorted_bins = {b: torch.sort(torch.cat(vals).double()).values.numpy() for b, vals in gathered.items()}
-
-    def value(r: int) -> float:
+    out = {}
+    for r in ranks:
         b = bin_of[r]
-        below = cum[b - 1] if b > 0 else 0
-        return float(sorted_bins[b][r - below])
+        out[r] = float(sorted_bins[b][r - (cum[b - 1] if b > 0 else 0)])
+    return out, m, gather.values
 
-    return {p: value(k) + (value(k1) - value(k)) * frac for p, (k, k1, frac) in ranks.items()}
+
+def null_percentiles(X, percentiles, block: int = 2048, dtype=torch.float32) -> dict[float, float]:
+    """Exact numpy.percentile(upper-triangle cosines, p) for each p (linear rule), without the n x n matrix."""
+    Xn = normalize_rows(X, dtype)
+    n = Xn.shape[0]
+    m = n * (n - 1) // 2
+    pos = {p: (m - 1) * (p / 100.0) for p in percentiles}
+    ranks = {r for v in pos.values() for r in (int(np.floor(v)), min(int(np.floor(v)) + 1, m - 1))}
+    vals, _, _ = null_order_statistics(Xn, ranks, block)
+    out = {}
+    for p, v in pos.items():
+        k = int(np.floor(v))
+        k1 = min(k + 1, m - 1)
+        out[p] = vals[k] + (vals[k1] - vals[k]) * (v - k)
+    return out
+
+
+def rank_cuts(m: int, lower: float, upper: float) -> tuple[int, int]:
+    """efaar's rule as counts: K, the largest count c with c / m <= lower / 100, and L, the
+    smallest with c / m >= upper / 100 (m + 1 when none), in the same float division."""
+    lo, hi = lower / 100, upper / 100
+    K = min(int(np.floor(lo * m)), m)
+    while K + 1 <= m and (K + 1) / m <= lo:
+        K += 1
+    while K > 0 and K / m > lo:
+        K -= 1
+    L = max(int(np.ceil(hi * m)), 0)
+    while L - 1 >= 0 and (L - 1) / m >= hi:
+        L -= 1
+    while L <= m and L / m < hi:
+        L += 1
+    return K, L
 
 
 def read_pairs(path: Path) -> pd.DataFrame:
@@ -126,57 +189,74 @@ def pair_indices(pairs: pd.DataFrame, genes: list[str]) -> np.ndarray:
     return np.unique(np.stack([lo[keep], hi[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.int64)
 
 
-def pair_cosines(Xn: torch.Tensor, idx: np.ndarray) -> np.ndarray:
-    """Cosines of the given pairs of rows of the row-normalized Xn."""
-    out = np.empty(len(idx))
-    for s in range(0, len(idx), 65536):
-        a = torch.as_tensor(idx[s : s + 65536, 0])
-        b = torch.as_tensor(idx[s : s + 65536, 1])
-        out[s : s + 65536] = (Xn[a] * Xn[b]).sum(dim=1).double().numpy()
-    return out
-
-
 @dataclass
 class RecallResult:
     source: str
     lower: float
     upper: float
     recall: float
+    ci_low: float
+    ci_high: float
+    se: float
     n_pairs: int
     n_genes: int
     random_recall: float
-    lower_threshold: float
-    upper_threshold: float
+    lower_threshold: float  # recalled below this cosine (v[K]), strictly
+    upper_threshold: float  # recalled above this cosine (v[L-1]), strictly
 
 
-def relationship_recall(
+def recall_metric(source: str, lower: float) -> str:
+    """The name of a recall in the replicate tables, e.g. recall/CORUM/5."""
+    return f"recall/{source}/{lower:g}"
+
+
+def _recalled(cos: np.ndarray, stats: dict, m: int, K: int, L: int) -> np.ndarray:
+    low = np.ones(len(cos), bool) if K >= m else cos < stats[K]
+    high = np.zeros(len(cos), bool) if L > m else (np.ones(len(cos), bool) if L == 0 else cos > stats[L - 1])
+    return low | high
+
+
+def recall_with_replicates(
     X,
     genes: list[str],
     sources: dict[str, pd.DataFrame],
     thresholds=DEFAULT_THRESHOLDS,
     block: int = 2048,
     dtype=torch.float32,
-) -> pd.DataFrame:
-    """Recall of every source at every (lower, upper) percentile pair, as a tidy table."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recall of every source at every (lower, upper) percentile pair with its interval, as a
+    tidy table, and the delete-one-gene jackknife replicates (metric, unit, value)."""
     if len(genes) != len(set(genes)):
         dup = pd.Series(genes)[pd.Series(genes).duplicated()].iloc[0]
         raise InputError(f"gene '{dup}' has several profiles in the map; aggregate first")
-    percentiles = sorted({p for pair in thresholds for p in pair})
     Xn = normalize_rows(X, dtype)  # once, for the null and for every source
-    cuts = _null_percentiles(Xn, percentiles, block)
-    rows = []
-    for name, pairs in sources.items():
-        idx = pair_indices(pairs, genes)
-        cos = pair_cosines(Xn, idx) if len(idx) else np.zeros(0)
-        n_genes = len(np.unique(idx)) if len(idx) else 0
-        # A pair whose cosine is the order statistic a cut lands on counts as at the cut; the
-        # null comes from a matrix product and the pairs from row products, which round
-        # differently, so "at" means within a few units of the last place.
-        tol = 4 * torch.finfo(Xn.dtype).eps
-        for lo, hi in thresholds:
-            hit = (cos <= cuts[lo] + tol) | (cos >= cuts[hi] - tol)
-            rows.append(RecallResult(name, lo, hi, float(hit.mean()) if len(idx) else float("nan"), int(len(idx)), n_genes, (lo + 100 - hi) / 100, cuts[lo], cuts[hi]).__dict__)
-    return pd.DataFrame(rows)
+    n = Xn.shape[0]
+    m = n * (n - 1) // 2
+    idx = {name: pair_indices(pairs, genes) for name, pairs in sources.items()}
+    every = np.unique(np.vstack([np.zeros((0, 2), np.int64), *idx.values()]), axis=0)
+    cuts = {t: rank_cuts(m, *t) for t in thresholds}
+    ranks = {r for K, L in cuts.values() for r in (K, L - 1)}
+    stats, m, cos_every = null_order_statistics(Xn, ranks, block, every)
+    rows, reps = [], []
+    for name, pi in idx.items():
+        cos = cos_every[np.searchsorted(every[:, 0] * n + every[:, 1], pi[:, 0] * n + pi[:, 1])] if len(pi) else np.zeros(0)
+        units = np.unique(pi) if len(pi) else np.zeros(0, np.int64)
+        n_per_gene = np.bincount(pi.ravel(), minlength=n)[units]
+        for (lo, hi), (K, L) in cuts.items():
+            hit = _recalled(cos, stats, m, K, L)
+            h_per_gene = np.bincount(pi.ravel(), weights=np.repeat(hit, 2), minlength=n)[units]
+            value = float(hit.mean()) if len(pi) else float("nan")
+            r = ratio_replicates(hit.sum(), len(pi), h_per_gene, n_per_gene)
+            e = estimate(value, r, (0.0, 1.0))
+            rows.append(RecallResult(name, lo, hi, value, e.ci_low, e.ci_high, e.se, int(len(pi)), int(len(units)), (min(K, m) + max(m - L, 0)) / m,
+                                     stats.get(K, float("inf")), stats.get(L - 1, float("-inf"))).__dict__)
+            reps.append(replicate_frame(recall_metric(name, lo), [genes[u] for u in units], r))
+    return pd.DataFrame(rows), pd.concat(reps, ignore_index=True) if reps else replicate_frame("", [], [])
+
+
+def relationship_recall(X, genes: list[str], sources: dict[str, pd.DataFrame], thresholds=DEFAULT_THRESHOLDS, block: int = 2048, dtype=torch.float32) -> pd.DataFrame:
+    """Recall of every source at every (lower, upper) percentile pair, with intervals, as a tidy table."""
+    return recall_with_replicates(X, genes, sources, thresholds, block, dtype)[0]
 
 
 def load_sources(annotation_dir: Path, names=SOURCES, extra: dict[str, Path] | None = None) -> dict[str, pd.DataFrame]:

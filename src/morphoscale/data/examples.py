@@ -8,6 +8,9 @@
   from the cellprofiler 4.2.8.1 wheel. We add a site CSV and an ingest config for the csv reader.
 - annotations: CORUM, hu.MAP, Reactome, SIGNOR, StringDB pairs and CORUM complexes, from the
   efaar-benchmarking 1.0 wheel.
+- efaar-reference: the efaar_benchmarking 1.0 package itself (the seed paper's evaluation
+  code), unpacked, never installed: `morphoscale.bench.reference` imports it so that tests
+  and benchmarks run its functions beside ours on the same data.
 """
 
 from __future__ import annotations
@@ -69,6 +72,13 @@ EXAMPLES = {
         "efaar_benchmarking/benchmark_annotations/",
         "known gene relationships: CORUM, hu.MAP, Reactome, SIGNOR, StringDB, CORUM complexes",
         ANNOTATION_FILES,
+    ),
+    "efaar-reference": Example(
+        "efaar-benchmarking==1.0",
+        "wheel",
+        "",
+        "efaar-benchmarking 1.0's own code (efaar.py, benchmarking.py), for side-by-side checks",
+        tuple(f"efaar_benchmarking/{f}" for f in ("__init__.py", "efaar.py", "benchmarking.py", "constants.py")),
     ),
 }
 
@@ -177,4 +187,12 @@ def _prepare_annotations(folder: Path) -> None:
             f.unlink()
 
 
-PREPARE = {"jump-pilot-field": _prepare_jump, "example-fly": _prepare_fly, "annotations": _prepare_annotations}
+def _prepare_reference(folder: Path) -> None:
+    # only the package: the wheel also ships a top-level `tests` package that would shadow ours on sys.path
+    for f in list(folder.iterdir()):
+        if f.name != "efaar_benchmarking":
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    shutil.rmtree(folder / "efaar_benchmarking" / "expression_data", ignore_errors=True)
+
+
+PREPARE = {"jump-pilot-field": _prepare_jump, "example-fly": _prepare_fly, "annotations": _prepare_annotations, "efaar-reference": _prepare_reference}

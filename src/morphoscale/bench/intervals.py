@@ -1,0 +1,89 @@
+"""95% intervals for every metric, and paired differences between two maps, by the jackknife.
+
+A metric is an estimate plus its jackknife replicates: the same metric recomputed with one
+unit left out (a gene for gene-gene metrics, a perturbation or compound for per-perturbation
+tables, a complex for per-complex tables). The standard error is the jackknife's,
+sqrt((n - 1) / n * sum (theta_(-u) - mean)^2), and the interval estimate +- 1.96 SE, clipped to
+the metric's range. Pairs of genes cluster by gene (and complex), so leaving out a gene
+removes all of its pairs at once: the resampling respects the clustering that makes a
+per-pair binomial interval too narrow.
+
+Two maps scored on the same units (the same genes, the same perturbations) compare
+paired: the replicates of the difference are the differences of the replicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class Estimate:
+    value: float
+    se: float
+    ci_low: float
+    ci_high: float
+    n_units: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def jackknife_se(replicates) -> float:
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    n = len(r)
+    if n < 2:
+        return float("nan")
+    return float(np.sqrt((n - 1) / n * np.sum((r - r.mean()) ** 2)))
+
+
+def estimate(value: float, replicates, bounds: tuple[float | None, float | None] = (None, None)) -> Estimate:
+    se = jackknife_se(replicates)
+    lo, hi = value - Z95 * se, value + Z95 * se
+    if bounds[0] is not None:
+        lo = max(lo, bounds[0])
+    if bounds[1] is not None:
+        hi = min(hi, bounds[1])
+    return Estimate(float(value), se, float(lo), float(hi), int(np.isfinite(np.asarray(replicates, dtype=float)).sum()))
+
+
+def ratio_replicates(num_total: float, den_total: float, num_units, den_units) -> np.ndarray:
+    """Leave-one-unit-out values of num / den, where leaving out unit u removes num_u and den_u."""
+    den = den_total - np.asarray(den_units, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (num_total - np.asarray(num_units, dtype=np.float64)) / den, np.nan)
+
+
+def mean_replicates(values) -> np.ndarray:
+    """Leave-one-out means of per-unit values."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return np.full(len(v), np.nan)
+    return (v.sum() - v) / (len(v) - 1)
+
+
+def replicate_frame(metric: str, units, replicates) -> pd.DataFrame:
+    return pd.DataFrame({"metric": metric, "unit": np.asarray(units).astype(str), "value": np.asarray(replicates, dtype=np.float64)})
+
+
+def paired_difference(value_a: float, rep_a: pd.Series, value_b: float, rep_b: pd.Series, bounds=(None, None)) -> tuple[Estimate | None, str]:
+    """a - b with its jackknife interval, where both were scored on the same units (index:
+    unit, values: replicates). (None, reason) when the units differ."""
+    if set(rep_a.index) != set(rep_b.index):
+        only = len(set(rep_a.index) ^ set(rep_b.index))
+        return None, f"the two maps are scored on different units ({only} differ): no paired difference"
+    d = rep_a - rep_b.reindex(rep_a.index)
+    return estimate(value_a - value_b, d.to_numpy(), bounds), ""
+
+
+def mean_with_interval(values, units, metric: str, bounds=(None, None)) -> tuple[Estimate, pd.DataFrame]:
+    """The mean of per-unit values with its interval, and the replicates."""
+    v = np.asarray(values, dtype=np.float64)
+    reps = mean_replicates(v)
+    return estimate(float(v.mean()) if len(v) else float("nan"), reps, bounds), replicate_frame(metric, units, reps)
