@@ -170,7 +170,10 @@ def test_map_and_bench_end_to_end(tmp_path, capsys, examples_dir):
     sources = {r["source"] for r in summary["recall"]}
     assert sources == {"CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB", "mine"}
     mine = [r for r in summary["recall"] if r["source"] == "mine" and r["lower"] == 5.0][0]
-    assert mine["n_pairs"] == 2 and mine["random_recall"] == pytest.approx(0.1)
+    # 12 genes, 66 null pairs: efaar's rule recalls the 3 lowest and 3 highest of the null itself
+    assert mine["n_pairs"] == 2 and mine["random_recall"] == pytest.approx(6 / 66)
+    assert mine["ci_low"] <= mine["recall"] <= mine["ci_high"]
+    assert summary["estimates"]["recall/mine/5"]["value"] == mine["recall"]
     for f in ("recall.csv", "consistency.csv", "magnitude.csv", "map_activity.csv", "recall.png"):
         assert (tmp_path / "b" / f).exists(), f
     assert "known-relationship recall" in out

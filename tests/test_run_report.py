@@ -22,6 +22,7 @@ workers: 2
 encoders:
   - name: mae
     train: {model: mae_vit_tiny_patch8_64, max_steps: 4, batch_size: 8, preview_every: 2, log_every: 1}
+    baseline: random_init
   - name: random_init
     train: {model: mae_vit_tiny_patch8_64, random_init: true}
   - name: features
@@ -59,6 +60,19 @@ def test_run_writes_every_stage_and_the_report(tiny_run):
     oracle = recall[(recall.encoder == "oracle") & (recall.source == "CORUM")].recall.item()
     rnd = recall[(recall.encoder == "oracle") & (recall.source == "CORUM")].random.item()
     assert oracle > 2 * rnd  # the ceiling recovers the simulated complexes
+    # the MAE against its floor, paired on the same genes and wells, every headline metric with its interval
+    paired = pd.read_csv(out / "paired.csv")
+    assert set(paired["encoder"]) == {"mae"} and set(paired["baseline"]) == {"random_init"}
+    row = paired[paired.metric == "recall/CORUM/5"].iloc[0]
+    mae, rnd_init = (recall[(recall.encoder == e) & (recall.source == "CORUM")].recall.item() for e in ("mae", "random_init"))
+    assert row.difference == pytest.approx(mae - rnd_init) and row.ci_low <= row.difference <= row.ci_high
+    assert {"decoding_r2", "truth_cosine_spearman"} <= set(paired.metric)  # the simulated truth, through the run
+    # the oracle decodes its own parameters and follows the true geometry far better than an untrained ViT
+    oracle_s, floor_s = (json.loads((out / "encoders" / e / "bench" / "summary.json").read_text()) for e in ("oracle", "random_init"))
+    assert oracle_s["decoding_r2"]["mean_r2"] > floor_s["decoding_r2"]["mean_r2"] + 0.3
+    assert oracle_s["truth_cosine"]["spearman"] > 0.5 > floor_s["truth_cosine"]["spearman"]
+    page = (out / "report.html").read_text()
+    assert "Each encoder against its baseline, paired" in page and "Against the simulated truth" in page
 
 
 def test_rerun_is_cached_and_changes_rerun_only_what_depends_on_them(tiny_run, capsys):
@@ -75,8 +89,9 @@ def test_rerun_is_cached_and_changes_rerun_only_what_depends_on_them(tiny_run, c
     assert sources == list(dict.fromkeys(recall.source))
     for enc, rows in recall.groupby("encoder"):
         line = next(line for line in stdout.splitlines() if re.match(rf"\W*{enc}\W", line))
-        printed = [float(v) for v in re.findall(r"\d+\.\d{3}", line)]
-        assert printed == [round(v, 3) for v in rows.set_index("source").recall.reindex(sources)]
+        printed = [float(v) for v in re.findall(r"\d+\.\d{3}", line)]  # each cell: recall [low, high]
+        r = rows.set_index("source").reindex(sources)
+        assert printed == [round(v, 3) for triple in zip(r.recall, r.ci_low, r.ci_high) for v in triple]
     page = (out / "report.html").read_text()
     embedded = json.loads(re.search(r'<script type="application/json" id="recall-table">(.*?)</script>', page, re.S).group(1))
     pd.testing.assert_frame_equal(pd.DataFrame(embedded), recall, check_dtype=False)

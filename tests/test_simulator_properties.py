@@ -6,12 +6,13 @@ import pytest
 @pytest.mark.slow
 def test_demo_screen_properties(tmp_path):
     from morphoscale.data.ingest import ingest, load_ingest_config
+    from morphoscale.maps.align import DEFAULT_ALIGNER
     from morphoscale.simulate.screen import simulate
     from morphoscale.simulate.validate import properties
 
     sim = simulate(tmp_path / "demo", "demo", seed=0, progress=False)
     store = ingest(load_ingest_config(None, {"format": "rxrx", "source": str(sim)}), tmp_path / "demo.zarr", progress=False)
     t = properties(sim, store).set_index(["embedding", "align"])["recall"]
-    assert t["oracle", "tvn"] >= 0.5 and t["oracle", "tvn"] > t["oracle", "none"]
+    assert t["oracle", DEFAULT_ALIGNER] >= 0.5 and t["oracle", DEFAULT_ALIGNER] > t["oracle", "none"]
     assert t["per-channel intensity means", "none"] <= 0.15
-    assert t["per-channel intensity means", "tvn"] >= 2 * t["per-channel intensity means", "none"]
+    assert t["per-channel intensity means", DEFAULT_ALIGNER] >= 2 * t["per-channel intensity means", "none"]

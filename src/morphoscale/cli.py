@@ -7,6 +7,7 @@ Errors a user can act on print one line and exit 2 (3 for a verb not built yet);
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -124,7 +125,7 @@ def ingest(
 def map_(
     embeddings: Annotated[Path, typer.Option("--embeddings", help="Well- or site-level embeddings (.h5ad; obs: perturbation, perturbation_type, is_control, batch).")],
     out: Annotated[Path, typer.Option("--out", help="The map to write (.h5ad); aligned wells go beside it as <name>.wells.h5ad.")],
-    align: Annotated[str, typer.Option("--align", help="none, center_scale, pca_center_scale, tvn, sphering or harmony.")] = "tvn",
+    align: Annotated[str, typer.Option("--align", help="tvn_per_batch (default), tvn (efaar 1.0's exactly), sphering, pca_center_scale, center_scale, harmony or none; docs/map.md.")] = "tvn_per_batch",
     aggregate: Annotated[str, typer.Option("--aggregate", help="mean or median.")] = "mean",
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Perturbations to leave out (repeatable).")] = None,
     held_out_of: Annotated[Optional[Path], typer.Option("--held-out-of", help="A train folder whose config has a split: keep only the wells it held out of training.")] = None,
@@ -144,7 +145,10 @@ def map_(
     write_h5ad(aligned, wells_path(out), overwrite)
     write_h5ad(m, out, overwrite)
     n_ctrl = int(m.obs["is_control"].sum())
-    out_console.print(f"wrote {out}: {m.n_obs - n_ctrl} perturbation profiles (+{n_ctrl} control) x {m.n_vars} dims, aligned with {align}, {aggregate} per perturbation")
+    kept = m.uns["alignment"]
+    out_console.print(f"wrote {out}: {m.n_obs - n_ctrl} perturbation profiles (+{n_ctrl} control) x {m.n_vars} dims, aligned with {align} "
+                      f"on {kept['n_controls']} control wells ({kept['n_components']} components kept of {kept['n_features_in']}), {aggregate} per perturbation",
+                      markup=False, highlight=False)
 
 
 @app.command()
@@ -156,12 +160,14 @@ def bench(
     annotations: Annotated[Optional[Path], typer.Option("--annotations", help="Folder of CORUM/HuMAP/Reactome/SIGNOR/StringDB .txt and CORUM_clusters.tsv (default: the cached efaar annotations).")] = None,
     pairs: Annotated[Optional[list[str]], typer.Option("--pairs", help="Extra relationship source NAME=FILE (entity1,entity2 CSV); repeatable.")] = None,
     compound_targets: Annotated[Optional[Path], typer.Option("--compound-targets", help="CSV compound,target for compound-gene retrieval.")] = None,
+    truth: Annotated[Optional[Path], typer.Option("--truth", help="A simulated screen's ground_truth/ folder: decoding R2 and cosine correlation with the true phenotypes.")] = None,
     clustering: Annotated[bool, typer.Option("--clustering", help="Also run UMAP + HDBSCAN clustering scores (slow).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
 ):
-    """Measure how well a map recovers known biology (relationship recall, mAP, ...)."""
+    """Measure how well a map recovers known biology (relationship recall, mAP, ...), each number with its 95% interval."""
     from rich.table import Table
 
+    from .bench import summary as bench_summary
     from .bench.run import run_bench
     from .errors import ConfigError
 
@@ -171,15 +177,46 @@ def bench(
             raise ConfigError(f"--pairs '{item}': expected NAME=FILE")
         name, path = item.split("=", 1)
         extra[name] = Path(path)
-    summary = run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, overwrite=overwrite)
-    table = Table("source", "recall 5/95", "random", "recall 10/90", "random", "pairs", "genes", title="known-relationship recall")
-    rec = summary.get("recall", [])
-    for src in dict.fromkeys(r["source"] for r in rec):
-        a = next(r for r in rec if r["source"] == src and r["lower"] == 5.0)
-        b = next(r for r in rec if r["source"] == src and r["lower"] == 10.0)
-        table.add_row(src, f"{a['recall']:.3f}", f"{a['random_recall']:.2f}", f"{b['recall']:.3f}", f"{b['random_recall']:.2f}", str(a["n_pairs"]), str(a["n_genes"]))
-    out_console.print(table)
+    run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, overwrite=overwrite, truth=truth)
+    res = bench_summary.read(out)
+    rec = res.recall()
+    table = Table("source", "recall 5/95 [95% CI]", "random", "recall 10/90 [95% CI]", "random", "pairs", "genes", title="known-relationship recall")
+    for src in dict.fromkeys(rec["source"]):
+        a = rec[(rec["source"] == src) & (rec["lower"] == 5.0)].iloc[0]
+        b = rec[(rec["source"] == src) & (rec["lower"] == 10.0)].iloc[0]
+        table.add_row(src, bench_summary.fmt(a["recall"], a["ci_low"], a["ci_high"]), f"{a['random_recall']:.3f}",
+                      bench_summary.fmt(b["recall"], b["ci_low"], b["ci_high"]), f"{b['random_recall']:.3f}", str(a["n_pairs"]), str(a["n_genes"]))
+    if len(rec):
+        _print_table(table)
+    other = bench_summary.headline_table({"map": res})
+    other = other[~other["metric"].str.startswith("recall/")]
+    if len(other):
+        t2 = Table("metric", "value [95% CI]", "random", title="other metrics")
+        for r in other.itertuples():
+            t2.add_row(r.label, bench_summary.fmt(r.value, r.ci_low, r.ci_high), "" if r.random is None or pd_isna(r.random) else f"{r.random:.3f}")
+        _print_table(t2)
+    for key, why in res.skipped().items():
+        out_console.print(f"skipped {key}: {why}", markup=False, highlight=False)
     out_console.print(f"wrote {out}/summary.json and tables")
+
+
+def _print_table(table) -> None:
+    """A table at the width it needs, never wrapped into unreadable cells (a narrow terminal folds the lines instead)."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(out_console, out_console.options.update(max_width=10_000), table).maximum
+    width = out_console.width
+    out_console.width = max(width, need)
+    try:
+        out_console.print(table)
+    finally:
+        out_console.width = width
+
+
+def pd_isna(v) -> bool:
+    import math
+
+    return isinstance(v, float) and math.isnan(v)
 
 
 @app.command()
@@ -301,20 +338,55 @@ def run_(
         print_probe(flow.out / "probe" / "r2.csv")
     else:
         print_recall(flow.out / "recall.csv")
+        print_paired(flow.out / "paired.csv")
     out_console.print(f"wrote {flow.out / 'report.html'}")
 
 
 def print_recall(path: Path) -> None:
-    """The recall table of a run (recall.csv, the same numbers the report shows)."""
+    """The recall table of a run (recall.csv, the same numbers the report shows), with 95% intervals."""
     import pandas as pd
+    from rich.table import Table
+
+    from .bench.summary import fmt
 
     t = pd.read_csv(path)
     if not len(t):
         out_console.print("no relationship recall (no genes with annotated pairs in the maps)")
         return
-    wide = t.pivot_table(index="encoder", columns="source", values="recall", sort=False)
-    rnd = t.groupby("source", sort=False)["random"].first().reindex(wide.columns)
-    _print_wide(wide, "relationship recall (5% / 95%)", "encoder", ("random", rnd))
+    sources = list(dict.fromkeys(t["source"]))
+    table = Table(title="relationship recall (5% / 95%) [95% CI, delete-one-gene jackknife]")
+    table.add_column("encoder")
+    for src in sources:
+        table.add_column(src, justify="right")
+    for enc, g in t.groupby("encoder", sort=False):
+        g = g.set_index("source")
+        table.add_row(enc, *[fmt(g.loc[s, "recall"], g.loc[s, "ci_low"], g.loc[s, "ci_high"]) if s in g.index else "" for s in sources])
+    rnd = t.groupby("source", sort=False)["random"].first()
+    pairs = t.groupby("source", sort=False)["n_pairs"].first()
+    table.add_row("random", *[f"{rnd[s]:.3f}" for s in sources], style="dim")
+    table.add_row("pairs in map", *[str(pairs[s]) for s in sources], style="dim")
+    _print_table(table)
+
+
+def print_paired(path: Path) -> None:
+    """Each encoder minus its baseline (paired.csv): the difference and its 95% interval."""
+    import pandas as pd
+    from rich.table import Table
+
+    from .bench.summary import fmt
+
+    if not path.exists():
+        return
+    t = pd.read_csv(path)
+    if not len(t):
+        return
+    table = Table(title="paired differences, encoder - baseline [95% CI]")
+    for c in ("encoder - baseline", "metric", "encoder", "baseline", "difference [95% CI]", ""):
+        table.add_column(c, justify="left" if c in ("encoder - baseline", "metric", "") else "right")
+    for r in t.itertuples():
+        table.add_row(f"{r.encoder} - {r.baseline}", r.label, f"{r.a:.3f}", f"{r.b:.3f}", fmt(r.difference, r.ci_low, r.ci_high),
+                      str(r.note) if isinstance(r.note, str) else "")
+    _print_table(table)
 
 
 def _print_wide(wide, title: str, index_name: str, last: tuple | None = None) -> None:
@@ -329,7 +401,7 @@ def _print_wide(wide, title: str, index_name: str, last: tuple | None = None) ->
         table.add_row(str(name), *[f"{v:.3f}" for v in row])
     if last is not None:
         table.add_row(last[0], *[f"{v:.3f}" for v in last[1]], style="dim")
-    out_console.print(table)
+    _print_table(table)
 
 
 def print_probe(path: Path) -> None:
@@ -349,25 +421,24 @@ def compare(
     quiet: QuietStages = False,
 ):
     """Train and score a grid of setups under one budget (equal images seen by default), with time, memory and FLOPs."""
+    from rich.table import Table
+
     from .compare.grid import compare as run_compare
-    from .compare.grid import format_value
-    from .compare.grid import load_compare_config
+    from .compare.grid import format_cell, load_compare_config
 
     cfg = load_compare_config(config)
     folder = out or Path("runs") / cfg.name
     results = run_compare(cfg, folder, start, progress=not quiet, console=err_console)
-    cols = [c for c in ("name", "images_seen", "wall_seconds", "training_flops", "recall_CORUM", "random_recall") if c in results.columns]
-    from rich.table import Table
-
-    table = Table(title="comparison grid (CORUM recall at 5% / 95%)")
+    cols = [c for c in ("name", "images_seen", "wall_seconds", "training_flops", "recall_CORUM", "random_recall", "recall_CORUM_minus_baseline") if c in results.columns]
+    table = Table(title="comparison grid (CORUM recall at 5% / 95%, 95% CI; minus baseline: paired)")
     for c in cols:
         if c == "name":
             table.add_column(c, no_wrap=True, min_width=int(results["name"].str.len().max()))
         else:
             table.add_column(c.replace("_", " "), justify="right")
     for _, r in results.iterrows():
-        table.add_row(*[format_value(r[c]) for c in cols])
-    out_console.print(table)
+        table.add_row(*[format_cell(r, c) for c in cols])
+    _print_table(table)
     out_console.print(f"wrote {folder / 'compare' / 'results.csv'} and {folder / 'report.html'}")
 
 
@@ -399,7 +470,7 @@ def datasets_list():
     for name, ex in examples.EXAMPLES.items():
         path = examples.cache_dir() / name
         table.add_row(name, ex.package, ex.description, str(path) if examples.is_cached(name) else "-")
-    out_console.print(table)
+    _print_table(table)
 
 
 @datasets_app.command("get")
@@ -418,12 +489,30 @@ def datasets_get(
 
 
 app.add_typer(datasets_app, name="datasets")
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """morphoscale's own warnings as one line each; everything else as Python prints it."""
+    from .errors import MorphoscaleWarning
+
+    if issubclass(category, MorphoscaleWarning):
+        err_console.print(f"[bold yellow]warning:[/] {rich_escape(str(message))}", markup=True, highlight=False)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+def rich_escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user-facing errors into one line and an exit code."""
     from typer.exceptions import Abort, Exit, TyperException
 
+    warnings.showwarning = _show_warning
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:

@@ -30,8 +30,9 @@ def drug_vs_control(X: np.ndarray, obs: pd.DataFrame, group_column: str = "plate
     if n_groups < 2:
         raise InputError(f"drug-vs-control needs at least 2 distinct '{group_column}' values for a grouped split")
     probes = {
-        "linear": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)),
-        "mlp": lambda: make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), max_iter=500, early_stopping=True, random_state=seed)),
+        "linear": lambda n: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)),
+        # early stopping holds out 10% of the training wells, stratified: only where that leaves both classes
+        "mlp": lambda n: make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), max_iter=500, early_stopping=n >= 50, random_state=seed)),
     }
     rows = []
     for name, make in probes.items():
@@ -40,7 +41,7 @@ def drug_vs_control(X: np.ndarray, obs: pd.DataFrame, group_column: str = "plate
             if len(np.unique(y[train])) < 2:
                 proba[test] = y[train].mean()
                 continue
-            proba[test] = make().fit(Xm[train], y[train]).predict_proba(Xm[test])[:, 1]
+            proba[test] = make(len(train)).fit(Xm[train], y[train]).predict_proba(Xm[test])[:, 1]
         pred = (proba >= 0.5).astype(int)
         rows.append({"probe": name, "accuracy": accuracy_score(y, pred), "f1": f1_score(y, pred), "roc_auc": roc_auc_score(y, proba),
                      "majority_accuracy": max(y.mean(), 1 - y.mean()), "n_wells": int(len(y)), "n_groups": n_groups})

@@ -1,10 +1,18 @@
-"""`morphoscale bench`: every metric of a map, as tidy tables, figures and a summary.json."""
+"""`morphoscale bench`: every metric of a map, as tidy tables, figures and a summary.json.
+
+Each metric runs or is skipped with a one-line reason (summary.json: {"skipped": ...});
+one that cannot run on a small screen never stops the others. Every headline number has
+a 95% jackknife interval (summary.json "estimates", and `<key>_ci` beside the number),
+and its jackknife replicates go to replicates.parquet, from which two maps scored on the
+same units are compared paired (bench/summary.py).
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -15,10 +23,13 @@ from ..io import check_output, commit_dir, partial_dir
 from . import plots
 from .complexes import complex_ks, read_complexes
 from .compounds import compound_gene_retrieval, drug_similarity_score, read_targets
+from .intervals import Estimate, mean_with_interval
 from .probes import cluster_scores, drug_vs_control
-from .relationships import SOURCES, load_sources, pair_indices, relationship_recall
+from .relationships import SOURCES, load_sources, pair_indices, recall_metric, recall_with_replicates
 from .replicates import perturbation_magnitude, replicate_consistency
-from .retrieval import fraction_retrieved, phenotypic_activity, phenotypic_consistency
+from .retrieval import phenotypic_activity, phenotypic_consistency
+
+SKIPPABLE = (InputError, ValueError, np.linalg.LinAlgError)
 
 
 def gene_profiles(m) -> tuple[np.ndarray, list[str]]:
@@ -38,6 +49,44 @@ def compound_profiles(m) -> tuple[np.ndarray, list[str]]:
     return np.vstack([X[names == u].mean(axis=0) for u in uniq]), uniq
 
 
+class _Results:
+    """What a bench run collects: summary.json, the tables, the jackknife replicates."""
+
+    def __init__(self, folder: Path, summary: dict):
+        self.folder = folder
+        self.summary = summary
+        self.summary.setdefault("estimates", {})
+        self.replicates: list[pd.DataFrame] = []
+
+    def save(self, name: str, df: pd.DataFrame) -> pd.DataFrame:
+        df.to_csv(self.folder / f"{name}.csv", index=False)
+        return df
+
+    def run(self, key: str, fn: Callable[[], None]) -> None:
+        """Run one metric; an input it cannot handle skips it with the reason, the others go on."""
+        try:
+            fn()
+        except SKIPPABLE as e:
+            self.summary[key] = {"skipped": " ".join(str(e).split()) or type(e).__name__}
+
+    def estimate(self, metric: str, est: Estimate, replicates: pd.DataFrame, entry: dict | None = None, field: str | None = None) -> None:
+        """Record a headline number's interval (and beside `field` in `entry`, as <field>_ci)."""
+        self.summary["estimates"][metric] = est.as_dict()
+        self.replicates.append(replicates)
+        if entry is not None and field is not None:
+            entry[f"{field}_ci"] = [est.ci_low, est.ci_high]
+
+    def fraction(self, key: str, field: str, hits: np.ndarray, units, entry: dict) -> None:
+        est, reps = mean_with_interval(np.asarray(hits, float), units, f"{key}/{field}", (0.0, 1.0))
+        entry[field] = est.value if len(hits) else None
+        self.estimate(f"{key}/{field}", est, reps, entry, field)
+
+    def write(self) -> None:
+        reps = pd.concat(self.replicates, ignore_index=True) if self.replicates else pd.DataFrame(columns=["metric", "unit", "value"])
+        reps.to_parquet(self.folder / "replicates.parquet", index=False)
+        (self.folder / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default))
+
+
 def run_bench(
     map_path: Path,
     out: Path,
@@ -51,15 +100,44 @@ def run_bench(
     seed: int = 0,
     overwrite: bool = False,
     figures: bool = True,
+    truth: Path | None = None,
 ) -> dict:
-    import anndata as ad
-
     from ..data import examples
     from ..maps.build import read_embeddings, wells_path
 
     out = Path(out)
     check_output(out, overwrite)
-    if not Path(map_path).exists():
+    m = read_map(Path(map_path))
+    wells = Path(wells) if wells else wells_path(Path(map_path))
+    W = read_embeddings(wells) if wells.exists() else None
+    ann = Path(annotations) if annotations else examples.get("annotations")
+    if truth is not None:
+        from .truth import read_truth
+
+        truth = read_truth(Path(truth))
+    part = partial_dir(out)
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        res = _Results(part, {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {}))})
+        G, genes = gene_profiles(m)
+        _gene_metrics(res, G, genes, ann, extra_pairs, null_size, seed, figures)
+        _compound_metrics(res, m, G, genes, compound_targets)
+        if W is not None:
+            _well_metrics(res, W, null_size, seed, clustering, figures, raw)
+        if truth is not None:
+            _truth_metrics(res, W, G, genes, truth, seed)
+        res.write()
+        commit_dir(part, out)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)  # an error leaves nothing behind
+    return res.summary
+
+
+def read_map(map_path: Path):
+    import anndata as ad
+
+    if not map_path.exists():
         raise InputError(f"{map_path}: map file not found")
     try:
         m = ad.read_h5ad(map_path)
@@ -67,72 +145,140 @@ def run_bench(
         raise InputError(f"{map_path}: cannot read as a map (.h5ad written by `morphoscale map`): {type(e).__name__}: {str(e).splitlines()[0]}") from None
     if "is_control" not in m.obs.columns or "perturbation" not in m.obs.columns:
         raise InputError(f"{map_path}: not a map (obs lacks 'perturbation' or 'is_control'); make one with `morphoscale map`")
-    wells = Path(wells) if wells else wells_path(Path(map_path))
-    W = read_embeddings(wells) if wells.exists() else None
-    ann = Path(annotations) if annotations else examples.get("annotations")
-    part = partial_dir(out)
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    try:
-        summary: dict = {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {}))}
+    keys = [c for c in ("perturbation", "concentration") if c in m.obs.columns]
+    dup = m.obs[~m.obs["is_control"].to_numpy(bool)].duplicated(subset=keys)
+    if dup.any():
+        first = m.obs[~m.obs["is_control"].to_numpy(bool)][dup]["perturbation"].iloc[0]
+        raise InputError(f"{map_path}: not a map (perturbation '{first}' has several rows: wells, not profiles); make one with `morphoscale map`")
+    return m
 
-        def save(name: str, df: pd.DataFrame) -> pd.DataFrame:
-            df.to_csv(part / f"{name}.csv", index=False)
-            return df
 
-        G, genes = gene_profiles(m)
-        complexes = read_complexes(ann / "CORUM_clusters.tsv")
-        if len(genes) >= 2:
-            sources = load_sources(ann, SOURCES, extra_pairs)
-            for name, path in (extra_pairs or {}).items():
-                if not len(pair_indices(sources[name], genes)):
-                    raise InputError(f"{path}: no pair of this annotation has both genes in the map ({len(genes)} genes)")
-            recall = save("recall", relationship_recall(G, genes, sources))
-            summary["recall"] = recall.to_dict(orient="records")
-            ks = save("complexes", complex_ks(G, genes, complexes))
-            summary["complexes"] = {"n_tested": len(ks), "fraction_significant": float((ks["corrected_p_value"] < 0.05).mean()) if len(ks) else None, "random": 0.05}
-            try:
-                cons = save("map_consistency", phenotypic_consistency(G, genes, complexes, null_size=null_size, seed=seed))
-                summary["map_consistency"] = {"n_groups": len(cons), "mean_map": float(cons["mean_average_precision"].mean()), "fraction_retrieved": fraction_retrieved(cons), "random_fraction_retrieved": 0.05}
-            except InputError as e:
-                summary["map_consistency"] = {"skipped": str(e)}
-            if figures:
-                plots.recall_bars(recall, part / "recall.png")
-                # small maps rarely hold 10 genes of one complex: rank smaller ones for the figure
-                shown = ks if len(ks) else complex_ks(G, genes, complexes, min_genes=3)
-                plots.complex_heatmap(G, genes, complexes, shown, part / "complex_heatmap.png")
-        C, compounds = compound_profiles(m)
-        if compounds and compound_targets:
-            targets = read_targets(compound_targets)
-            cg = save("compound_gene", compound_gene_retrieval(C, compounds, G, genes, targets))
-            summary["compound_gene"] = {"n": len(cg), "mean_auc": float(cg["auc"].mean()) if len(cg) else None, "random_auc": 0.5,
-                                        "mean_average_precision": float(cg["average_precision"].mean()) if len(cg) else None,
-                                        "random_average_precision": float(cg["random_average_precision"].mean()) if len(cg) else None}
-            ctrl = np.asarray(m.X, dtype=np.float64)[m.obs["is_control"].to_numpy(bool)]
-            if len(ctrl):
-                summary["drug_similarity"] = drug_similarity_score(C, compounds, ctrl, targets)
-        if W is not None:
-            X, obs = np.asarray(W.X, dtype=np.float64), W.obs.reset_index(drop=True)
-            rc = save("consistency", replicate_consistency(X, obs, seed=seed))
-            mag = save("magnitude", perturbation_magnitude(X, obs, seed=seed))
-            summary["consistency"] = {"n": len(rc), "fraction_significant": float((rc["p_value"] < 0.05).mean()) if len(rc) else None, "random": 0.05}
-            summary["magnitude"] = {"n": len(mag), "fraction_significant": float((mag["p_value"] < 0.05).mean()) if len(mag) else None, "random": 0.05}
-            act = save("map_activity", phenotypic_activity(X, obs, null_size=null_size, seed=seed))
-            summary["map_activity"] = {"n": len(act), "mean_map": float(act["mean_average_precision"].mean()), "fraction_retrieved": fraction_retrieved(act), "random_fraction_retrieved": 0.05}
-            if (obs["perturbation_type"].astype(str) == "compound").any() and "plate" in obs.columns and obs["plate"].nunique() >= 2:
-                summary["drug_vs_control"] = save("drug_vs_control", drug_vs_control(X, obs, seed=seed)).to_dict(orient="records")
-            if clustering:
-                summary["clustering"] = save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")
-            if figures and raw is not None:
-                R = read_embeddings(Path(raw))
-                before = pd.DataFrame(np.asarray(R.X), index=R.obs_names.astype(str)).reindex(W.obs_names.astype(str))
-                if not before.isna().any().any():
-                    plots.umap_by_batch(before.to_numpy(), X, obs["batch"].astype(str).to_numpy(), part / "umap_batch.png", seed=seed)
-        (part / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-        commit_dir(part, out)
-    finally:
-        shutil.rmtree(part, ignore_errors=True)  # an error leaves nothing behind
-    return summary
+def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: int, seed: int, figures: bool) -> None:
+    if len(genes) < 2:
+        res.summary["recall"] = {"skipped": f"the map has {len(genes)} gene profile(s); recall needs at least 2"}
+        return
+    sources = load_sources(ann, SOURCES, extra_pairs)
+    for name, path in (extra_pairs or {}).items():
+        if not len(pair_indices(sources[name], genes)):
+            raise InputError(f"{path}: no pair of this annotation has both genes in the map ({len(genes)} genes)")
+    complexes = read_complexes(ann / "CORUM_clusters.tsv")
+
+    def recall():
+        table, reps = recall_with_replicates(G, genes, sources)
+        res.save("recall", table)
+        res.summary["recall"] = table.to_dict(orient="records")
+        res.replicates.append(reps)
+        for r in table.itertuples():
+            res.summary["estimates"][recall_metric(r.source, r.lower)] = {"value": r.recall, "se": r.se, "ci_low": r.ci_low, "ci_high": r.ci_high, "n_units": r.n_genes}
+        if figures:
+            plots.recall_bars(table, res.folder / "recall.png")
+
+    def ks():
+        t = res.save("complexes", complex_ks(G, genes, complexes))
+        entry = res.summary["complexes"] = {"n_tested": len(t), "random": 0.05}
+        if not len(t):
+            entry["skipped"] = "no CORUM complex has 10 or more genes in the map"
+            return
+        res.fraction("complexes", "fraction_significant", (t["corrected_p_value"] < 0.05).to_numpy(), t["complex"], entry)
+
+    def consistency():
+        t = res.save("map_consistency", phenotypic_consistency(G, genes, complexes, null_size=null_size, seed=seed))
+        entry = res.summary["map_consistency"] = {"n_groups": len(t), "mean_map": float(t["mean_average_precision"].mean()), "random_fraction_retrieved": 0.05}
+        res.fraction("map_consistency", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["group"], entry)
+
+    def heatmap():
+        ks_table = complex_ks(G, genes, complexes)
+        # small maps rarely hold 10 genes of one complex: rank smaller ones for the figure
+        shown = ks_table if len(ks_table) else complex_ks(G, genes, complexes, min_genes=3)
+        plots.complex_heatmap(G, genes, complexes, shown, res.folder / "complex_heatmap.png")
+
+    res.run("recall", recall)
+    res.run("complexes", ks)
+    res.run("map_consistency", consistency)
+    if figures:
+        res.run("complex_heatmap", heatmap)
+
+
+def _compound_metrics(res: _Results, m, G, genes, compound_targets) -> None:
+    C, compounds = compound_profiles(m)
+    if not (compounds and compound_targets):
+        return
+    targets = read_targets(compound_targets)
+
+    def retrieval():
+        t = res.save("compound_gene", compound_gene_retrieval(C, compounds, G, genes, targets))
+        if not len(t):
+            raise InputError("no compound of the map has an annotated target among its genes")
+        entry = res.summary["compound_gene"] = {"n": len(t), "random_auc": 0.5, "random_average_precision": float(t["random_average_precision"].mean())}
+        for field, col, bounds in (("mean_auc", "auc", (0.0, 1.0)), ("mean_average_precision", "average_precision", (0.0, 1.0))):
+            est, reps = mean_with_interval(t[col].to_numpy(), t["compound"], f"compound_gene/{field}", bounds)
+            entry[field] = est.value
+            res.estimate(f"compound_gene/{field}", est, reps, entry, field)
+
+    def similarity():
+        ctrl = np.asarray(m.X, dtype=np.float64)[m.obs["is_control"].to_numpy(bool)]
+        if not len(ctrl):
+            raise InputError("the map has no control profile")
+        res.summary["drug_similarity"] = drug_similarity_score(C, compounds, ctrl, targets)
+
+    res.run("compound_gene", retrieval)
+    res.run("drug_similarity", similarity)
+
+
+def _well_metrics(res: _Results, W, null_size: int, seed: int, clustering: bool, figures: bool, raw: Path | None) -> None:
+    from ..maps.build import read_embeddings
+
+    X, obs = np.asarray(W.X, dtype=np.float64), W.obs.reset_index(drop=True)
+
+    def per_perturbation(key: str, table_fn, field: str, flag):
+        def go():
+            t = res.save(key, table_fn())
+            entry = res.summary[key] = {"n": len(t), "random": 0.05}
+            res.fraction(key, field, flag(t), t["perturbation"], entry)
+        return go
+
+    res.run("consistency", per_perturbation("consistency", lambda: replicate_consistency(X, obs, seed=seed), "fraction_significant", lambda t: t["p_value"] < 0.05))
+    res.run("magnitude", per_perturbation("magnitude", lambda: perturbation_magnitude(X, obs, seed=seed), "fraction_significant", lambda t: t["p_value"] < 0.05))
+
+    def activity():
+        t = res.save("map_activity", phenotypic_activity(X, obs, null_size=null_size, seed=seed))
+        entry = res.summary["map_activity"] = {"n": len(t), "mean_map": float(t["mean_average_precision"].mean()), "random_fraction_retrieved": 0.05}
+        res.fraction("map_activity", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["perturbation"], entry)
+
+    res.run("map_activity", activity)
+    if (obs["perturbation_type"].astype(str) == "compound").any() and "plate" in obs.columns and obs["plate"].nunique() >= 2:
+        res.run("drug_vs_control", lambda: res.summary.__setitem__("drug_vs_control", res.save("drug_vs_control", drug_vs_control(X, obs, seed=seed)).to_dict(orient="records")))
+    if clustering:
+        res.run("clustering", lambda: res.summary.__setitem__("clustering", res.save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")))
+    if figures and raw is not None:
+        def umap():
+            R = read_embeddings(Path(raw))
+            before = pd.DataFrame(np.asarray(R.X), index=R.obs_names.astype(str)).reindex(W.obs_names.astype(str))
+            if not before.isna().any().any():
+                plots.umap_by_batch(before.to_numpy(), X, obs["batch"].astype(str).to_numpy(), res.folder / "umap_batch.png", seed=seed)
+        res.run("umap", umap)
+
+
+def _truth_metrics(res: _Results, W, G, genes, truth, seed: int) -> None:
+    from .truth import decoding_r2, truth_cosine_correlation
+
+    wells, phenotypes, params = truth
+
+    def decoding():
+        if W is None:
+            raise InputError("decoding R2 needs the aligned well embeddings (the map's .wells.h5ad)")
+        table, est, reps, _ = decoding_r2(np.asarray(W.X), W.obs.reset_index(drop=True), wells, params, seed=seed)
+        res.save("decoding_r2", table)
+        entry = res.summary["decoding_r2"] = {"mean_r2": est.value, "n_wells": int(len(W)), "random": 0.0, "by_parameter": dict(zip(table["parameter"], table["r2"]))}
+        res.estimate("decoding_r2", est, reps, entry, "mean_r2")
+
+    def cosine():
+        est, reps, n = truth_cosine_correlation(G, genes, phenotypes, params)
+        entry = res.summary["truth_cosine"] = {"spearman": est.value, "n_genes": n, "random": 0.0}
+        res.estimate("truth_cosine_spearman", est, reps, entry, "spearman")
+
+    res.run("decoding_r2", decoding)
+    res.run("truth_cosine", cosine)
 
 
 def _json_default(o):

@@ -72,6 +72,8 @@ class CompareConfig(_Strict):
     # scored beside the grid, on the same split, outside the budget: the hand-crafted features,
     # the oracle, an untrained model (kind: model, train: {random_init: true, ...})
     references: list[EncoderSpec] = []
+    # the reference every cell is compared with, paired (default: the first untrained model reference)
+    baseline: str | None = None
     workers: int | None = None
     isolate: bool = True  # each cell trains in its own process: its peak memory is its own, not earlier cells' residue
     # cells trained at once (one GPU each where there are GPUs); above 1, their times and memory
@@ -90,6 +92,8 @@ class CompareConfig(_Strict):
         taken = sorted(cells & {r.name for r in self.references})
         if taken:
             raise ValueError(f"reference name '{taken[0]}' is the name of a cell of the grid")
+        if self.baseline is not None and self.baseline not in {r.name for r in self.references}:
+            raise ValueError(f"baseline '{self.baseline}' is not one of the references")
         reserved = {"model", "model_overrides", "augment", "crop", "seed", "max_steps", "max_time_seconds", "split"}
         clash = sorted(reserved & set(self.train))
         if clash:
@@ -142,35 +146,67 @@ def setups(cfg: CompareConfig) -> list[dict]:
     return out
 
 
+def baseline_of(cfg: CompareConfig) -> str | None:
+    """The reference each cell is paired with: the named one, else the first untrained model."""
+    if cfg.baseline:
+        return cfg.baseline
+    return next((r.name for r in cfg.references if r.kind == "model" and isinstance(r.train, dict) and r.train.get("random_init")), None)
+
+
 def run_config(cfg: CompareConfig) -> RunConfig:
-    encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump()} for s in setups(cfg)]
+    base = baseline_of(cfg)
+    encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump(), "baseline": base} for s in setups(cfg)]
     encoders += [r.model_dump() for r in cfg.references]
     return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "split": cfg.split.model_dump(), "map": cfg.map.model_dump(),
                                      "bench": cfg.bench.model_dump(), "workers": cfg.workers,
                                      "isolate_training": cfg.isolate, "parallel_training": cfg.parallel})
 
 
-def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec] = ()) -> pd.DataFrame:
-    """One row per setup: axes, cost (resources.json) and quality (bench summary.json); then
-    one per reference encoder (augment and crop "-": not part of the grid)."""
+# the columns of the results table: short name -> headline metric (each with _ci_low, _ci_high)
+RESULT_METRICS = {
+    **{f"recall_{src}": f"recall/{src}/5" for src in ("CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB")},
+    "map_activity_fraction": "map_activity/fraction_retrieved",
+    "consistency_fraction": "consistency/fraction_significant",
+    "decoding_r2": "decoding_r2",
+    "truth_cosine": "truth_cosine_spearman",
+}
+PAIRED_METRICS = ("recall_CORUM", "decoding_r2", "truth_cosine")  # also reported as differences from the baseline
+
+
+def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec] = (), baseline: str | None = None) -> pd.DataFrame:
+    """One row per setup: axes, cost (resources.json), quality (bench summary, with 95% intervals)
+    and, against the baseline reference, the paired difference of the headline metrics; then one
+    row per reference encoder (augment and crop "-": not part of the grid)."""
     import json
+
+    from ..bench import summary
 
     rows = []
     refs = [{"name": r.name, "model": r.name, "preset": r.kind, "augment": "-", "crop": "-", "seed": 0, "images_per_step": None, "train": {}} for r in references]
+    results = summary.run_results(run_dir, [s["name"] for s in cells + refs])
     for s in cells + refs:
         d = Path(run_dir) / "encoders" / s["name"]
         res = json.loads((d / "train" / "resources.json").read_text()) if (d / "train" / "resources.json").exists() else {}
-        summ = json.loads((d / "bench" / "summary.json").read_text()) if (d / "bench" / "summary.json").exists() else {}
         row = {k: s[k] for k in ("name", "model", "preset", "augment", "crop", "seed", "images_per_step")}
         row["max_steps"] = s["train"].get("max_steps")
         for k in ("optimizer_steps", "images_seen", "wall_seconds", "images_per_second", "peak_rss_mb", "peak_gpu_mb", "parameters", "flops_per_image", "training_flops"):
             row[k] = res.get(k)
-        for r in summ.get("recall", []):
-            if r["lower"] == 5.0:
-                row[f"recall_{r['source']}"] = r["recall"]
-                row["random_recall"] = r["random_recall"]
-        row["map_activity_fraction"] = summ.get("map_activity", {}).get("fraction_retrieved")
-        row["consistency_fraction"] = summ.get("consistency", {}).get("fraction_significant")
+        r = results.get(s["name"])
+        if r is not None:
+            for short, metric in RESULT_METRICS.items():
+                e = r.estimates.get(metric)
+                if e is not None:
+                    row[short], row[f"{short}_ci_low"], row[f"{short}_ci_high"] = e["value"], e["ci_low"], e["ci_high"]
+            rec = r.recall()
+            if len(rec):
+                row["random_recall"] = float(rec["random_recall"].iloc[0])
+            if baseline and baseline in results and s["name"] != baseline:
+                p = summary.paired(r, results[baseline]).set_index("metric")
+                for short in PAIRED_METRICS:
+                    m = RESULT_METRICS[short]
+                    if m in p.index:
+                        row[f"{short}_minus_baseline"] = p.loc[m, "difference"]
+                        row[f"{short}_minus_baseline_ci_low"], row[f"{short}_minus_baseline_ci_high"] = p.loc[m, "ci_low"], p.loc[m, "ci_high"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -201,7 +237,11 @@ def plots(results: pd.DataFrame, out: Path) -> list[Path]:
     results = results[results["augment"] != "-"]
     fig, ax = plt.subplots(figsize=(7.5, 4))
     for name, g in results.groupby("model", sort=False):
-        ax.scatter(g["training_flops"], g[metric], label=name)
+        if f"{metric}_ci_low" in g.columns:
+            err = np.vstack([g[metric] - g[f"{metric}_ci_low"], g[f"{metric}_ci_high"] - g[metric]]).clip(0)
+            ax.errorbar(g["training_flops"], g[metric], yerr=np.nan_to_num(err), fmt="o", capsize=3, label=name)
+        else:
+            ax.scatter(g["training_flops"], g[metric], label=name)
         gm = g.groupby("training_flops")[metric].mean()
         ax.plot(gm.index, gm.values, alpha=0.5)
     for (_, r), color in zip(refs.iterrows(), ("grey", "olive", "teal", "purple")):
@@ -244,8 +284,9 @@ def report_section(results: pd.DataFrame, summary: pd.DataFrame, figures: list[P
     return f"""
 <h2>Comparison grid: every setup under the same budget</h2>
 <p>Images seen, steps, time and memory as measured by each run (resources.json); FLOPs counted by torch over one
-training step, times the images seen. Random recall beside every recall.</p>
-{_table(results[[c for c in cols if c in results.columns]])}
+training step, times the images seen. Random recall beside every recall; every metric with its 95% interval (jackknife),
+and the headline metrics as paired differences from the untrained baseline on the same genes and wells.</p>
+{_table(pd.DataFrame([{c.replace("_", " "): format_cell(r, c) for c in cols} for _, r in results.iterrows()]))}
 <h3>Mean and sd over seeds</h3>
 {_table(summary)}
 <div class=row>{figs}</div>
@@ -254,7 +295,8 @@ training step, times the images seen. Random recall beside every recall.</p>
 
 def table_columns(results: pd.DataFrame) -> list[str]:
     cols = ["name", "images_seen", "optimizer_steps", "wall_seconds", "images_per_second", "peak_rss_mb", "parameters", "training_flops"]
-    cols += [c for c in results.columns if c.startswith("recall_")] + ["random_recall", "map_activity_fraction"]
+    cols += [c for c in RESULT_METRICS if c.startswith("recall_")] + ["random_recall", "map_activity_fraction", "decoding_r2", "truth_cosine"]
+    cols += [f"{c}_minus_baseline" for c in PAIRED_METRICS]
     return [c for c in cols if c in results.columns]
 
 
@@ -272,12 +314,22 @@ def format_value(v) -> str:
     return str(v)
 
 
+def format_cell(row, col: str) -> str:
+    """A value with its 95% interval where the table has one (col_ci_low, col_ci_high)."""
+    from ..bench.summary import fmt
+
+    lo, hi = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
+    if lo is not None and hi is not None and not pd.isna(lo):
+        return fmt(row[col], lo, hi)
+    return format_value(row[col])
+
+
 def markdown_table(results: pd.DataFrame) -> str:
     """The results as a Markdown table (compare/results.md), to paste into notes and docs."""
     cols = table_columns(results)
 
     lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "|".join("---" if c == "name" else "---:" for c in cols) + "|"]
-    lines += ["| " + " | ".join(format_value(r[c]) for c in cols) + " |" for _, r in results.iterrows()]
+    lines += ["| " + " | ".join(format_cell(r, c) for c in cols) + " |" for _, r in results.iterrows()]
     return "\n".join(lines) + "\n"
 
 
@@ -288,7 +340,7 @@ def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: b
     cells = setups(cfg)
     flow = Flow(run_config(cfg), out)
     flow.run(start, progress=progress, console=console)
-    results = results_table(flow.out, cells, cfg.references)
+    results = results_table(flow.out, cells, cfg.references, baseline_of(cfg))
     summary = summarize(results)
     folder = flow.out / "compare"
     folder.mkdir(exist_ok=True)

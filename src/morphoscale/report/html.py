@@ -151,12 +151,14 @@ def recall_figure(table: pd.DataFrame) -> str:
     width = 0.8 / len(encs)
     for k, e in enumerate(encs):
         r = table[table["encoder"] == e].set_index("source").reindex(sources)
-        ax.bar(np.arange(len(sources)) + k * width - 0.4 + width / 2, r["recall"], width, label=e)
+        err = np.vstack([(r["recall"] - r["ci_low"]).clip(lower=0), (r["ci_high"] - r["recall"]).clip(lower=0)]).astype(float)
+        ax.bar(np.arange(len(sources)) + k * width - 0.4 + width / 2, r["recall"], width, yerr=np.nan_to_num(err), capsize=2, label=e,
+               error_kw={"elinewidth": 0.8, "ecolor": "#444"})
     rnd = table.groupby("source", sort=False)["random"].first().reindex(sources)
     for i, v in enumerate(rnd):
         ax.hlines(v, i - 0.45, i + 0.45, colors="crimson", linestyles="--", label="random" if i == 0 else None)
     ax.set_xticks(np.arange(len(sources)), sources)
-    ax.set_ylabel("recall (5% / 95%)")
+    ax.set_ylabel("recall (5% / 95%), 95% CI")
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return _fig(fig, "recall per source and encoder")
@@ -190,14 +192,15 @@ def distributions_figure(encoders: dict[str, Path]) -> str:
     return _fig(fig, "consistency and magnitude distributions")
 
 
-def summary_table(encoders: dict[str, Path], seconds: dict[str, float]) -> pd.DataFrame:
+def summary_table(encoders: dict[str, Path], results: dict, seconds: dict[str, float]) -> pd.DataFrame:
+    """One row per encoder: every headline metric with its interval, dims and cost."""
+    from ..bench.summary import fmt, headline_metrics
+
     rows = []
     for name, d in encoders.items():
-        f = d / "bench" / "summary.json"
-        if not f.exists():
+        r = results.get(name)
+        if r is None:
             continue
-        s = json.loads(f.read_text())
-        rec = {r["source"]: r["recall"] for r in s.get("recall", []) if r["lower"] == 5.0}
         emb = d / "embeddings.h5ad"
         dim = None
         if emb.exists():
@@ -205,15 +208,44 @@ def summary_table(encoders: dict[str, Path], seconds: dict[str, float]) -> pd.Da
 
             with h5py.File(emb, "r") as h:
                 dim = int(h["X"].shape[1])
-        row = {"encoder": name, "dims": dim, **{f"{k} recall": v for k, v in rec.items()}}
-        row["mAP activity: fraction retrieved"] = s.get("map_activity", {}).get("fraction_retrieved")
-        row["replicate consistency: fraction significant"] = s.get("consistency", {}).get("fraction_significant")
-        row["complexes significant (KS)"] = s.get("complexes", {}).get("fraction_significant")
-        cg = s.get("compound_gene", {})
-        row["compound-gene AUC"] = cg.get("mean_auc")
+        row = {"encoder": name, "dims": dim}
+        for h in headline_metrics():
+            e = r.estimates.get(h.metric)
+            row[h.label] = fmt(e["value"], e["ci_low"], e["ci_high"]) if e else None
         row["train + embed seconds"] = round(seconds.get(f"train:{name}", 0) + seconds.get(f"embed:{name}", 0), 1)
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.dropna(axis=1, how="all")
+        rnd = {"encoder": "random"}
+        first = next(iter(results.values()))
+        for h in headline_metrics():
+            v = first.random_of(h)
+            if h.label in df.columns and v is not None:
+                rnd[h.label] = f"{v:.3f}"
+        df = pd.concat([df, pd.DataFrame([rnd])], ignore_index=True)
+    return df
+
+
+def paired_section(run_dir: Path) -> str:
+    from ..bench.summary import fmt
+
+    f = run_dir / "paired.csv"
+    if not f.exists():
+        return ""
+    t = pd.read_csv(f)
+    if not len(t):
+        return ""
+    show = pd.DataFrame({"encoder - baseline": t["encoder"] + " - " + t["baseline"], "metric": t["label"], "encoder": t["a"], "baseline": t["b"],
+                         "difference [95% CI]": [fmt(d, lo, hi) for d, lo, hi in zip(t["difference"], t["ci_low"], t["ci_high"])], "": t["note"].fillna("")})
+    return ("<h2>Each encoder against its baseline, paired</h2><p>The same genes (perturbations, compounds) scored in both maps: the "
+            "jackknife replicates of the difference are the differences of the replicates, so the interval is the paired one. "
+            "A difference inside its interval is not evidence of a difference.</p>" + _table(show))
+
+
+def skipped_section(results: dict) -> str:
+    rows = [{"encoder": n, "metric": k, "why": v} for n, r in results.items() for k, v in r.skipped().items()]
+    return ("<h3>Metrics that could not run</h3>" + _table(pd.DataFrame(rows))) if rows else ""
 
 
 def split_note(split: dict) -> str:
@@ -241,15 +273,20 @@ def write_report(run_dir: Path) -> Path:
     seconds = {k: v.get("seconds", 0.0) for k, v in stages.items()}
     store = Path(cfg["data"]["store"]) if cfg["data"].get("store") else run_dir / "store.zarr"
 
-    from ..run.flow import recall_table
+    from ..bench.summary import fmt, recall_table, run_results
 
-    table = recall_table(run_dir, list(encoders))
-    wide = table.pivot_table(index="encoder", columns="source", values="recall", sort=False).reset_index() if len(table) else table
+    results = run_results(run_dir, list(encoders))
+    table = recall_table(results)
+    if len(table):
+        table["shown"] = [fmt(v, lo, hi) for v, lo, hi in zip(table["recall"], table["ci_low"], table["ci_high"])]
+        wide = table.pivot_table(index="encoder", columns="source", values="shown", sort=False, aggfunc="first").reset_index()
+    else:
+        wide = table
     if len(table):
         rnd = table.groupby("source", sort=False)["random"].first()
-        wide = pd.concat([wide, pd.DataFrame([{"encoder": "random", **rnd.to_dict()}])], ignore_index=True)
+        wide = pd.concat([wide, pd.DataFrame([{"encoder": "random", **{k: f"{v:.3f}" for k, v in rnd.items()}}])], ignore_index=True)
         pairs = table.groupby("source", sort=False)["n_pairs"].first()
-        wide = pd.concat([wide, pd.DataFrame([{"encoder": "pairs in map", **pairs.to_dict()}])], ignore_index=True)
+        wide = pd.concat([wide, pd.DataFrame([{"encoder": "pairs in map", **{k: str(int(v)) for k, v in pairs.items()}}])], ignore_index=True)
     best = table[table["source"] == "CORUM"].sort_values("recall", ascending=False)["encoder"].tolist() if len(table) else []
     best = [b for b in best if (encoders[b] / "bench" / "complex_heatmap.png").exists()]
 
@@ -260,22 +297,28 @@ def write_report(run_dir: Path) -> Path:
         heat = f"<p>Encoder with the highest CORUM recall: <b>{html.escape(best[0])}</b>.</p>{_file_img(encoders[best[0]] / 'bench' / 'complex_heatmap.png', 'complex heatmap', 700)}"
         others = "".join(f"<figure>{_file_img(encoders[b] / 'bench' / 'complex_heatmap.png', f'complex heatmap {b}', 500)}<figcaption>{html.escape(b)}</figcaption></figure>" for b in best[1:])
         heat += f"<details><summary>the other encoders</summary><div class=row>{others}</div></details>" if others else ""
-    map_rows, cg_rows = [], []
-    for n, d in encoders.items():
-        f = d / "bench" / "summary.json"
-        if not f.exists():
-            continue
-        s = json.loads(f.read_text())
+    map_rows, cg_rows, truth_rows = [], [], []
+
+    def ci(entry: dict, key: str) -> str:
+        lo, hi = (entry.get(f"{key}_ci") or [None, None])
+        return fmt(entry.get(key), lo, hi)
+
+    for n, r in results.items():
+        s = r.summary
         a = s.get("map_activity", {})
         mc = s.get("map_consistency", {})
-        map_rows.append({"encoder": n, "activity: mean mAP": a.get("mean_map"), "activity: fraction retrieved": a.get("fraction_retrieved"),
+        map_rows.append({"encoder": n, "activity: mean mAP": a.get("mean_map"), "activity: fraction retrieved [95% CI]": ci(a, "fraction_retrieved"),
                          "random fraction": a.get("random_fraction_retrieved"), "CORUM consistency: mean mAP": mc.get("mean_map"),
-                         "CORUM consistency: fraction retrieved": mc.get("fraction_retrieved")})
+                         "CORUM consistency: fraction retrieved [95% CI]": ci(mc, "fraction_retrieved")})
         cg = s.get("compound_gene")
-        if cg:
-            cg_rows.append({"encoder": n, "compounds": cg.get("n"), "mean AUC": cg.get("mean_auc"), "random AUC": cg.get("random_auc"),
-                            "mean average precision": cg.get("mean_average_precision"), "random average precision": cg.get("random_average_precision")})
-    recall_json = json.dumps(table.to_dict(orient="records")).replace("</", "<\\/")  # safe inside <script>
+        if cg and "skipped" not in cg:
+            cg_rows.append({"encoder": n, "compounds": cg.get("n"), "mean AUC [95% CI]": ci(cg, "mean_auc"), "random AUC": cg.get("random_auc"),
+                            "mean average precision [95% CI]": ci(cg, "mean_average_precision"), "random average precision": cg.get("random_average_precision")})
+        dr, tc = s.get("decoding_r2", {}), s.get("truth_cosine", {})
+        if "mean_r2" in dr or "spearman" in tc:
+            truth_rows.append({"encoder": n, "decoding R2 [95% CI]": ci(dr, "mean_r2"), "cosine correlation with the truth [95% CI]": ci(tc, "spearman"),
+                               "genes": tc.get("n_genes"), "random": 0.0})
+    recall_json = json.dumps(table.drop(columns="shown", errors="ignore").to_dict(orient="records")).replace("</", "<\\/")  # safe inside <script>
     stage_df = pd.DataFrame([{"stage": k, "seconds": v.get("seconds"), "finished": v.get("finished")} for k, v in stages.items()])
     extra = run_dir / "report_extra.html"  # sections a run adds (the real-data probe)
     head = f"""
@@ -294,12 +337,19 @@ def write_report(run_dir: Path) -> Path:
         body = head + f"""
 <h2>Every encoder side by side</h2>
 {split_note(cfg.get('split') or {})}
-{_table(summary_table(encoders, seconds))}
-<p>Random baselines: recall 0.10 at 5%/95%; fraction retrieved or significant 0.05; AUC 0.5.</p>
+<p>Every number with its 95% interval (delete-one-unit jackknife: genes for gene-gene metrics, perturbations, compounds
+or complexes for per-perturbation tables); the last row is what a random map scores.</p>
+{_table(summary_table(encoders, results, seconds))}
+{skipped_section(results)}
+{paired_section(run_dir)}
 <h2>Relationship recall</h2>
-<p>Fraction of known gene pairs whose cosine similarity falls in the top or bottom 5% of all gene pairs (random: 0.10).</p>
+<p>Fraction of known gene pairs whose cosine similarity falls in the bottom 5% or top 5% of all gene pairs, by
+efaar-benchmarking's rank rule (random: about 0.10), with 95% intervals.</p>
 {_table(wide)}
 {recall_figure(table)}
+{('<h2>Against the simulated truth</h2><p>Decoding R2: ridge regression from aligned well embeddings to the 15 true morphology parameters of each well, '
+  'cross-validated with folds grouped by plate (0 = predicting the mean). Cosine correlation: Spearman correlation between the '
+  "map's gene-gene cosines and those of the genes' true phenotypes.</p>" + _table(pd.DataFrame(truth_rows))) if truth_rows else ''}
 <script type="application/json" id="recall-table">{recall_json}</script>
 <h2>Data</h2>
 {data_section(store)}

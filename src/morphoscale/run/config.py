@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError
+from ..maps.align import DEFAULT_ALIGNER
 
 STAGES = ("data", "train", "embed", "map", "bench", "report")
 
@@ -74,6 +75,9 @@ class EncoderSpec(_Strict):
     train: Path | dict | None = None  # kind model: a train config file or inline keys
     embed: EmbedSpec = EmbedSpec()
     features: FeatureSpec = FeatureSpec()
+    # the fair floor: another encoder of the run (the same architecture and readout at random
+    # init); every metric of this one is also reported as a paired difference against it
+    baseline: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -92,14 +96,24 @@ class EncoderSpec(_Strict):
 class MapSpec(_Strict):
     """Alignment on control wells and aggregation to perturbations (`morphoscale map`)."""
 
-    align: Literal["none", "center_scale", "pca_center_scale", "tvn", "sphering", "harmony"] = "tvn"
+    align: str = DEFAULT_ALIGNER  # one of maps.align.ALIGNERS; tvn is efaar 1.0's exactly (docs/map.md)
     aggregate: Literal["mean", "median"] = "mean"
+
+    @field_validator("align")
+    @classmethod
+    def _known_aligner(cls, v):
+        from ..maps.align import ALIGNERS
+
+        if v not in ALIGNERS:
+            raise ValueError(f"unknown alignment '{v}'; choose one of {', '.join(ALIGNERS)}")
+        return v
 
 
 class BenchSpec(_Strict):
     """The benchmark suite (`morphoscale bench`)."""
 
     compound_targets: Path | None = None  # CSV compound,target; default for a simulated screen: its ground truth
+    truth: bool = True  # a simulated screen: decoding R2 and cosine correlation against its ground_truth/
     clustering: bool = False  # also UMAP + HDBSCAN cluster scores (slow)
     null_size: int = Field(2000, ge=100)  # permutations of the mAP nulls
 
@@ -137,6 +151,9 @@ class RunConfig(_Strict):
             raise ValueError(f"encoder names must be unique ({', '.join(dup)} repeated)")
         if any(e.kind == "oracle" for e in self.encoders) and self.data.simulate is None:
             raise ValueError("an oracle encoder needs a simulated screen (data.simulate)")
+        for e in self.encoders:
+            if e.baseline is not None and (e.baseline not in names or e.baseline == e.name):
+                raise ValueError(f"encoder '{e.name}': baseline '{e.baseline}' is not another encoder of the run")
         for e in self.encoders:
             if self.split.active and isinstance(e.train, dict) and "split" in e.train and Split.model_validate(e.train["split"]) != self.split:
                 raise ValueError(f"encoders.{e.name}.train.split differs from the run's split; set the split once, at the top")

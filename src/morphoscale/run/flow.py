@@ -7,7 +7,8 @@ A run folder:
     screen/                   the simulated screen (data.simulate)
     store.zarr                the image store (unless data.store names one)
     encoders/<name>/          train/ (model), embeddings.h5ad, map.h5ad (+ map.wells.h5ad), bench/
-    recall.csv                relationship recall of every encoder (the table printed at the end)
+    recall.csv                relationship recall of every encoder with its interval (the table printed at the end)
+    paired.csv                each encoder with a baseline: every metric's paired difference and its interval
     report.html
 """
 
@@ -28,7 +29,6 @@ from .. import __version__
 from ..errors import ConfigError, InputError
 from .config import STAGES, EncoderSpec, RunConfig
 
-RECALL_LOWER = 5.0  # the recall table: pairs in the top/bottom 5% of cosine similarities
 # first guesses of a stage's wall time on 2 CPU cores, for the ETA until one of its kind has run
 TYPICAL_SECONDS = {"data": 30.0, "train": 120.0, "embed": 30.0, "map": 2.0, "bench": 15.0, "report": 10.0}
 
@@ -96,8 +96,11 @@ class Flow:
                 self.stages.append(Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda e=e: self._oracle(e), [emb]))
             self.stages.append(Stage(f"map:{e.name}", "map", {**cfg.map.model_dump(), **self._split_spec()}, [f"embed:{e.name}"], lambda e=e: self._map(e), [ed / "map.h5ad"]))
             self.stages.append(Stage(f"bench:{e.name}", "bench", cfg.bench.model_dump(mode="json"), [f"map:{e.name}"], lambda e=e: self._bench(e), [ed / "bench" / "summary.json"]))
-        self.stages.append(Stage("report", "report", {"encoders": [e.name for e in cfg.encoders]}, [f"bench:{e.name}" for e in cfg.encoders],
-                                 self._report, [self.out / "recall.csv", self.out / "report.html"]))
+        self.stages.append(Stage("report", "report", {"encoders": [e.name for e in cfg.encoders], "baselines": self.baselines()}, [f"bench:{e.name}" for e in cfg.encoders],
+                                 self._report, [self.out / "recall.csv", self.out / "paired.csv", self.out / "report.html"]))
+
+    def baselines(self) -> dict[str, str]:
+        return {e.name: e.baseline for e in self.cfg.encoders if e.baseline}
 
     def _split_spec(self) -> dict:
         return {"split": self.cfg.split.model_dump()} if self.cfg.split.active else {}  # inactive: keys as before
@@ -334,12 +337,16 @@ class Flow:
         gt = self.screen / "ground_truth" / "compound_targets.csv"
         return gt if self.cfg.data.simulate and gt.exists() else None
 
+    def truth(self) -> Path | None:
+        gt = self.screen / "ground_truth"
+        return gt if self.cfg.bench.truth and self.cfg.data.simulate and gt.exists() else None
+
     def _bench(self, e: EncoderSpec) -> None:
         from ..bench.run import run_bench
 
         ed = self.enc_dir(e)
         run_bench(ed / "map.h5ad", ed / "bench", raw=ed / "embeddings.h5ad", compound_targets=self.compound_targets(),
-                  clustering=self.cfg.bench.clustering, null_size=self.cfg.bench.null_size, overwrite=True)
+                  clustering=self.cfg.bench.clustering, null_size=self.cfg.bench.null_size, overwrite=True, truth=self.truth())
 
     def nuclei_table(self) -> Path:
         if self.cfg.probe.nuclei:
@@ -358,25 +365,13 @@ class Flow:
     def _report(self) -> None:
         from ..report.html import write_report
 
-        table = recall_table(self.out, [e.name for e in self.cfg.encoders])
-        _write_text(self.out / "recall.csv", table.to_csv(index=False))
+        from ..bench import summary
+
+        names = [e.name for e in self.cfg.encoders]
+        results = summary.run_results(self.out, names + list(self.baselines().values()))
+        _write_text(self.out / "recall.csv", summary.recall_table(results).to_csv(index=False))
+        _write_text(self.out / "paired.csv", summary.paired_table(results, self.baselines()).to_csv(index=False))
         write_report(self.out)
-
-
-def recall_table(run_dir: Path, encoders: list[str]):
-    """Recall per encoder and source at the 5% threshold, the random baseline beside it."""
-    import pandas as pd
-
-    rows = []
-    for name in encoders:
-        f = Path(run_dir) / "encoders" / name / "bench" / "recall.csv"
-        if not f.exists():
-            continue
-        r = pd.read_csv(f)
-        r = r[r["lower"] == RECALL_LOWER]
-        for _, row in r.iterrows():
-            rows.append({"encoder": name, "source": row["source"], "recall": row["recall"], "random": row["random_recall"], "n_pairs": int(row["n_pairs"])})
-    return pd.DataFrame(rows, columns=["encoder", "source", "recall", "random", "n_pairs"])
 
 
 def _write_text(path: Path, text: str) -> None:

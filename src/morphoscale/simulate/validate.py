@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..maps.align import DEFAULT_ALIGNER
 from .biology import PARAMETERS
 
 
@@ -64,6 +65,6 @@ def corum_recall(emb, align: str) -> dict:
 def properties(sim_dir: Path, store_path: Path) -> pd.DataFrame:
     rows = []
     for name, emb in (("oracle", oracle_embeddings(sim_dir)), ("per-channel intensity means", intensity_mean_embeddings(store_path))):
-        for align in ("none", "tvn"):
+        for align in ("none", DEFAULT_ALIGNER):
             rows.append({"embedding": name, "align": align, **corum_recall(emb, align)})
     return pd.DataFrame(rows)

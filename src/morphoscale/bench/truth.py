@@ -1,0 +1,138 @@
+"""Measures against the simulated screen's ground truth, which resolve encoders better than
+recall does: how much of each well's true morphology a linear readout recovers, and how
+well the map's gene-gene geometry follows the true phenotypes'.
+
+- Decoding R2: ridge regression (standardized embeddings, penalty chosen by inner
+  cross-validation) from each aligned well embedding to the well's 15 true morphology
+  parameters (ground_truth/wells.csv), cross-validated with folds grouped by plate, so no
+  plate's wells are both fitted and scored. R2 per parameter over the out-of-fold
+  predictions; the headline is their mean. Interval: delete-one-perturbation jackknife of
+  the score over the fixed out-of-fold predictions (each control well its own unit).
+- Cosine correlation: Spearman correlation between the map's gene-gene cosines and the
+  cosines of the genes' true phenotypes (ground_truth/phenotypes.csv), over every pair of
+  genes with a phenotype (a gene without one has no direction). Interval: delete-one-gene
+  jackknife (delete-a-group, 100 groups, above 300 genes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .intervals import Estimate, estimate, replicate_frame
+
+MAX_GENE_UNITS = 300
+
+
+def read_truth(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(wells, phenotypes, parameter names) of a simulated screen's ground_truth/ folder."""
+    import json
+
+    folder = Path(folder)
+    files = {n: folder / n for n in ("wells.csv", "phenotypes.csv", "config.json")}
+    for f in files.values():
+        if not f.exists():
+            raise InputError(f"{f}: not found (give the ground_truth/ folder of a simulated screen)")
+    params = json.loads(files["config.json"].read_text()).get("parameters")
+    wells, phen = pd.read_csv(files["wells.csv"]), pd.read_csv(files["phenotypes.csv"])
+    for name, df, cols in (("wells.csv", wells, ["experiment", "plate", "well", *params]), ("phenotypes.csv", phen, ["gene", *params])):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise InputError(f"{folder / name}: missing column(s) {', '.join(missing[:3])}")
+    wells["_key"] = wells["experiment"].astype(str) + "_" + wells["plate"].astype(str) + "_" + wells["well"].astype(str)
+    return wells, phen, list(params)
+
+
+def _units(obs: pd.DataFrame) -> np.ndarray:
+    """A perturbation's wells are one unit; each control well is its own."""
+    pert = obs["perturbation"].astype(str).to_numpy()
+    return np.where(obs["is_control"].to_numpy(bool), pert + "#" + np.arange(len(obs)).astype(str), pert)
+
+
+def _r2_by_unit(Y: np.ndarray, P: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """R2 per parameter, and the mean R2 with each unit left out (replicates), from sums per unit."""
+    names, codes = np.unique(units, return_inverse=True)
+    def per_unit(v):
+        out = np.zeros((len(names), v.shape[1]))
+        np.add.at(out, codes, v)
+        return out
+    n = len(Y)
+    n_u = np.bincount(codes, minlength=len(names))[:, None].astype(float)
+    s1, s2, e2 = Y.sum(0), (Y**2).sum(0), ((Y - P) ** 2).sum(0)
+    u1, u2, ue = per_unit(Y), per_unit(Y**2), per_unit((Y - P) ** 2)
+    r2 = 1 - e2 / (s2 - s1**2 / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sst = (s2 - u2) - (s1 - u1) ** 2 / (n - n_u)
+        reps = (1 - (e2 - ue) / sst).mean(axis=1)
+    return r2, reps, names
+
+
+def decoding_r2(X: np.ndarray, obs: pd.DataFrame, wells: pd.DataFrame, params: list[str], folds: int = 5, seed: int = 0):
+    """(table of R2 per parameter, Estimate of the mean R2, replicates, out-of-fold predictions)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    for c in ("plate", "well"):
+        if c not in obs.columns:
+            raise InputError(f"decoding R2 needs well-level embeddings with a '{c}' column")
+    key = obs["plate"].astype(str) + "_" + obs["well"].astype(str)
+    truth = wells.set_index("_key").reindex(key)
+    found = truth[params[0]].notna().to_numpy()
+    if found.sum() < 10:
+        raise InputError(f"only {int(found.sum())} wells of the embeddings are in the ground truth (matched on plate and well)")
+    X, obs, Y = np.asarray(X, dtype=np.float64)[found], obs[found].reset_index(drop=True), truth[params].to_numpy(np.float64)[found]
+    groups = obs["plate"].astype(str).to_numpy()
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise InputError("decoding R2 needs wells on at least 2 plates (folds are grouped by plate)")
+    keep = Y.std(axis=0) > 0
+    Y, params = Y[:, keep], [p for p, k in zip(params, keep) if k]
+    P = np.zeros_like(Y)
+    for train, test in GroupKFold(n_splits=min(folds, n_groups)).split(X, Y, groups):
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
+        P[test] = model.fit(X[train], Y[train]).predict(X[test])
+    r2, reps, units = _r2_by_unit(Y, P, _units(obs))
+    table = pd.DataFrame({"parameter": params, "r2": r2})
+    est = estimate(float(r2.mean()), reps, (None, 1.0))
+    preds = pd.DataFrame(P, columns=params)
+    preds.insert(0, "well_key", key[found].to_numpy())
+    return table, est, replicate_frame("decoding_r2", units, reps), preds
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a), rankdata(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = np.sqrt((ra**2).sum() * (rb**2).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def truth_cosine_correlation(G: np.ndarray, genes: list[str], phenotypes: pd.DataFrame, params: list[str]) -> tuple[Estimate, pd.DataFrame, int]:
+    """(Estimate of Spearman(map cosines, true cosines) over gene pairs, replicates, genes used)."""
+    truth = phenotypes.set_index(phenotypes["gene"].astype(str))[params]
+    idx = [i for i, g in enumerate(genes) if g in truth.index]
+    T = truth.loc[[genes[i] for i in idx]].to_numpy(np.float64)
+    has = np.linalg.norm(T, axis=1) > 1e-12
+    idx, T = np.asarray(idx)[has], T[has]
+    if len(idx) < 4:
+        raise InputError(f"only {len(idx)} genes of the map have a true phenotype; the cosine correlation needs 4")
+    M = np.asarray(G, dtype=np.float64)[idx]
+    M = M / np.linalg.norm(M, axis=1, keepdims=True)
+    T = T / np.linalg.norm(T, axis=1, keepdims=True)
+    iu = np.triu_indices(len(idx), 1)
+    a, b = (M @ M.T)[iu], (T @ T.T)[iu]
+    value = _spearman(a, b)
+    names = np.array([genes[i] for i in idx])
+    if len(idx) <= MAX_GENE_UNITS:
+        group, units = np.arange(len(idx)), names
+    else:  # delete-a-group: genes in sorted order dealt into 100 groups (the same genes, the same groups)
+        rank = np.argsort(np.argsort(names))
+        group, units = rank % 100, np.array([f"group{k}" for k in range(100)])
+    reps = np.array([_spearman(a[keep], b[keep]) for keep in ((group[iu[0]] != u) & (group[iu[1]] != u) for u in range(len(units)))])
+    return estimate(value, reps, (-1.0, 1.0)), replicate_frame("truth_cosine_spearman", units, reps), int(len(idx))
