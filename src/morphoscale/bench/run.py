@@ -135,14 +135,9 @@ def run_bench(
 
 
 def read_map(map_path: Path):
-    import anndata as ad
+    from ..maps.build import read_h5ad
 
-    if not map_path.exists():
-        raise InputError(f"{map_path}: map file not found")
-    try:
-        m = ad.read_h5ad(map_path)
-    except Exception as e:
-        raise InputError(f"{map_path}: cannot read as a map (.h5ad written by `morphoscale map`): {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    m = read_h5ad(map_path, "map", "a map (.h5ad written by `morphoscale map`)")
     if "is_control" not in m.obs.columns or "perturbation" not in m.obs.columns:
         raise InputError(f"{map_path}: not a map (obs lacks 'perturbation' or 'is_control'); make one with `morphoscale map`")
     keys = [c for c in ("perturbation", "concentration") if c in m.obs.columns]

@@ -17,16 +17,22 @@ from .align import DEFAULT_ALIGNER, make_aligner
 REQUIRED_OBS = ("perturbation", "perturbation_type", "is_control", "batch")
 
 
-def read_embeddings(path: Path):
+def read_h5ad(path: Path, what: str, expected: str):
+    """An AnnData file, or a one-line error naming it: `what` it is (not found), `expected` (unreadable)."""
     import anndata as ad
 
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: embeddings file not found")
+        raise InputError(f"{path}: {what} file not found")
     try:
-        emb = ad.read_h5ad(path)
+        return ad.read_h5ad(path)
     except Exception as e:
-        raise InputError(f"{path}: cannot read as AnnData .h5ad ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: cannot read as {expected} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def read_embeddings(path: Path):
+    path = Path(path)
+    emb = read_h5ad(path, "embeddings", "AnnData .h5ad")
     missing = [c for c in REQUIRED_OBS if c not in emb.obs.columns]
     if missing:
         raise InputError(f"{path}: obs lacks column(s) {', '.join(missing)}")
