@@ -24,6 +24,19 @@ def test_jackknife_of_a_mean_is_the_standard_error_of_the_mean():
     assert e.ci_low == pytest.approx(x.mean() - 1.959964 * e.se, abs=1e-6) and e.n_units == 50
 
 
+def test_fractions_of_independent_units_take_the_wilson_interval():
+    from statsmodels.stats.proportion import proportion_confint
+
+    from morphoscale.bench.intervals import fraction_with_interval
+
+    for k, n in ((0, 60), (3, 60), (60, 60), (17, 40)):
+        est, reps = fraction_with_interval(np.r_[np.ones(k), np.zeros(n - k)], range(n), "f")
+        lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
+        assert est.value == pytest.approx(k / n) and (est.ci_low, est.ci_high) == pytest.approx((lo, hi))
+        assert len(reps) == n  # the jackknife replicates stay, for paired differences
+    assert est.ci_high > est.ci_low > 0
+
+
 def test_ratio_replicates_leave_each_unit_out():
     num, den = np.array([1.0, 0, 2, 3]), np.array([2.0, 1, 2, 4])
     reps = ratio_replicates(num.sum(), den.sum(), num, den)

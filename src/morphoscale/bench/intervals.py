@@ -4,7 +4,9 @@ A metric is an estimate plus its jackknife replicates: the same metric recompute
 unit left out (a gene for gene-gene metrics, a perturbation or compound for per-perturbation
 tables, a complex for per-complex tables). The standard error is the jackknife's,
 sqrt((n - 1) / n * sum (theta_(-u) - mean)^2), and the interval estimate +- 1.96 SE, clipped to
-the metric's range. Pairs of genes cluster by gene (and complex), so leaving out a gene
+the metric's range (fractions of independent units, which have no clustering to respect,
+take the Wilson score interval instead, which does not collapse to a point at 0 or 1).
+Pairs of genes cluster by gene (and complex), so leaving out a gene
 removes all of its pairs at once: the resampling respects the clustering that makes a
 per-pair binomial interval too narrow.
 
@@ -80,6 +82,26 @@ def paired_difference(value_a: float, rep_a: pd.Series, value_b: float, rep_b: p
         return None, f"the two maps are scored on different units ({only} differ): no paired difference"
     d = rep_a - rep_b.reindex(rep_a.index)
     return estimate(value_a - value_b, d.to_numpy(), bounds), ""
+
+
+def wilson(k: float, n: int) -> tuple[float, float]:
+    """The Wilson score 95% interval of k successes in n: unlike value +- 1.96 SE, it does not
+    collapse to a point at 0 or n (0 of 60 perturbations retrieved is [0, 0.060], not [0, 0])."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p, z2 = k / n, Z95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def fraction_with_interval(hits, units, metric: str) -> tuple[Estimate, pd.DataFrame]:
+    """A fraction of independent units (perturbations retrieved, complexes significant): the
+    Wilson interval, and the jackknife replicates for paired differences."""
+    h = np.asarray(hits, dtype=np.float64)
+    est, reps = mean_with_interval(h, units, metric, (0.0, 1.0))
+    est.ci_low, est.ci_high = wilson(h.sum(), len(h))
+    return est, reps
 
 
 def mean_with_interval(values, units, metric: str, bounds=(None, None)) -> tuple[Estimate, pd.DataFrame]:

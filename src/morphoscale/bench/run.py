@@ -23,7 +23,7 @@ from ..io import check_output, commit_dir, partial_dir
 from . import plots
 from .complexes import complex_ks, read_complexes
 from .compounds import compound_gene_retrieval, drug_similarity_score, read_targets
-from .intervals import Estimate, mean_with_interval
+from .intervals import Estimate, fraction_with_interval, mean_with_interval
 from .probes import cluster_scores, drug_vs_control
 from .relationships import SOURCES, load_sources, pair_indices, recall_metric, recall_with_replicates
 from .replicates import perturbation_magnitude, replicate_consistency
@@ -77,7 +77,7 @@ class _Results:
             entry[f"{field}_ci"] = [est.ci_low, est.ci_high]
 
     def fraction(self, key: str, field: str, hits: np.ndarray, units, entry: dict) -> None:
-        est, reps = mean_with_interval(np.asarray(hits, float), units, f"{key}/{field}", (0.0, 1.0))
+        est, reps = fraction_with_interval(hits, units, f"{key}/{field}")
         entry[field] = est.value if len(hits) else None
         self.estimate(f"{key}/{field}", est, reps, entry, field)
 
