@@ -193,38 +193,32 @@ def distributions_figure(encoders: dict[str, Path]) -> str:
 
 
 def summary_table(encoders: dict[str, Path], results: dict, seconds: dict[str, float]) -> pd.DataFrame:
-    """One row per encoder: every headline metric with its interval, dims and cost."""
+    """Every headline metric (rows) of every encoder (columns) with its interval, the random
+    map's value in the last column; then dims and cost."""
     from ..bench.summary import fmt, headline_metrics
 
+    names = [n for n in encoders if n in results]
+    if not names:
+        return pd.DataFrame()
     rows = []
-    for name, d in encoders.items():
-        r = results.get(name)
-        if r is None:
+    for h in headline_metrics():
+        cells = {n: results[n].estimates.get(h.metric) for n in names}
+        if not any(cells.values()):
             continue
-        emb = d / "embeddings.h5ad"
-        dim = None
+        rnd = next((results[n].random_of(h) for n in names if cells[n]), None)
+        rows.append({"metric": h.label, **{n: fmt(e["value"], e["ci_low"], e["ci_high"]) if e else "n/a" for n, e in cells.items()},
+                     "random": "" if rnd is None else f"{rnd:.3f}"})
+    dims = {}
+    for n in names:
+        emb = encoders[n] / "embeddings.h5ad"
         if emb.exists():
             import h5py
 
-            with h5py.File(emb, "r") as h:
-                dim = int(h["X"].shape[1])
-        row = {"encoder": name, "dims": dim}
-        for h in headline_metrics():
-            e = r.estimates.get(h.metric)
-            row[h.label] = fmt(e["value"], e["ci_low"], e["ci_high"]) if e else None
-        row["train + embed seconds"] = round(seconds.get(f"train:{name}", 0) + seconds.get(f"embed:{name}", 0), 1)
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if len(df):
-        df = df.dropna(axis=1, how="all")
-        rnd = {"encoder": "random"}
-        first = next(iter(results.values()))
-        for h in headline_metrics():
-            v = first.random_of(h)
-            if h.label in df.columns and v is not None:
-                rnd[h.label] = f"{v:.3f}"
-        df = pd.concat([df, pd.DataFrame([rnd])], ignore_index=True)
-    return df
+            with h5py.File(emb, "r") as f:
+                dims[n] = str(int(f["X"].shape[1]))
+    rows.append({"metric": "embedding dimensions", **{n: dims.get(n, "") for n in names}, "random": ""})
+    rows.append({"metric": "train + embed seconds", **{n: f"{seconds.get(f'train:{n}', 0) + seconds.get(f'embed:{n}', 0):.1f}" for n in names}, "random": ""})
+    return pd.DataFrame(rows)
 
 
 def paired_section(run_dir: Path) -> str:
@@ -337,8 +331,9 @@ def write_report(run_dir: Path) -> Path:
         body = head + f"""
 <h2>Every encoder side by side</h2>
 {split_note(cfg.get('split') or {})}
-<p>Every number with its 95% interval (delete-one-unit jackknife: genes for gene-gene metrics, perturbations, compounds
-or complexes for per-perturbation tables); the last row is what a random map scores.</p>
+<p>Every number with its 95% interval (delete-one-unit jackknife: genes for gene-gene metrics, perturbations for
+decoding, compounds for compound-gene retrieval; Wilson intervals for fractions of perturbations or complexes); the last
+column is what a random map scores.</p>
 {_table(summary_table(encoders, results, seconds))}
 {skipped_section(results)}
 {paired_section(run_dir)}
@@ -372,7 +367,7 @@ efaar-benchmarking's rank rule (random: about 0.10), with 95% intervals.</p>
 <style>
 body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
 h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}}
-table.t{{border-collapse:collapse;font-size:13px;margin:.5em 0}} table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}}
+table.t{{border-collapse:collapse;font-size:13px;margin:.5em 0}} table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}}
 table.t td:first-child,table.t th:first-child{{text-align:left}}
 .row{{display:flex;flex-wrap:wrap;gap:12px}} figure{{margin:0}} figcaption{{font-size:12px;color:#555}}
 img{{max-width:100%}} pre{{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}} .meta{{color:#666}}
