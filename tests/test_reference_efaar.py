@@ -109,3 +109,26 @@ def test_recall_equals_efaar_known_relationship_benchmark_exactly(efaar, annotat
     r5 = ours[ours.lower == 5.0].set_index("source")
     for src in theirs.index:
         assert abs(r5.loc[src, "recall"] - theirs.loc[src, "recall_0.05_0.95"]) * r5.loc[src, "n_pairs"] <= 2  # float32 profiles: a pair or two at the cut
+
+
+def test_float32_features_with_an_exact_linear_dependency_give_the_references_map(efaar, annotations):
+    """Hand-crafted features hold exact dependencies (one area the sum of two others): one
+    PCA component has no control variance and the reference divides it by its noise. Our
+    transform must not turn that into float32 cancellation garbage (it once did: features
+    under tvn fell to chance on the demo screen)."""
+    ef, _ = efaar
+    X, obs = screen(real_genes(annotations, 200), 24, 60, n_batches=3)
+    X[:, -1] = 0.3 * X[:, 0] + 0.7 * X[:, 1] + 100.0  # a dependency exact up to rounding, far from zero
+    X32 = X.astype(np.float32)
+    theirs = ef.tvn_on_controls(X32.astype(np.float64), obs, "perturbation", "NTC", "batch")
+    with pytest.warns(AlignmentWarning, match="support 23 of the 24 components"):
+        ours = TVN().fit_transform(X32, obs["batch"].to_numpy(), obs["is_control"].to_numpy())
+    assert ours.dtype == np.float32
+
+    def cosines(Y):
+        P, pobs = aggregate(np.asarray(Y, np.float64), obs)
+        P = P[~pobs["is_control"].to_numpy()].astype(np.float64)
+        U = P / np.linalg.norm(P, axis=1, keepdims=True)
+        return (U @ U.T)[np.triu_indices(len(U), 1)]
+
+    assert np.corrcoef(cosines(ours), cosines(theirs))[0, 1] > 0.99

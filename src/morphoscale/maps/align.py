@@ -134,7 +134,10 @@ class Aligner(BaseEstimator):
 
 
 class _PerBatchAffine(Aligner):
-    """An aligner that ends as one affine map per batch: y = x @ M_b + c_b (params_[b] = (M_b, c_b))."""
+    """An aligner that ends as one affine map per batch, y = (x - center_b) @ M_b + c_b
+    (params_[b] = (center_b, M_b, c_b); a 1-D M_b scales each dimension). Computed in float64
+    after centering, whatever the input's precision: a matrix that divides by a small control
+    variance has large entries, and x @ M + c would then cancel catastrophically in float32."""
 
     per_batch = True
 
@@ -142,9 +145,9 @@ class _PerBatchAffine(Aligner):
         out = np.empty((X.shape[0], self.n_components_out_), X.dtype)
         for b in np.unique(batch):
             rows = np.flatnonzero(batch == b)
-            M, c = self.params_[b]
-            out[rows] = X[rows] @ M.astype(X.dtype)
-            out[rows] += c.astype(X.dtype)
+            center, M, c = self.params_[b]
+            Z = X[rows].astype(np.float64) - center
+            out[rows] = (Z * M if M.ndim == 1 else Z @ M) + c
         return out
 
 
@@ -179,7 +182,7 @@ class CenterScale(_PerBatchAffine):
         for b, rows in _controls_per_batch(batch, is_control, 1, self.name).items():
             C = X[rows].astype(np.float64)
             sd = _scale_of(C.std(axis=0), self.eps) if len(C) > 1 else np.ones(C.shape[1])
-            self.params_[b] = (np.diag(1 / sd), -C.mean(axis=0) / sd)
+            self.params_[b] = (C.mean(axis=0), 1 / sd, np.zeros(C.shape[1]))
 
 
 class PCACenterScale(_PerBatchAffine):
@@ -208,9 +211,11 @@ class PCACenterScale(_PerBatchAffine):
         self.n_components_out_ = k
         self.params_ = {}
         for b, rows in _controls_per_batch(batch, is_control, 2, self.name).items():
-            P = (X[rows].astype(np.float64) - mu) @ R
+            Cb = X[rows].astype(np.float64)
+            P = (Cb - mu) @ R
             m, sd = P.mean(axis=0), _scale_of(P.std(axis=0), self.eps)
-            self.params_[b] = (R / sd, (-mu @ R - m) / sd)
+            mu_b = Cb.mean(axis=0)  # centre on the batch's controls first: (x - mu) @ R - m = (x - mu_b) @ R + ((mu_b - mu) @ R - m)
+            self.params_[b] = (mu_b, R / sd, ((mu_b - mu) @ R - m) / sd)
 
 
 def _pca(C: np.ndarray):
@@ -247,9 +252,9 @@ class TVN(_PerBatchAffine):
         s1 = StandardScaler().fit(C)
         pca = PCA().fit(s1.transform(C))
         s2 = StandardScaler().fit(pca.transform(s1.transform(C)))
-        # steps 1-3 as one affine map: p = x @ A + a
+        # steps 1-3 as one affine map after the first centring: q = (x - mean_1) @ A + a
         A = (pca.components_.T / s1.scale_[:, None]) / s2.scale_
-        a = ((-s1.mean_ / s1.scale_ - pca.mean_) @ pca.components_.T - s2.mean_) / s2.scale_
+        a = (-pca.mean_ @ pca.components_.T - s2.mean_) / s2.scale_
         k = A.shape[1]
         self.n_components_out_ = k
         supported = _supported(pca.explained_variance_, len(C), SUPPORT_RTOL)
@@ -260,9 +265,9 @@ class TVN(_PerBatchAffine):
         self.params_ = {}
         small = []
         for b, rows in _controls_per_batch(batch, is_control, 2, self.name).items():
-            Q = X[rows].astype(np.float64) @ A + a
+            Q = (X[rows].astype(np.float64) - s1.mean_) @ A + a
             W = _inv_sqrt(np.cov(Q, rowvar=False, ddof=1).reshape(k, k) + self.reg * np.eye(k))
-            self.params_[b] = (A @ W, a @ W)
+            self.params_[b] = (s1.mean_, A @ W, a @ W)
             if rows.sum() < k:
                 small.append(f"'{b}' ({int(rows.sum())})")
         if small:
@@ -298,13 +303,13 @@ class TVNPerBatch(_PerBatchAffine):
         self.n_components_out_ = k
         self.params_ = {}
         for b, rows in per_batch.items():
-            M1, c1 = cs1.params_[b]
-            M, c = M1 @ R, (c1 - mu) @ R  # steps 1-2 for this batch
-            Q = X[rows].astype(np.float64) @ M + c
+            mu_b, inv_sd, _ = cs1.params_[b]
+            M, c = R * inv_sd[:, None], -mu @ R  # steps 1-2 for this batch: (x - mu_b) @ M + c
+            Q = (X[rows].astype(np.float64) - mu_b) @ M + c
             m, sd = Q.mean(axis=0), _scale_of(Q.std(axis=0), self.eps)
             M, c = M / sd, (c - m) / sd  # step 3
             W = _inv_sqrt(np.cov((Q - m) / sd, rowvar=False, ddof=1).reshape(k, k) + self.reg * np.eye(k))
-            self.params_[b] = (M @ W, c @ W)
+            self.params_[b] = (mu_b, M @ W, c @ W)
 
 
 class Sphering(Aligner):
