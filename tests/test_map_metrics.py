@@ -162,6 +162,9 @@ def test_map_and_bench_end_to_end(tmp_path, capsys, examples_dir):
     assert rc == 0, err
     m = ad.read_h5ad(tmp_path / "m.h5ad")
     assert m.n_obs == 13 and m.obs["is_control"].sum() == 1 and m.uns["provenance"]["align"] == "tvn"
+    kept = m.uns["alignment"]  # what the aligner kept, for the record
+    assert kept["method"] == "tvn" and kept["n_features_in"] == 5 and kept["n_components"] == 5 and kept["n_controls"] == 30
+    assert dict(kept["controls_per_batch"]) == {"b0": 10, "b1": 10, "b2": 10} and "fewer control wells than the 5" not in kept["warnings"]
     assert (tmp_path / "m.wells.h5ad").exists()
     (tmp_path / "mine.csv").write_text("entity1,entity2\nPOLR2A,POLR2B\nPOLR2A,SNRPE\n")
     rc, out, err = run_cli(capsys, "bench", "--map", tmp_path / "m.h5ad", "--out", tmp_path / "b", "--pairs", f"mine={tmp_path / 'mine.csv'}")
