@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
