@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morphoscale.bench.relationships import null_percentiles, pair_indices, recall_with_replicates, relationship_recall
+from morphoscale.bench.relationships import normalize_rows, null_order_statistics, pair_indices, recall_with_replicates, relationship_recall
 from morphoscale.errors import InputError
 
 
@@ -97,13 +97,15 @@ def test_the_interval_is_the_delete_one_gene_jackknife_with_the_null_held():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(3, 40), st.integers(1, 5), st.lists(st.floats(0, 100), min_size=1, max_size=4), st.integers(2, 9), st.integers(0, 10_000))
-def test_null_percentiles_are_exact(n, d, ps, block, seed):
+@given(st.integers(3, 40), st.integers(1, 5), st.lists(st.floats(0, 1), min_size=1, max_size=4), st.integers(2, 9), st.integers(0, 10_000))
+def test_null_order_statistics_are_exact(n, d, qs, block, seed):
     X = np.random.default_rng(seed).normal(size=(n, d))
     U = X / np.linalg.norm(X, axis=1, keepdims=True)
-    null = (U @ U.T)[np.triu_indices(n, 1)]
-    got = null_percentiles(X, ps, block=block, dtype=torch.float64)
-    np.testing.assert_allclose([got[p] for p in ps], np.percentile(null, ps), rtol=0, atol=1e-12)
+    null = np.sort((U @ U.T)[np.triu_indices(n, 1)])
+    ranks = sorted({int(q * (len(null) - 1)) for q in qs})
+    got, m, _ = null_order_statistics(normalize_rows(X, torch.float64), ranks, block=block)
+    assert m == len(null)
+    np.testing.assert_allclose([got[r] for r in ranks], null[ranks], rtol=0, atol=1e-12)
 
 
 def test_recall_is_invariant_to_the_order_of_perturbations_and_pairs():

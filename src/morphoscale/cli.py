@@ -165,6 +165,7 @@ def bench(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
 ):
     """Measure how well a map recovers known biology (relationship recall, mAP, ...), each number with its 95% interval."""
+    import pandas as pd
     from rich.table import Table
 
     from .bench import summary as bench_summary
@@ -193,7 +194,7 @@ def bench(
     if len(other):
         t2 = Table("metric", "value [95% CI]", "random", title="other metrics")
         for r in other.itertuples():
-            t2.add_row(r.label, bench_summary.fmt(r.value, r.ci_low, r.ci_high), "" if r.random is None or pd_isna(r.random) else f"{r.random:.3f}")
+            t2.add_row(r.label, bench_summary.fmt(r.value, r.ci_low, r.ci_high), "" if pd.isna(r.random) else f"{r.random:.3f}")
         _print_table(t2)
     for key, why in res.skipped().items():
         out_console.print(f"skipped {key}: {why}", markup=False, highlight=False)
@@ -211,12 +212,6 @@ def _print_table(table) -> None:
         out_console.print(table)
     finally:
         out_console.width = width
-
-
-def pd_isna(v) -> bool:
-    import math
-
-    return isinstance(v, float) and math.isnan(v)
 
 
 @app.command()

@@ -130,22 +130,6 @@ def null_order_statistics(Xn: torch.Tensor, ranks, block: int = 2048, pairs: np.
     return out, m, gather.values
 
 
-def null_percentiles(X, percentiles, block: int = 2048, dtype=torch.float32) -> dict[float, float]:
-    """Exact numpy.percentile(upper-triangle cosines, p) for each p (linear rule), without the n x n matrix."""
-    Xn = normalize_rows(X, dtype)
-    n = Xn.shape[0]
-    m = n * (n - 1) // 2
-    pos = {p: (m - 1) * (p / 100.0) for p in percentiles}
-    ranks = {r for v in pos.values() for r in (int(np.floor(v)), min(int(np.floor(v)) + 1, m - 1))}
-    vals, _, _ = null_order_statistics(Xn, ranks, block)
-    out = {}
-    for p, v in pos.items():
-        k = int(np.floor(v))
-        k1 = min(k + 1, m - 1)
-        out[p] = vals[k] + (vals[k1] - vals[k]) * (v - k)
-    return out
-
-
 def rank_cuts(m: int, lower: float, upper: float) -> tuple[int, int]:
     """efaar's rule as counts: K, the largest count c with c / m <= lower / 100, and L, the
     smallest with c / m >= upper / 100 (m + 1 when none), in the same float division."""

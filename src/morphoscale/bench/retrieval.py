@@ -61,7 +61,3 @@ def phenotypic_consistency(X: np.ndarray, genes: list[str], annotation: dict[str
     feats = np.asarray(X, dtype=np.float64)[meta["gene"].map(index).to_numpy()]
     ap = average_precision(meta, feats, pos_sameby=["group"], pos_diffby=["gene"], neg_sameby=[], neg_diffby=["group", "gene"], progress_bar=False)
     return _map(ap, "group", null_size, threshold, seed)
-
-
-def fraction_retrieved(table: pd.DataFrame) -> float:
-    return float(table["below_corrected_p"].mean()) if len(table) else float("nan")

@@ -157,6 +157,7 @@ def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: in
         if not len(pair_indices(sources[name], genes)):
             raise InputError(f"{path}: no pair of this annotation has both genes in the map ({len(genes)} genes)")
     complexes = read_complexes(ann / "CORUM_clusters.tsv")
+    ks_table: list[pd.DataFrame] = []  # the KS table, once, for the metric and the figure
 
     def recall():
         table, reps = recall_with_replicates(G, genes, sources)
@@ -170,6 +171,7 @@ def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: in
 
     def ks():
         t = res.save("complexes", complex_ks(G, genes, complexes))
+        ks_table.append(t)
         entry = res.summary["complexes"] = {"n_tested": len(t), "random": 0.05}
         if not len(t):
             entry["skipped"] = "no CORUM complex has 10 or more genes in the map"
@@ -182,9 +184,9 @@ def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: in
         res.fraction("map_consistency", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["group"], entry)
 
     def heatmap():
-        ks_table = complex_ks(G, genes, complexes)
+        t = ks_table[0] if ks_table else complex_ks(G, genes, complexes)
         # small maps rarely hold 10 genes of one complex: rank smaller ones for the figure
-        shown = ks_table if len(ks_table) else complex_ks(G, genes, complexes, min_genes=3)
+        shown = t if len(t) else complex_ks(G, genes, complexes, min_genes=3)
         plots.complex_heatmap(G, genes, complexes, shown, res.folder / "complex_heatmap.png")
 
     res.run("recall", recall)

@@ -59,12 +59,9 @@ def _controls_per_batch(batch, is_control, min_controls: int, method: str) -> di
     return out
 
 
-def _inv_sqrt(cov: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-    """cov^(-1/2) of a symmetric matrix; with `keep`, only over the kept eigen-directions (the rest map to 0)."""
+def _inv_sqrt(cov: np.ndarray) -> np.ndarray:
+    """cov^(-1/2) of a symmetric matrix."""
     w, v = np.linalg.eigh((cov + cov.T) / 2)
-    if keep is None:
-        keep = np.ones(len(w), bool)
-    w, v = w[keep], v[:, keep]
     return (v / np.sqrt(np.clip(w, 1e-300, None))) @ v.T
 
 
@@ -179,7 +176,7 @@ class CenterScale(_PerBatchAffine):
     def _fit(self, X, batch, is_control):
         self.n_components_out_ = X.shape[1]
         self.params_ = {}
-        for b, rows in _controls_per_batch(batch, is_control, 1, self.name).items():
+        for b, rows in _controls_per_batch(batch, is_control, self.min_controls, self.name).items():
             C = X[rows].astype(np.float64)
             sd = _scale_of(C.std(axis=0), self.eps) if len(C) > 1 else np.ones(C.shape[1])
             self.params_[b] = (C.mean(axis=0), 1 / sd, np.zeros(C.shape[1]))
@@ -210,7 +207,7 @@ class PCACenterScale(_PerBatchAffine):
         R = comps[:k].T  # d x k
         self.n_components_out_ = k
         self.params_ = {}
-        for b, rows in _controls_per_batch(batch, is_control, 2, self.name).items():
+        for b, rows in _controls_per_batch(batch, is_control, self.min_controls, self.name).items():
             Cb = X[rows].astype(np.float64)
             P = (Cb - mu) @ R
             m, sd = P.mean(axis=0), _scale_of(P.std(axis=0), self.eps)
@@ -264,7 +261,7 @@ class TVN(_PerBatchAffine):
                        "and scales by their numerical noise (tvn_per_batch, pca_center_scale and sphering keep only supported components)")
         self.params_ = {}
         small = []
-        for b, rows in _controls_per_batch(batch, is_control, 2, self.name).items():
+        for b, rows in _controls_per_batch(batch, is_control, self.min_controls, self.name).items():
             Q = (X[rows].astype(np.float64) - s1.mean_) @ A + a
             W = _inv_sqrt(np.cov(Q, rowvar=False, ddof=1).reshape(k, k) + self.reg * np.eye(k))
             self.params_[b] = (s1.mean_, A @ W, a @ W)
@@ -295,7 +292,7 @@ class TVNPerBatch(_PerBatchAffine):
         cs1 = CenterScale(self.eps).fit(X, batch, is_control)
         Z = cs1.transform(X[is_control], batch[is_control]).astype(np.float64)
         mu, comps, var = _pca(Z)
-        per_batch = _controls_per_batch(batch, is_control, 2, self.name)
+        per_batch = _controls_per_batch(batch, is_control, self.min_controls, self.name)
         smallest = min(int(r.sum()) for r in per_batch.values())
         k = min(_supported(var, len(Z), self.rtol), smallest - 1)
         self._note_truncation(k, X.shape[1], len(Z), f" ({smallest} in the smallest batch)")
@@ -384,11 +381,6 @@ class Harmony(Aligner):
 
 
 ALIGNERS: dict[str, type[Aligner]] = {cls.name: cls for cls in (NoAlign, CenterScale, PCACenterScale, TVN, TVNPerBatch, Sphering, Harmony)}
-
-
-def describe() -> dict[str, str]:
-    """name -> the first line of its docstring: the CLI help and the docs read this."""
-    return {name: " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()) for name, cls in ALIGNERS.items()}
 
 
 def make_aligner(name: str, **params) -> Aligner:
