@@ -113,6 +113,39 @@ def test_rerun_is_cached_and_changes_rerun_only_what_depends_on_them(tiny_run, c
         assert (again[stage] == after[stage]) == (stage.split("--")[0] in ("data", "train")), stage
 
 
+def test_check_reproducible_reruns_a_stage_compares_and_leaves_the_run_as_it_was(tiny_run, capsys):
+    cfg, out = tiny_run / "tiny.yaml", tiny_run / "out"
+    run_cli(capsys, "run", cfg, "--out", out, "--quiet")
+    ckpt = (out / "encoders/mae/train/model.ckpt").read_bytes()
+    rc, stdout, err = run_cli(capsys, "run", cfg, "--out", out, "--quiet", "--check-reproducible", "train:mae", "--check-reproducible", "embed:features")
+    assert rc == 0, err
+    t = pd.read_csv(out / "reproducible.csv")
+    assert set(t.stage) == {"train:mae", "embed:features"} and t.equal.all(), t
+    assert "encoders/mae/train/model.ckpt" in set(t.output) and "encoders/features/embeddings.h5ad" in set(t.output)
+    assert (out / "encoders/mae/train/model.ckpt").read_bytes() == ckpt  # the run's own file, put back
+    assert (out / "reproduce/train--mae/0-train/model.ckpt").exists()  # the re-run's, for a look
+
+    # a stage whose output does not come out the same is reported, exit 1, and the run keeps its own output
+    emb = out / "encoders/features/embeddings.h5ad"
+    import anndata as ad
+
+    good = emb.read_bytes()
+    a = ad.read_h5ad(emb)
+    a.X[0, 0] += 1.0
+    a.write_h5ad(emb)
+    tampered = emb.read_bytes()
+    try:
+        rc, stdout, err = run_cli(capsys, "run", cfg, "--out", out, "--quiet", "--check-reproducible", "embed:features")
+        assert rc == 1 and "1 of 1 outputs differ" in err, err
+        row = pd.read_csv(out / "reproducible.csv").iloc[0]
+        assert not row.equal and row.max_abs_diff == pytest.approx(1.0, abs=1e-5) and "X" in row.detail
+        assert emb.read_bytes() == tampered
+    finally:
+        emb.write_bytes(good)
+    rc, _, err = run_cli(capsys, "run", cfg, "--out", out, "--quiet", "--check-reproducible", "train:nope")
+    assert_one_line_error(rc, err, "train:nope", "not a stage")
+
+
 def test_report_loads_in_headless_chromium(tiny_run, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

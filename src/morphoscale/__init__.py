@@ -1,3 +1,8 @@
 """morphoscale: learn representations of cellular morphology and turn them into maps of biology."""
 
+from .determinism import pin_environment
+
+# before torch, numpy or any BLAS loads: the same kernels on every machine of a kind
+pin_environment()
+
 __version__ = "0.1.0"

@@ -321,6 +321,7 @@ def run_(
     out: RunFolder = None,
     start: FromStage = None,
     quiet: QuietStages = False,
+    check_reproducible: Annotated[Optional[list[str]], typer.Option("--check-reproducible", help="After the run, re-run this stage (an id such as train:wsl, or a kind such as embed; repeatable) and compare its outputs with the run's own; exit 1 when they differ.")] = None,
 ):
     """Run the whole flow from one config; unchanged stages are taken from the cache."""
     from .run.config import load_run_config
@@ -328,13 +329,40 @@ def run_(
 
     cfg = load_run_config(config)
     flow = Flow(cfg, out or Path("runs") / cfg.name)
+    if check_reproducible:
+        from .run.reproduce import stages_to_check
+
+        stages_to_check(flow, check_reproducible)  # a wrong stage name fails before the run
     flow.run(start, progress=not quiet, console=err_console)
+    if check_reproducible:
+        print_reproducible(flow, check_reproducible)
+        return
     if cfg.probe is not None:
         print_probe(flow.out / "probe" / "r2.csv")
     else:
         print_recall(flow.out / "recall.csv")
         print_paired(flow.out / "paired.csv")
     out_console.print(f"wrote {flow.out / 'report.html'}")
+
+
+def print_reproducible(flow, names: list[str]) -> None:
+    """Re-run the named stages, print what matched, exit 1 on any difference."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .run.reproduce import check_reproducible
+
+    t = check_reproducible(flow, names, console=err_console)
+    table = Table(title="the same stage run again: outputs compared (times and memory left out)")
+    for c in ("stage", "output", "equal", "max |difference|", "detail"):
+        table.add_column(c)
+    for r in t.itertuples():
+        table.add_row(r.stage, escape(r.output), "yes" if r.equal else "[red]no[/red]", f"{r.max_abs_diff:.3g}", escape(str(r.detail)))
+    out_console.print(table)
+    out_console.print(f"wrote {flow.out / 'reproducible.csv'}")
+    if not t["equal"].all():
+        err_console.print(f"error: {int((~t['equal']).sum())} of {len(t)} outputs differ when their stage runs again (reproduce/ holds the re-run)", markup=False)
+        raise typer.Exit(1)
 
 
 def print_recall(path: Path) -> None:

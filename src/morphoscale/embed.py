@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .determinism import record
 from .errors import InputError
 from .io import check_output, open_partial, save_chunk
 
@@ -161,7 +162,8 @@ def embed(
         if rank != 0:
             return out
     uns = {"provenance": {**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in settings.items()},
-                          "train_config": json.dumps(dict(module.hparams), default=str), "morphoscale_version": __version__, "time": started}}
+                          "train_config": json.dumps(dict(module.hparams), default=str), "morphoscale_version": __version__, "time": started,
+                          "determinism": json.dumps(record())}}
     assemble(part, chunks, store, tiles, level, uns, out, fmt)
     shutil.rmtree(part)
     return out

@@ -121,10 +121,10 @@ def atomic_file(path: Path, overwrite: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as e:
-        _remove(tmp)
+        remove(tmp)
         raise InputError(os_error_message(path, e)) from None
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
 
 
@@ -169,10 +169,11 @@ def commit_dir(partial: Path, final: Path) -> None:
     os.replace(partial, final)
     fsync_dir(final.parent)
     if old is not None:
-        _remove(old)
+        remove(old)
 
 
-def _remove(p: Path) -> None:
+def remove(p: Path) -> None:
+    """Remove a file, a link or a folder tree, if it is there."""
     p = Path(p)
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)

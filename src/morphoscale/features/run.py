@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..determinism import record
 from ..errors import InputError
 from ..io import check_output
 from .flatfield import radial_flatfield
@@ -178,7 +179,8 @@ def extract_features(
 
     n_empty = fill_cellless_sites(part, len(chunks))
     uns = {"provenance": {**{k: ("" if v is None else v) for k, v in settings.items()}, "sites_without_cells": n_empty,
-                          "morphoscale_version": __version__, "time": started}}
+                          "morphoscale_version": __version__, "time": started,
+                          "determinism": json.dumps(record())}}
     assemble(part, chunks, store, None, level, uns, out, fmt, var_names=names)
     shutil.rmtree(part)
     return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import yaml
 
 from .. import __version__
 from ..errors import ConfigError, InputError
+from ..io import remove
 from .config import STAGES, EncoderSpec, RunConfig
 
 # first guesses of a stage's wall time on 2 CPU cores, for the ETA until one of its kind has run
@@ -167,7 +167,7 @@ class Flow:
         self._record_path(s).unlink(missing_ok=True)
         for p in s.outputs:
             if p != self.store or not self.cfg.data.store:
-                _remove(p)
+                remove(p)
 
     def _finish(self, s: Stage, key: str, seconds: float) -> None:
         _write_text(self._record_path(s), json.dumps({"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in s.outputs],
@@ -381,10 +381,3 @@ def _write_text(path: Path, text: str) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
 
-
-def _remove(p: Path) -> None:
-    p = Path(p)
-    if p.is_dir():
-        shutil.rmtree(p)
-    elif p.exists():
-        p.unlink()

@@ -80,6 +80,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     from .data import StoreDataModule
     from ..data.datasets import column_codes
     from ..data.split import training_sites
+    from ..determinism import record, thread_invariant
     from ..data.transforms import MultiCrop
     from .module import TrainingModule
 
@@ -144,7 +145,8 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     if zero:
         (out / "config.json").write_text(json.dumps({"train": cfg.model_dump(), "store": str(store), "channels": channels, "crop_size": crop,
                                                  "classes": len(classes), "training_sites": len(st) if sites is None else len(sites), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
-                                                 "morphoscale_version": __version__}, indent=2, default=str))
+                                                 "morphoscale_version": __version__,
+                                                 "determinism": record(deterministic=cfg.deterministic and not on_gpu)}, indent=2, default=str))
     if cfg.random_init:
         return _save_untrained(module, out) if zero else out / "model.ckpt"
     loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
@@ -160,7 +162,8 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         enable_progress_bar=progress, enable_model_summary=False, deterministic=cfg.deterministic and not on_gpu,
         default_root_dir=out, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    with thread_invariant(module, on_gpu):
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     final = out / "model.ckpt"
     tmp = out / ".model.ckpt.tmp"
     trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
