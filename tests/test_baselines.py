@@ -28,7 +28,8 @@ def test_the_midl_simple_cnn_encoder_has_24888_parameters_and_a_2048_d_embedding
     # generalized to C channels: only the first convolution grows, by 64 x 9 weights per channel
     ae = create_model("ae_midl_cnn_64", CH6)
     assert encoder_parameters(ae) == 24_888 + 5 * 64 * 9
-    assert ae.embed(torch.zeros(3, 6, 64, 64)).shape == (3, 2048)
+    assert ae.embed(torch.zeros(3, 6, 64, 64), pooling="flatten").shape == (3, 2048)  # the paper's readout
+    assert ae.embed(torch.zeros(3, 6, 64, 64)).shape == (3, 8)  # the default: pooled over positions
     z, recon = ae(torch.zeros(3, 6, 64, 64))
     assert recon.shape == (3, 6, 64, 64)
 
@@ -276,12 +277,15 @@ def test_baseline_config_errors_name_the_key(sim_store, tmp_path, capsys):
         assert_one_line_error(rc, err, expected)
 
 
-def test_baselines_refuse_other_layers_and_poolings(sim_store, tmp_path, capsys):
+def test_baselines_refuse_poolings_and_layers_they_do_not_have(sim_store, tmp_path, capsys):
     from cli_helpers import assert_one_line_error
 
     cfg = {"model": "ae_midl_cnn_64", "random_init": True}
     (tmp_path / "ae.yaml").write_text(yaml.safe_dump(cfg))
     run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "ae", "--config", tmp_path / "ae.yaml", "--quiet")
     rc, _, err = run_cli(capsys, "embed", "--checkpoint", tmp_path / "ae" / "model.ckpt", "--store", sim_store, "--out", tmp_path / "x.h5ad", "--pooling", "cls")
-    assert_one_line_error(rc, err, "--pooling/--layer")
+    assert_one_line_error(rc, err, "--pooling/--layer", "pooling 'cls'")
+    assert not (tmp_path / "x.h5ad").exists()
+    rc, _, err = run_cli(capsys, "embed", "--checkpoint", tmp_path / "ae" / "model.ckpt", "--store", sim_store, "--out", tmp_path / "x.h5ad", "--layer", "4")
+    assert_one_line_error(rc, err, "--pooling/--layer", "layer 4 is out of range", "4 (0..3")
     assert not (tmp_path / "x.h5ad").exists()

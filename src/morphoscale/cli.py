@@ -226,6 +226,8 @@ def train(
     num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (DDP).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="auto, or ddp (data parallel; --batch-size stays the global batch).")] = None,
     accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu or gpu.")] = None,
+    probe_every: Annotated[Optional[int], typer.Option("--probe-every", help="Probe the model (kNN, logistic, truth decoding on a fixed subset) at step 0 and every N steps; to metrics.csv.")] = None,
+    probe_truth: Annotated[Optional[Path], typer.Option("--probe-truth", help="A simulated screen's ground_truth/ folder: adds the decoding R2 probe.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
     resume_from: Annotated[Optional[Path], typer.Option("--resume-from", help="Continue from this checkpoint.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an existing run folder.")] = False,
@@ -237,7 +239,7 @@ def train(
 
     dev = int(devices) if devices and devices.isdigit() else devices
     cfg = load_train_config(config, {"model": model, "max_steps": max_steps, "batch_size": batch_size, "devices": dev, "num_nodes": num_nodes,
-                                     "strategy": strategy, "accelerator": accelerator})
+                                     "strategy": strategy, "accelerator": accelerator, "probe_every": probe_every, "probe_truth": probe_truth})
     final = run_train(cfg, store, out, resume=resume, resume_from=resume_from, overwrite=overwrite, progress=not quiet)
     _say_once(f"wrote {final}")
 
@@ -255,8 +257,8 @@ def embed(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `morphoscale train`.")],
     store: Annotated[Path, typer.Option("--store", help="The image store to embed.")],
     out: Annotated[Path, typer.Option("--out", help="Embeddings (.h5ad, or .parquet with --format parquet).")],
-    layer: Annotated[int, typer.Option("--layer", help="Block whose output is the embedding (-1 = last).")] = -1,
-    pooling: Annotated[Optional[str], typer.Option("--pooling", help="MAE: mean (of patch tokens, default), cls, per_channel (channel-agnostic); baselines: default.")] = None,
+    layer: Annotated[int, typer.Option("--layer", help="ViT block or CNN/U-Net stage whose output is the embedding (0 = first, -1 = last; U-Net: -1 = bottleneck).")] = -1,
+    pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean (over positions or patch tokens; the default), cls (ViTs), per_channel (channel-agnostic MAE), concat (CNN/U-Net: every stage up to --layer, pooled), flatten (MIDL CNN's position-indexed map, to reproduce the paper).")] = None,
     level: Annotated[str, typer.Option("--level", help="crop, site or well.")] = "well",
     tile_size: Annotated[Optional[int], typer.Option("--tile-size", help="Tile size (default: the model's crop size).")] = None,
     stride: Annotated[Optional[int], typer.Option("--stride", help="Tile stride (default: the tile size, no overlap).")] = None,

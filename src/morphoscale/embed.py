@@ -162,7 +162,7 @@ def embed(
         if rank != 0:
             return out
     uns = {"provenance": {**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in settings.items()},
-                          "train_config": json.dumps(dict(module.hparams), default=str), "morphoscale_version": __version__, "time": started,
+                          "train_config": json.dumps(module.provenance(), default=str), "morphoscale_version": __version__, "time": started,
                           "determinism": json.dumps(record())}}
     assemble(part, chunks, store, tiles, level, uns, out, fmt)
     shutil.rmtree(part)

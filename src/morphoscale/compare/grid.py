@@ -35,6 +35,8 @@ class ModelSpec(_Strict):
     name: str
     model: str
     model_overrides: dict = Field(default_factory=dict)
+    # the reference this model's cells are paired with (its untrained twin); default: the grid's baseline
+    baseline: str | None = None
 
 
 class Budget(_Strict):
@@ -92,8 +94,10 @@ class CompareConfig(_Strict):
         taken = sorted(cells & {r.name for r in self.references})
         if taken:
             raise ValueError(f"reference name '{taken[0]}' is the name of a cell of the grid")
-        if self.baseline is not None and self.baseline not in {r.name for r in self.references}:
-            raise ValueError(f"baseline '{self.baseline}' is not one of the references")
+        refs = {r.name for r in self.references}
+        for b in [self.baseline] + [m.baseline for m in self.models]:
+            if b is not None and b not in refs:
+                raise ValueError(f"baseline '{b}' is not one of the references")
         reserved = {"model", "model_overrides", "augment", "crop", "seed", "max_steps", "max_time_seconds", "split"}
         clash = sorted(reserved & set(self.train))
         if clash:
@@ -142,7 +146,7 @@ def setups(cfg: CompareConfig) -> list[dict]:
                         train["max_steps"] = b.step_cap
                         train["max_time_seconds"] = b.seconds
                     out.append({"name": f"{m.name}-{aug}-{crop}-s{seed}", "model": m.name, "preset": m.model, "augment": aug, "crop": crop,
-                                "seed": seed, "images_per_step": per_step, "train": train})
+                                "seed": seed, "images_per_step": per_step, "train": train, "baseline": m.baseline or baseline_of(cfg)})
     return out
 
 
@@ -154,8 +158,7 @@ def baseline_of(cfg: CompareConfig) -> str | None:
 
 
 def run_config(cfg: CompareConfig) -> RunConfig:
-    base = baseline_of(cfg)
-    encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump(), "baseline": base} for s in setups(cfg)]
+    encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump(), "baseline": s["baseline"]} for s in setups(cfg)]
     encoders += [r.model_dump() for r in cfg.references]
     return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "split": cfg.split.model_dump(), "map": cfg.map.model_dump(),
                                      "bench": cfg.bench.model_dump(), "workers": cfg.workers,
@@ -200,8 +203,10 @@ def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec
             rec = r.recall()
             if len(rec):
                 row["random_recall"] = float(rec["random_recall"].iloc[0])
-            if baseline and baseline in results and s["name"] != baseline:
-                p = summary.paired(r, results[baseline]).set_index("metric")
+            base = s.get("baseline") or baseline
+            if base and base in results and s["name"] != base:
+                row["baseline"] = base
+                p = summary.paired(r, results[base]).set_index("metric")
                 for short in PAIRED_METRICS:
                     m = RESULT_METRICS[short]
                     if m in p.index:
@@ -285,7 +290,7 @@ def report_section(results: pd.DataFrame, summary: pd.DataFrame, figures: list[P
 <h2>Comparison grid: every setup under the same budget</h2>
 <p>Images seen, steps, time and memory as measured by each run (resources.json); FLOPs counted by torch over one
 training step, times the images seen. Random recall beside every recall; every metric with its 95% interval (jackknife),
-and the headline metrics as paired differences from the untrained baseline on the same genes and wells.</p>
+and the headline metrics as paired differences from each setup's untrained twin (column baseline) on the same genes and wells.</p>
 {_table(pd.DataFrame([{c.replace("_", " "): format_cell(r, c) for c in cols} for _, r in results.iterrows()]))}
 <h3>Mean and sd over seeds</h3>
 {_table(summary)}
@@ -296,7 +301,7 @@ and the headline metrics as paired differences from the untrained baseline on th
 def table_columns(results: pd.DataFrame) -> list[str]:
     cols = ["name", "images_seen", "optimizer_steps", "wall_seconds", "images_per_second", "peak_rss_mb", "parameters", "training_flops"]
     cols += [c for c in RESULT_METRICS if c.startswith("recall_")] + ["random_recall", "map_activity_fraction", "decoding_r2", "truth_cosine"]
-    cols += [f"{c}_minus_baseline" for c in PAIRED_METRICS]
+    cols += ["baseline"] + [f"{c}_minus_baseline" for c in PAIRED_METRICS]
     return [c for c in cols if c in results.columns]
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from .backbones import MIDLSimpleCNN, MIDLSimpleDecoder
 from .paradigm import BackboneModel, BaselineConfig
+from .wsl import prior_cross_entropy
 
 
 class ConvAutoencoder(BackboneModel):
@@ -39,10 +40,15 @@ class ConvAutoencoder(BackboneModel):
         rec = F.mse_loss(recon, imgs)
         losses = {"reconstruction": rec.detach()}
         loss = rec
+        trivial = (imgs.detach() ** 2).mean()  # predicting zero, the mean of a standardized image
         if self.regularized:
             logits = self.classifier(z)  # no detach: the classifier shapes the encoder
             ce = F.cross_entropy(logits, batch["label"])
             loss = rec + self.cfg.classifier_weight * ce
             losses |= {"classifier": ce.detach(), "accuracy": (logits.argmax(1) == batch["label"]).float().mean().detach()}
+            prior = prior_cross_entropy(self, batch["label"])
+            trivial = trivial + self.cfg.classifier_weight * prior if prior is not None else None
         losses["loss"] = loss
+        if trivial is not None:
+            losses["trivial"] = trivial
         return losses, {"input": imgs[:1].detach(), "reconstruction": recon[:1].detach()}

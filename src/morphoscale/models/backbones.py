@@ -1,8 +1,9 @@
 """Encoders shared by the baselines: the MIDL 2022 simple CNN, torchvision ResNet/DenseNet,
 and timm ViTs, each taking C channels and returning one embedding vector per image.
 
-Every backbone is an `nn.Module` with `forward(x) -> (N, dim)` (the embedding: what the
-classifier head, projector or decoder reads) and an attribute `dim`. None of them loads
+Every backbone is an `nn.Module` with `forward(x) -> (N, dim)` (what the classifier head,
+projector or decoder reads in training), an attribute `dim`, and `readout(x, layer,
+pooling)`, the embedding (models/readout.py: pooled, never position-indexed). None of them loads
 pretrained weights: nothing may be downloaded here, and ImageNet weights expect 3 RGB
 channels, not 5 or 6 fluorescence channels.
 """
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .readout import pick_layer, pool_stages
 
 
 class MIDLSimpleCNN(nn.Module):
@@ -39,6 +41,18 @@ class MIDLSimpleCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of each conv + ReLU (4 stages; a max-pool starts the next one)."""
+        out = []
+        for m in self.features:
+            x = m(x)
+            if isinstance(m, nn.ReLU):
+                out.append(x)
+        return out
+
+    def readout(self, x: torch.Tensor, layer: int = -1, pooling: str = "mean") -> torch.Tensor:
+        return pool_stages(self.stages(x), layer, pooling)
 
 
 class MIDLSimpleDecoder(nn.Module):
@@ -88,6 +102,28 @@ class TorchvisionCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """ResNet: the outputs of layer1..layer4; DenseNet: of each dense block (+ transition)
+        and, last, the final feature map after its norm and ReLU (what forward pools)."""
+        out = []
+        if hasattr(self.net, "layer1"):
+            n = self.net
+            x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+            for name in ("layer1", "layer2", "layer3", "layer4"):
+                x = getattr(n, name)(x)
+                out.append(x)
+            return out
+        features, relu = self.net[0], self.net[1]
+        for name, m in features.named_children():
+            x = m(x)
+            if name.startswith("transition"):
+                out.append(x)
+        out.append(relu(x))
+        return out
+
+    def readout(self, x: torch.Tensor, layer: int = -1, pooling: str = "mean") -> torch.Tensor:
+        return pool_stages(self.stages(x), layer, pooling)
+
 
 class TimmViT(nn.Module):
     """A timm VisionTransformer for C channels; embedding = mean of patch tokens (after the norm)."""
@@ -103,6 +139,18 @@ class TimmViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def readout(self, x: torch.Tensor, layer: int = -1, pooling: str = "mean") -> torch.Tensor:
+        """Block `layer`'s tokens, mean of patch tokens or cls; at the last block normalized as
+        forward does (timm's avg pool: fc_norm after the mean)."""
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling '{pooling}' is not defined for a ViT (mean or cls)")
+        n = len(self.net.blocks)
+        k = pick_layer(n, layer)
+        tokens = self.net.forward_intermediates(x, indices=[k], norm=k == n - 1, output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True)
+        patches, prefix = tokens[0]
+        pooled = patches.mean(dim=1) if pooling == "mean" else prefix[:, 0]
+        return self.net.fc_norm(pooled) if k == n - 1 else pooled
 
 
 BACKBONES = ("midl_cnn", "resnet18", "resnet34", "resnet50", "densenet121", "densenet161",

@@ -19,6 +19,7 @@ from ..train.losses import mae_loss
 from .masked import MaskedReconstruction
 from .noise import batch_uniform
 from .pos_embed import sincos_2d
+from .readout import pick_layer
 
 
 @dataclass
@@ -162,7 +163,7 @@ class MAEViT(MaskedReconstruction, nn.Module):
     def encode_all(self, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
         """Every token (cls first) through the encoder up to block `layer`; the last block's output is normalized."""
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        stop = layer % len(self.blocks)
+        stop = pick_layer(len(self.blocks), layer)
         for blk in self.blocks[: stop + 1]:
             x = blk(x)
         return self.norm(x) if stop == len(self.blocks) - 1 else x

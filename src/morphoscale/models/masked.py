@@ -1,9 +1,18 @@
 """The training interface (models/paradigm.py) for the masked-reconstruction models:
-MAE-ViT, channel-agnostic MAE and MU-Net."""
+MAE-ViT, channel-agnostic MAE and MU-Net.
+
+Beside the loss, every step measures two floors on the same images and the same mask
+(train/learning_check.py reads them): `trivial`, the loss of predicting zero (the mean, in
+self-standardized units), and `interpolation`, the loss of a Gaussian interpolation of the
+visible pixels: what a model that only learned to fill holes from their surroundings reaches.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
 class MaskedReconstruction:
@@ -13,10 +22,47 @@ class MaskedReconstruction:
     def training_loss(self, batch: dict, generator=None):
         imgs = batch["image"]
         losses, pred, mask = self(imgs, generator=generator)
+        with torch.no_grad():
+            hidden = pixel_mask(self, mask, imgs.shape).to(imgs.dtype)
+            losses["trivial"] = self.forward_loss(imgs, torch.zeros_like(pred), mask)["loss"].detach()
+            guess = interpolate_visible(imgs, hidden, sigma=self.cfg.patch_size / 2)
+            losses["interpolation"] = self.forward_loss(imgs, self.patchify(guess), mask)["loss"].detach()
         return losses, reconstruction_images(self, imgs[:1].detach(), pred[:1].detach(), mask[:1])
 
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         pass
+
+
+def pixel_mask(model, mask: torch.Tensor, shape) -> torch.Tensor:
+    """(N, tokens) mask, 1 = hidden -> (N, C, H, W) pixels, 1 = hidden (per channel for the
+    channel-agnostic model, whose tokens are per channel)."""
+    p = model.cfg.patch_size
+    N, C, H, W = shape
+    gh, gw = H // p, W // p
+    if getattr(model.cfg, "channel_agnostic", False):
+        m = mask.reshape(N, C, gh, gw)
+    else:
+        m = mask.reshape(N, 1, gh, gw).expand(N, C, gh, gw)
+    return m.repeat_interleave(p, -2).repeat_interleave(p, -1)
+
+
+def interpolate_visible(imgs: torch.Tensor, hidden: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each hidden pixel as the Gaussian-weighted mean of the visible pixels around it
+    (normalized convolution, per channel; 0 where none is within 3 sigma)."""
+    r = max(1, math.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=imgs.device, dtype=imgs.dtype) / sigma) ** 2)
+    k = k / k.sum()
+    N, C, H, W = imgs.shape
+    visible = (1 - hidden).to(imgs.dtype)
+
+    def blur(x):
+        x = x.reshape(N * C, 1, H, W)
+        x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
+        return F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0)).reshape(N, C, H, W)
+
+    num, den = blur(imgs * visible), blur(visible)
+    filled = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.zeros_like(num))
+    return imgs * visible + filled * hidden
 
 
 def reconstruction_images(model, imgs, pred, mask) -> dict[str, torch.Tensor]:
@@ -24,14 +70,9 @@ def reconstruction_images(model, imgs, pred, mask) -> dict[str, torch.Tensor]:
     p = model.cfg.patch_size
     N, C, H, W = imgs.shape
     grid = (H // p, W // p)
-    if hasattr(model, "unpatchify") and getattr(model.cfg, "channel_agnostic", False):
+    if getattr(model.cfg, "channel_agnostic", False):
         recon = model.unpatchify(pred, grid, C)
-        m = mask.reshape(N, C, grid[0], grid[1])
     else:
-        if hasattr(model, "unpatchify"):
-            recon = model.unpatchify(pred, grid)
-        else:  # MU-Net: patches in MAE order
-            recon = torch.einsum("nhwpqc->nchpwq", pred.reshape(N, grid[0], grid[1], p, p, C)).reshape(N, C, H, W)
-        m = mask.reshape(N, 1, grid[0], grid[1]).expand(N, C, -1, -1)
-    pix = m.repeat_interleave(p, -2).repeat_interleave(p, -1).to(imgs.dtype)
+        recon = model.unpatchify(pred, grid)
+    pix = pixel_mask(model, mask, imgs.shape).to(imgs.dtype)
     return {"masked": imgs * (1 - pix), "reconstruction": imgs * (1 - pix) + recon.to(imgs.dtype) * pix, "target": imgs}

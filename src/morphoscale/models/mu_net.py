@@ -1,5 +1,11 @@
 """Masked U-Net (MU-Net): a convolutional U-Net that reconstructs masked patches, with the
-MAE loss family. The pooled bottleneck is the embedding."""
+MAE loss family.
+
+Its skip connections carry the encoder's shallow stages to the decoder around the
+bottleneck, so the bottleneck alone need not hold what the reconstruction uses. The
+readout (models/readout.py) can take any encoder stage or the bottleneck (`layer`: 0 ..
+levels - 1 the stages, -1 the bottleneck), pooled by `mean`, or `concat`: the global
+averages of every stage and the bottleneck, which is what the decoder reads."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from torch import nn
 from ..train.losses import mae_loss
 from .masked import MaskedReconstruction
 from .noise import batch_uniform
+from .readout import pool_stages
 
 
 @dataclass
@@ -53,7 +60,7 @@ class MaskedUNet(MaskedReconstruction, nn.Module):
         self.head = nn.Conv2d(widths[0], cfg.in_chans, 1)
 
     @property
-    def embed_dim(self) -> int:
+    def embed_dim(self) -> int:  # of the default readout (the mean-pooled bottleneck)
         return self.cfg.base_width * 2 ** (self.cfg.levels - 1) * 2
 
     def patchify(self, imgs):
@@ -61,6 +68,14 @@ class MaskedUNet(MaskedReconstruction, nn.Module):
         N, C, H, W = imgs.shape
         x = imgs.reshape(N, C, H // p, p, W // p, p)
         return torch.einsum("nchpwq->nhwpqc", x).reshape(N, (H // p) * (W // p), p * p * C)
+
+    def unpatchify(self, x, grid: tuple[int, int]):
+        p, C = self.cfg.patch_size, self.cfg.in_chans
+        gh, gw = grid
+        return torch.einsum("nhwpqc->nchpwq", x.reshape(x.shape[0], gh, gw, p, p, C)).reshape(x.shape[0], C, gh * p, gw * p)
+
+    def forward_loss(self, imgs, pred, mask):
+        return mae_loss(pred, self.patchify(imgs), mask, self.cfg.patch_size, self.cfg.in_chans, self.cfg.fourier_weight, self.cfg.norm_pix_loss)
 
     def random_mask(self, imgs, mask_ratio, generator=None) -> torch.Tensor:
         """(N, L) with exactly round(mask_ratio * L) ones (hidden patches) per image."""
@@ -93,10 +108,14 @@ class MaskedUNet(MaskedReconstruction, nn.Module):
         z, skips = self.encode(imgs * (1 - pixel_mask))
         recon = self.decode(z, skips)
         pred = self.patchify(recon)
-        return mae_loss(pred, self.patchify(imgs), mask, p, C, self.cfg.fourier_weight, self.cfg.norm_pix_loss), pred, mask
+        return self.forward_loss(imgs, pred, mask), pred, mask
+
+    def stages(self, imgs) -> list[torch.Tensor]:
+        """The encoder's stages (shallow to deep) and, last, the bottleneck."""
+        z, skips = self.encode(imgs)
+        return [*skips, z]
 
     def embed(self, imgs, layer: int = -1, pooling: str = "mean"):
-        if layer != -1 or pooling != "mean":
-            raise ValueError("MU-Net embeds the mean-pooled bottleneck only (layer -1, pooling mean)")
-        z, _ = self.encode(imgs)
-        return z.mean(dim=(2, 3))
+        if pooling == "flatten":
+            raise ValueError("pooling 'flatten' is not defined for MU-Net (mean or concat)")
+        return pool_stages(self.stages(imgs), layer, pooling)

@@ -7,7 +7,8 @@ Interface of a trainable model (MAE-ViT, CA-MAE, MU-Net and the baselines here):
       `multi_view = True` (BYOL) instead {"views": [(N, C, H, W), ...], ...}.
       losses: dict with "loss" (what is minimized) and its named parts.
       preview: None, or {name: (1, C, H, W)} panels for the preview PNGs.
-  embed(images, layer=-1, pooling=None) -> (N, D); pooling None = `default_pooling`.
+  embed(images, layer=-1, pooling=None) -> (N, D); pooling None = `default_pooling`
+      (models/readout.py: pooled over positions, at any stage or block).
   after_optimizer_step(step, max_steps): a hook (BYOL's EMA update).
 """
 
@@ -46,7 +47,7 @@ class BackboneModel(nn.Module):
     """Base of the baselines: a backbone whose output is the embedding."""
 
     multi_view = False
-    default_pooling = "default"
+    default_pooling = "mean"
 
     def __init__(self, cfg: BaselineConfig):
         super().__init__()
@@ -58,10 +59,9 @@ class BackboneModel(nn.Module):
         return self.encoder.dim
 
     def embed(self, imgs: torch.Tensor, layer: int = -1, pooling: str | None = None) -> torch.Tensor:
-        if layer != -1 or pooling not in (None, "default"):
-            raise ValueError(f"a {self.cfg.paradigm} model embeds its backbone output only (layer -1, pooling default), "
-                             "the penultimate layer for a classifier, the bottleneck for an autoencoder")
-        return self.encoder(imgs)
+        """The backbone's stage (CNN) or block (ViT) `layer`, pooled over positions: for a
+        classifier the last stage is its penultimate layer, for an autoencoder its bottleneck."""
+        return self.encoder.readout(imgs, layer, "mean" if pooling in (None, "default") else pooling)
 
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         pass

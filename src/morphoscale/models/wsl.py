@@ -31,4 +31,17 @@ class WeaklySupervisedClassifier(BackboneModel):
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         acc = (logits.argmax(1) == batch["label"]).float().mean()
-        return {"loss": loss, "accuracy": acc.detach()}, None
+        losses = {"loss": loss, "accuracy": acc.detach()}
+        trivial = prior_cross_entropy(self, batch["label"])
+        if trivial is not None:
+            losses["trivial"] = trivial
+        return losses, None
+
+
+def prior_cross_entropy(model, labels: torch.Tensor) -> torch.Tensor | None:
+    """The loss of predicting the training set's class frequencies (`class_prior`, set by
+    train): the classifier's trivial level (train/learning_check.py)."""
+    prior = getattr(model, "class_prior", None)
+    if prior is None:
+        return None
+    return -torch.log(prior.to(labels.device)[labels].clamp_min(1e-12)).mean()

@@ -19,6 +19,7 @@ import yaml
 
 from .. import __version__
 from ..errors import InputError
+from ..train.learning_check import LEVELS_NOTE, sentence
 
 PALETTE = {"DNA": (0.2, 0.4, 1.0), "ER": (0.1, 1.0, 0.2), "RNA": (1.0, 1.0, 0.1), "AGP": (1.0, 0.2, 0.2), "Actin": (1.0, 0.2, 0.2),
            "Mito": (1.0, 0.3, 1.0), "Golgi": (1.0, 0.6, 0.1)}
@@ -113,24 +114,55 @@ def data_section(store_path: Path) -> str:
     return f"{_table(facts)}<h3>Sample sites (all channels)</h3><div class=row>{tiles}</div><h3>Channels of the first</h3><div class=row>{thumbs}</div>"
 
 
+PROBE_LABELS = {"probe/knn_perturbation": "kNN: which perturbation", "probe/logistic_control": "logistic: treated vs control",
+                "probe/decoding_r2": "decoding R2 of the truth"}
+FLOOR_STYLE = {"train/trivial": ("trivial prediction", "#999999", ":"), "train/interpolation": ("interpolating the visible pixels", "#d8833b", "--")}
+
+
 def training_section(encoders: dict[str, Path]) -> str:
+    """Per trained encoder: the loss beside its trivial and interpolation levels, the
+    learning check's verdict, and each probe over steps against its untrained value (step 0)."""
     plt = _plt()
-    curves = {}
+    curves, checks = {}, {}
     for name, d in encoders.items():
         f = d / "train" / "logs" / "metrics.csv"
         if f.exists():
             m = pd.read_csv(f)
             if "train/loss" in m.columns:
-                m = m.dropna(subset=["train/loss"])
-                curves[name] = m[["step", "train/loss"]]
+                curves[name] = m
+        c = d / "train" / "learning_check.json"
+        if c.exists():
+            checks[name] = json.loads(c.read_text())
     if not curves:
         return "<p>No encoder was trained in this run.</p>"
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
-    for ax, (name, m) in zip(axes[0], curves.items()):
-        ax.plot(m["step"], m["train/loss"], color="#3b7dd8")
-        ax.set_title(name)
+    probes = [k for k in PROBE_LABELS if any(k in m.columns for m in curves.values())]
+    fig, axes = plt.subplots(1 + len(probes), len(curves), figsize=(4 * len(curves), 3 * (1 + len(probes))), squeeze=False)
+    for j, (name, m) in enumerate(curves.items()):
+        ax = axes[0][j]
+        loss = m.dropna(subset=["train/loss"])
+        ax.plot(loss["step"], loss["train/loss"], color="#3b7dd8", label="loss")
+        for key, (label, color, style) in FLOOR_STYLE.items():
+            if key in m.columns and m[key].notna().any():
+                ax.axhline(m[key].mean(), color=color, linestyle=style, label=label)
+        ax.set_title(f"{name}: {checks[name]['verdict']}" if name in checks else name, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
+        ax.legend(fontsize=7)
+        for i, key in enumerate(probes, 1):
+            ax = axes[i][j]
+            ax.set_ylabel(PROBE_LABELS[key], fontsize=8)
+            ax.set_xlabel("step")
+            if key not in m.columns or not m[key].notna().any():
+                ax.set_axis_off()
+                continue
+            pr = m.dropna(subset=[key])
+            ax.plot(pr["step"], pr[key], marker="o", color="#3b7dd8", label="probe")
+            ax.axhline(pr[key].iloc[0], color="#999999", linestyle=":", label="untrained (step 0)")
+            if key == "probe/knn_perturbation" and "probe/knn_chance" in pr:
+                ax.axhline(pr["probe/knn_chance"].iloc[0], color="#c44", linestyle="--", label="chance")
+            if key == "probe/logistic_control":
+                ax.axhline(0.5, color="#c44", linestyle="--", label="chance")
+            ax.legend(fontsize=7)
     fig.tight_layout()
     previews = ""
     for name, d in encoders.items():
@@ -138,7 +170,9 @@ def training_section(encoders: dict[str, Path]) -> str:
         if pngs:
             kind = "masked input | reconstruction | target" if "mae" in name.lower() or "mu" in name.lower() else "panels"
             previews += f"<figure>{_file_img(pngs[-1], f'reconstructions of {name}', 600)}<figcaption>{html.escape(name)}, {pngs[-1].stem}: {kind}; one row per channel</figcaption></figure>"
-    return _fig(fig, "training curves") + (f"<h3>Reconstructions (training crops, last preview)</h3><div class=row>{previews}</div>" if previews else "")
+    lines = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(sentence(c))}</li>" for n, c in checks.items())
+    check_html = f"<h3>Learning check</h3><ul>{lines}</ul><p>{html.escape(LEVELS_NOTE)}</p>" if lines else ""
+    return check_html + _fig(fig, "training curves and probes") + (f"<h3>Reconstructions (training crops, last preview)</h3><div class=row>{previews}</div>" if previews else "")
 
 
 def recall_figure(table: pd.DataFrame) -> str:

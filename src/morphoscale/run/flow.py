@@ -262,6 +262,9 @@ class Flow:
             if tcfg.split.active and tcfg.split != self.cfg.split:
                 raise ConfigError(f"key 'encoders.{e.name}.train.split': differs from the run's split; set the split once, at the top")
             tcfg = tcfg.model_copy(update={"split": self.cfg.split})
+        gt = self.screen / "ground_truth"
+        if tcfg.probe_every and tcfg.probe_truth is None and self.cfg.data.simulate:
+            tcfg = tcfg.model_copy(update={"probe_truth": gt})  # the simulated truth adds the decoding probe
         if self.cfg.isolate_training or self.cfg.parallel_training > 1:
             self._train_in_subprocess(tcfg, self.enc_dir(e) / "train", env)
         else:

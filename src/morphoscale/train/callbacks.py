@@ -1,7 +1,9 @@
-"""Training callbacks: reconstruction previews as PNG, and a guard against NaN/inf losses."""
+"""Training callbacks: reconstruction previews as PNG, a guard against NaN/inf losses, and the
+learning check's verdict at the end (train/learning_check.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -9,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import MorphoscaleError
+from .learning_check import sentence, summarize
 
 
 class NonFiniteLoss(MorphoscaleError):
@@ -53,3 +56,32 @@ class ReconstructionPreviews(L.Callback):
         grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
         self.folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(self.folder / f"step{step:07d}.png")
+
+
+class LearningCheck(L.Callback):
+    """Collects the loss and the floors the module logged at each step; at the end writes
+    learning_check.json and prints its one line. A resumed run checks its own steps."""
+
+    def __init__(self, folder: Path, console=None):
+        self.folder = Path(folder)
+        self.console = console
+        self.values: dict[str, list[float]] = {"loss": [], "trivial": [], "interpolation": []}
+        self.result: dict | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        metrics = trainer.callback_metrics
+        for key in self.values:
+            v = metrics.get(f"train/{key}")
+            if v is not None:
+                self.values[key].append(float(v))
+
+    def on_train_end(self, trainer, pl_module):
+        if not self.values["loss"] or not trainer.is_global_zero:
+            return
+        self.result = summarize(self.values["loss"], self.values["trivial"], self.values["interpolation"])
+        tmp = self.folder / ".learning_check.json.tmp"
+        tmp.write_text(json.dumps(self.result, indent=2))
+        tmp.replace(self.folder / "learning_check.json")
+        line = sentence(self.result)
+        if self.console is not None:
+            self.console.print(line, markup=False, highlight=False)

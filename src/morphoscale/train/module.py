@@ -103,6 +103,21 @@ class TrainingModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, hp.warmup_steps, hp.max_steps, hp.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    # what an embedding records of the model it came from
+    _UNTRAINED_KEYS = ("preset", "channels", "model_overrides", "seed", "classes", "n_global")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.random_init = bool(checkpoint.get("random_init", False))
+        self.trained_steps = int(checkpoint.get("global_step", 0))
+
+    def provenance(self) -> dict:
+        """The training settings, or, for a random init, only what defines the untrained
+        weights: an untrained model records no learning rate or steps it never used."""
+        hp = dict(self.hparams)
+        if getattr(self, "random_init", False):
+            return {"random_init": True, **{k: hp[k] for k in self._UNTRAINED_KEYS if k in hp}}
+        return {**hp, "trained_steps": getattr(self, "trained_steps", None)}
+
     def on_train_start(self) -> None:
         # continue the data stream where the checkpoint left it
         dm = self.trainer.datamodule

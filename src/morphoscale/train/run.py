@@ -30,7 +30,7 @@ class TrainConfig(BaseModel):
     max_steps: int = Field(1000, ge=1)
     max_time_seconds: float | None = Field(None, gt=0)  # stop after this much training wall time (an equal-time budget)
     optimizer: Literal["adamw", "lion"] = "adamw"
-    lr: float = Field(1.5e-4, gt=0)
+    lr: float = Field(1.5e-4, ge=0)  # 0: a control run, weights as initialized
     weight_decay: float = Field(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = Field(100, ge=0)
@@ -47,6 +47,9 @@ class TrainConfig(BaseModel):
     holdout_width: float = Field(0.0, ge=0, lt=1)
     # part of the screen (perturbations or wells) never trained on, so maps can be scored on it
     split: Split = Split()
+    probe_every: int | None = Field(None, ge=1)  # probe the model at step 0 and every N steps (train/probes.py)
+    probe_sites: int = Field(192, ge=8)  # the fixed subset of sites the probes embed
+    probe_truth: Path | None = None  # a simulated screen's ground_truth/ folder: adds the decoding R2 probe
     random_init: bool = False  # write the untrained model (the floor every trained model must clear)
     checkpoint_every: int = Field(200, ge=1)
     preview_every: int = Field(200, ge=1)
@@ -76,7 +79,9 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     from ..data.store import ImageStore
     from ..models.registry import PRESETS
     from .accounting import ResourceAccounting
-    from .callbacks import NonFiniteLossGuard, ReconstructionPreviews
+    from rich.console import Console
+
+    from .callbacks import LearningCheck, NonFiniteLossGuard, ReconstructionPreviews
     from .data import StoreDataModule
     from ..data.datasets import column_codes
     from ..data.split import training_sites
@@ -134,6 +139,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     module = TrainingModule(cfg.model, channels, cfg.model_overrides, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas,
                             cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, cfg.seed, classes, n_global)
     model = module.model
+    model.class_prior = class_prior(column_codes(st, "perturbation")[0], len(classes), sites)
     if model.multi_view and not (multicrop or cfg.views >= 2):
         raise ConfigError(f"key 'views': {cfg.model} learns from two views of a site; set views: 2 (crop: one) or crop: multi")
     group = cfg.batch_size if getattr(model.cfg, "adabn", False) else 1
@@ -143,7 +149,8 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
                            multicrop=multicrop, n_views=1 if multicrop else cfg.views, group_by_batch=group > 1,
                            holdout_width=cfg.holdout_width, sites=sites)
     if zero:
-        (out / "config.json").write_text(json.dumps({"train": cfg.model_dump(), "store": str(store), "channels": channels, "crop_size": crop,
+        trained = {"random_init": True, "model": cfg.model, "model_overrides": cfg.model_overrides, "seed": cfg.seed} if cfg.random_init else cfg.model_dump()
+        (out / "config.json").write_text(json.dumps({"train": trained, "store": str(store), "channels": channels, "crop_size": crop,
                                                  "classes": len(classes), "training_sites": len(st) if sites is None else len(sites), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
                                                  "morphoscale_version": __version__,
                                                  "determinism": record(deterministic=cfg.deterministic and not on_gpu)}, indent=2, default=str))
@@ -155,7 +162,12 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         ReconstructionPreviews(out / "previews", cfg.preview_every),
         NonFiniteLossGuard(),
         ResourceAccounting(out),
+        LearningCheck(out, console=Console(stderr=True, soft_wrap=True)),
     ]
+    if cfg.probe_every:
+        from .probes import ProbeSet, Probes
+
+        callbacks.append(Probes(ProbeSet(st, crop, channels, cfg.probe_sites, cfg.seed, cfg.probe_truth), cfg.probe_every))
     trainer = L.Trainer(
         max_steps=cfg.max_steps, max_time={"seconds": cfg.max_time_seconds} if cfg.max_time_seconds else None, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=precision,
         gradient_clip_val=cfg.grad_clip, log_every_n_steps=cfg.log_every, logger=loggers, callbacks=callbacks,
@@ -170,6 +182,14 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     if trainer.is_global_zero:
         os.replace(tmp, final)
     return final
+
+
+def class_prior(codes: np.ndarray, n_classes: int, sites: np.ndarray | None):
+    """Class frequencies over the training sites: the classifier's trivial prediction."""
+    import torch
+
+    used = codes if sites is None else codes[sites]
+    return torch.tensor(np.bincount(used, minlength=n_classes) / max(len(used), 1), dtype=torch.float32)
 
 
 def is_global_zero() -> bool:
