@@ -29,7 +29,7 @@ def test_the_midl_simple_cnn_encoder_has_24888_parameters_and_a_2048_d_embedding
     ae = create_model("ae_midl_cnn_64", CH6)
     assert encoder_parameters(ae) == 24_888 + 5 * 64 * 9
     assert ae.embed(torch.zeros(3, 6, 64, 64), pooling="flatten").shape == (3, 2048)  # the paper's readout
-    assert ae.embed(torch.zeros(3, 6, 64, 64)).shape == (3, 8)  # the default: pooled over positions
+    assert ae.embed(torch.zeros(3, 6, 64, 64)).shape == (3, 64 + 32 + 16 + 8)  # the default: every stage pooled over positions
     z, recon = ae(torch.zeros(3, 6, 64, 64))
     assert recon.shape == (3, 6, 64, 64)
 
@@ -196,11 +196,11 @@ def test_adabn_embeddings_use_the_statistics_of_each_sites_batch(sim_store, tmp_
             sites = np.flatnonzero(batches == b)
             tiles = torch.stack([t["image"] for t in TileDataset(store, 64, sites=sites)])
             load_batchnorm_state(model, estimate_batchnorm_state(model, tiles.split(64), forward=model.encoder))
-            expected[sites] = model.encoder(tiles).numpy()
+            expected[sites] = model.embed(tiles).numpy()  # the default readout, under this batch's statistics
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     # without adaptation the embeddings differ: the statistics do matter
     with torch.no_grad():
-        plain = load_module(ckpt).model.eval().encoder(torch.stack([t["image"] for t in TileDataset(store, 64)])).numpy()
+        plain = load_module(ckpt).model.eval().embed(torch.stack([t["image"] for t in TileDataset(store, 64)])).numpy()
     assert not np.allclose(plain, got, atol=1e-3)
 
 

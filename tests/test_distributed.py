@@ -86,7 +86,9 @@ def test_ddp_embedding_writes_what_one_process_writes(runs, sim_store):
     assert list(a.var_names) == list(b.var_names)
     pa, pb = dict(a.uns["provenance"]), dict(b.uns["provenance"])
     pa.pop("time"), pb.pop("time")
+    da, db = json.loads(pa.pop("determinism")), json.loads(pb.pop("determinism"))
     assert pa == pb
+    assert {**da, "threads": None} == {**db, "threads": None}  # each process records its own thread count
     assert not (runs / "e2.h5ad.partial").exists()
 
 

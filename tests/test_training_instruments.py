@@ -153,7 +153,7 @@ def test_an_untrained_model_records_no_training_settings(sim_store, tmp_path, ca
     prov = ad.read_h5ad(tmp_path / "ri.h5ad").uns["provenance"]
     recorded = json.loads(prov["train_config"])
     assert recorded["random_init"] is True and "lr" not in recorded and "max_steps" not in recorded
-    assert prov["pooling"] == "mean" and int(prov["layer"]) == -1
+    assert prov["pooling"] == "concat" and int(prov["layer"]) == -1  # a CNN's default readout (docs/embed.md)
 
 
 def test_probes_run_along_training_and_land_in_metrics_csv(sim_store, tmp_path, capsys):

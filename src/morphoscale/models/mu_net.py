@@ -39,6 +39,9 @@ def _block(cin, cout):
 
 
 class MaskedUNet(MaskedReconstruction, nn.Module):
+    # every stage and the bottleneck, pooled: chosen on simulator seed 1 (docs/embed.md)
+    default_pooling = "concat"
+
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
@@ -60,8 +63,8 @@ class MaskedUNet(MaskedReconstruction, nn.Module):
         self.head = nn.Conv2d(widths[0], cfg.in_chans, 1)
 
     @property
-    def embed_dim(self) -> int:  # of the default readout (the mean-pooled bottleneck)
-        return self.cfg.base_width * 2 ** (self.cfg.levels - 1) * 2
+    def embed_dim(self) -> int:  # of the default readout: every stage and the bottleneck
+        return sum(self.cfg.base_width * 2**i for i in range(self.cfg.levels)) + self.cfg.base_width * 2**self.cfg.levels
 
     def patchify(self, imgs):
         p = self.cfg.patch_size
@@ -115,7 +118,7 @@ class MaskedUNet(MaskedReconstruction, nn.Module):
         z, skips = self.encode(imgs)
         return [*skips, z]
 
-    def embed(self, imgs, layer: int = -1, pooling: str = "mean"):
+    def embed(self, imgs, layer: int = -1, pooling: str = "concat"):
         if pooling == "flatten":
             raise ValueError("pooling 'flatten' is not defined for MU-Net (mean or concat)")
         return pool_stages(self.stages(imgs), layer, pooling)

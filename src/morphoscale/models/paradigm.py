@@ -47,7 +47,13 @@ class BackboneModel(nn.Module):
     """Base of the baselines: a backbone whose output is the embedding."""
 
     multi_view = False
-    default_pooling = "mean"
+
+    @property
+    def default_pooling(self) -> str:
+        """CNNs: the global averages of every stage (`concat`); ViTs: the mean of patch tokens.
+        Chosen on simulator seed 1 (benchmarks/readout_choice.py, docs/embed.md): the MIDL
+        CNN's last stage alone has 8 channels, and reading only it lost most of the signal."""
+        return "concat" if hasattr(self.encoder, "stages") else "mean"
 
     def __init__(self, cfg: BaselineConfig):
         super().__init__()
@@ -61,7 +67,7 @@ class BackboneModel(nn.Module):
     def embed(self, imgs: torch.Tensor, layer: int = -1, pooling: str | None = None) -> torch.Tensor:
         """The backbone's stage (CNN) or block (ViT) `layer`, pooled over positions: for a
         classifier the last stage is its penultimate layer, for an autoencoder its bottleneck."""
-        return self.encoder.readout(imgs, layer, "mean" if pooling in (None, "default") else pooling)
+        return self.encoder.readout(imgs, layer, self.default_pooling if pooling in (None, "default") else pooling)
 
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         pass

@@ -25,7 +25,7 @@ _VOLATILE = ("time", "seconds", "per_second", "started", "finished", "peak", "rs
 
 
 def _volatile(key: str) -> bool:
-    k = key.lower()
+    k = key.lower().rsplit("/", 1)[-1]  # metrics.csv names: probe/seconds, train/img_s
     return any(v == k or k.endswith("_" + v) or k.startswith(v + "_") for v in _VOLATILE)
 
 
