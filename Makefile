@@ -35,7 +35,7 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -m slow -q
 
-## demo: `morphoscale run configs/demo.yaml` on the built-in simulated screen (about N minutes on 2 cores):
+## demo: `morphoscale run configs/demo.yaml` on the built-in simulated screen (about 11 minutes on 2 cores):
 ## simulate -> ingest -> train the CPU MAE and the baselines -> embed -> map (TVN) -> bench -> runs/demo/report.html
 demo: setup
 	$(MS) run configs/demo.yaml --out runs/demo --quiet
