@@ -159,7 +159,8 @@ def test_an_untrained_model_records_no_training_settings(sim_store, tmp_path, ca
 def test_probes_run_along_training_and_land_in_metrics_csv(sim_store, tmp_path, capsys):
     truth = sim_store.parent / "tiny" / "ground_truth"
     cfg = tmp_path / "p.yaml"
-    cfg.write_text(f"model: mae_vit_tiny_patch8_64\nbatch_size: 8\nmax_steps: 4\nwarmup_steps: 1\nlr: 1.0e-3\nlog_every: 1\nprobe_sites: 48\nprobe_truth: {truth}\n")
+    cfg.write_text(f"model: mae_vit_tiny_patch8_64\nbatch_size: 8\nmax_steps: 4\nwarmup_steps: 1\nlr: 1.0e-3\nlog_every: 1\nprobe_sites: 48\nprobe_truth: {truth}\n"
+                   "probe_label: perturbation_type\n")
     rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", cfg, "--probe-every", "2", "--quiet")
     assert rc == 0, err
     m = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
@@ -168,6 +169,12 @@ def test_probes_run_along_training_and_land_in_metrics_csv(sim_store, tmp_path, 
     assert probes["probe/logistic_control"].between(0, 1).all() and probes["probe/knn_perturbation"].between(0, 1).all()
     assert probes["probe/decoding_r2"].notna().all() and (probes["probe/decoding_r2"] <= 1).all()
     assert (probes["probe/knn_chance"] > 0).all() and (probes["probe/seconds"] > 0).all()
+    assert probes["probe/knn_perturbation_type"].between(0, 1).all() and (probes["probe/knn_perturbation_type_chance"] > 0).all()
+    # a column the site table lacks is one line naming the key
+    cfg.write_text("model: mae_vit_tiny_patch8_64\nmax_steps: 2\nprobe_every: 1\nprobe_label: nope\n")
+    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "bad", "--config", cfg, "--quiet")
+    assert rc == 2 and "key 'probe_label': 'nope'" in err and "Traceback" not in err
+    assert not (tmp_path / "bad" / "config.json").exists()
 
 
 def test_the_probe_subset_and_the_knn_probe():

@@ -8,6 +8,8 @@ beside the loss:
 - `probe/knn_perturbation`: which treated perturbation a site shows, by a 5-nearest-
   neighbour vote (cosine, features standardized over the subset) among the treated sites
   of *other wells* (a site's own well would make it a lookup); chance: `probe/knn_chance`;
+  with `probe_label: COLUMN`, the same vote for a site-table column the user names, over
+  every site of the subset (`probe/knn_<column>`, chance `probe/knn_<column>_chance`);
 - `probe/logistic_control`: balanced accuracy of a logistic regression telling treated
   from control sites, 5-fold cross-validated with folds grouped by well (chance 0.5);
 - `probe/decoding_r2` (simulated screens, `probe_truth`): R2 of a ridge regression from
@@ -82,7 +84,7 @@ def standardize(X: np.ndarray) -> np.ndarray:
 class ProbeSet:
     """The fixed subset: its tiles (read once), labels, wells and, when given, the truth."""
 
-    def __init__(self, store, crop: int, channels: list[str], n_sites: int, seed: int, truth: Path | None = None):
+    def __init__(self, store, crop: int, channels: list[str], n_sites: int, seed: int, truth: Path | None = None, label: str | None = None):
         from ..data.datasets import TileDataset
 
         sites = store.sites
@@ -94,6 +96,10 @@ class ProbeSet:
         self.is_control = s["is_control"].to_numpy(bool)
         self.perturbation = s["perturbation"].astype(str).to_numpy()
         self.well = (s["plate"].astype(str) + "/" + s["well"].astype(str)).to_numpy()
+        if label is not None and label not in sites.columns:
+            raise InputError(f"key 'probe_label': '{label}' is not a column of the store's site table ({', '.join(map(str, sites.columns[:12]))}, ...)")
+        self.label_name = label
+        self.label = s[label].astype(str).to_numpy() if label else None
         self.truth = self._truth(s, truth) if truth else None
 
     @staticmethod
@@ -123,6 +129,8 @@ class ProbeSet:
         t = ~self.is_control
         if len(np.unique(self.perturbation[t])) > 1:
             out["knn_perturbation"], out["knn_chance"] = knn_accuracy(X[t], self.perturbation[t], self.well[t])
+        if self.label is not None and len(np.unique(self.label)) > 1:
+            out[f"knn_{self.label_name}"], out[f"knn_{self.label_name}_chance"] = knn_accuracy(X, self.label, self.well)
         if self.is_control.any() and t.any():
             out["logistic_control"] = grouped_cv(LogisticRegression(max_iter=500, C=0.1, class_weight="balanced"), X, self.is_control.astype(int),
                                                  self.well, balanced_accuracy_score)

@@ -50,6 +50,7 @@ class TrainConfig(BaseModel):
     probe_every: int | None = Field(None, ge=1)  # probe the model at step 0 and every N steps (train/probes.py)
     probe_sites: int = Field(192, ge=8)  # the fixed subset of sites the probes embed
     probe_truth: Path | None = None  # a simulated screen's ground_truth/ folder: adds the decoding R2 probe
+    probe_label: str | None = None  # a site-table column: adds a kNN probe of it (across wells)
     random_init: bool = False  # write the untrained model (the floor every trained model must clear)
     checkpoint_every: int = Field(200, ge=1)
     preview_every: int = Field(200, ge=1)
@@ -113,6 +114,10 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     st = ImageStore(store)
     channels = cfg.channels or st.channels
     st.channel_indices(channels)  # unknown names fail here, naming the store
+    if cfg.probe_label is not None and cfg.probe_label not in st.sites.columns:
+        raise ConfigError(f"key 'probe_label': '{cfg.probe_label}' is not a column of {store}'s site table")
+    if cfg.probe_truth is not None and not Path(cfg.probe_truth).is_dir():
+        raise ConfigError(f"key 'probe_truth': {cfg.probe_truth} is not a folder (give a simulated screen's ground_truth/)")
     preset = PRESETS.get(cfg.model)
     if preset is None:
         raise ConfigError(f"key 'model': unknown preset '{cfg.model}'")
@@ -167,7 +172,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     if cfg.probe_every:
         from .probes import ProbeSet, Probes
 
-        callbacks.append(Probes(ProbeSet(st, crop, channels, cfg.probe_sites, cfg.seed, cfg.probe_truth), cfg.probe_every))
+        callbacks.append(Probes(ProbeSet(st, crop, channels, cfg.probe_sites, cfg.seed, cfg.probe_truth, cfg.probe_label), cfg.probe_every))
     trainer = L.Trainer(
         max_steps=cfg.max_steps, max_time={"seconds": cfg.max_time_seconds} if cfg.max_time_seconds else None, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=precision,
         gradient_clip_val=cfg.grad_clip, log_every_n_steps=cfg.log_every, logger=loggers, callbacks=callbacks,
