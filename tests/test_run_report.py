@@ -70,6 +70,13 @@ def test_run_writes_every_stage_and_the_report(tiny_run):
     # the oracle decodes its own parameters and follows the true geometry far better than an untrained ViT
     oracle_s, floor_s = (json.loads((out / "encoders" / e / "bench" / "summary.json").read_text()) for e in ("oracle", "random_init"))
     assert oracle_s["decoding_r2"]["mean_r2"] > floor_s["decoding_r2"]["mean_r2"] + 0.3
+    # every stage records what its numbers depend on (docs/reliability.md)
+    import anndata as ad
+
+    assert floor_s["determinism"]["numpy"] == np.__version__ and "environment" in floor_s["determinism"]
+    for f in ("embeddings.h5ad", "map.h5ad"):
+        assert json.loads(ad.read_h5ad(out / "encoders" / "random_init" / f).uns["provenance"]["determinism"])["numpy"] == np.__version__
+    assert json.loads((out / "encoders" / "mae" / "train" / "config.json").read_text())["determinism"]["deterministic_algorithms"] is True
     assert oracle_s["truth_cosine"]["spearman"] > 0.5 > floor_s["truth_cosine"]["spearman"]
     page = (out / "report.html").read_text()
     assert "Each encoder against its baseline, paired" in page and "Against the simulated truth" in page

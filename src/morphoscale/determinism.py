@@ -202,19 +202,23 @@ def thread_invariant(model, on_gpu: bool = False):
             m.__class__ = cls
 
 
-def record(deterministic: bool | None = None) -> dict:
+def record(deterministic: bool | None = None, with_torch: bool = True) -> dict:
     """What a stage's numbers depend on besides its inputs: for provenance files.
     `deterministic`: what the stage will ask of torch (default: the process's current
-    setting, which an earlier stage in the same process may have left)."""
-    import numpy as np
-    import torch
+    setting, which an earlier stage in the same process may have left). `with_torch=False`
+    for the stages that compute with NumPy and SciPy alone (map, bench)."""
+    import os as _os
 
-    return {
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "machine": platform.machine(),
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled() if deterministic is None else deterministic,
-        "environment": pinned_variables(),
-    }
+    import numpy as np
+
+    out = {"numpy": np.__version__, "machine": platform.machine(), "environment": pinned_variables()}
+    if with_torch:
+        import torch
+
+        out.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "deterministic_algorithms": torch.are_deterministic_algorithms_enabled() if deterministic is None else deterministic})
+    else:
+        import scipy
+
+        out.update({"scipy": scipy.__version__, "cpus": _os.cpu_count()})
+    return out

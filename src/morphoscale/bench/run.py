@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..determinism import record
 from ..errors import InputError
 from ..io import check_output, commit_dir, partial_dir
 from . import plots
@@ -119,7 +120,8 @@ def run_bench(
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     try:
-        res = _Results(part, {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {}))})
+        res = _Results(part, {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {})),
+                              "determinism": record(with_torch=False)})
         G, genes = gene_profiles(m)
         _gene_metrics(res, G, genes, ann, extra_pairs, null_size, seed, figures)
         _compound_metrics(res, m, G, genes, compound_targets)

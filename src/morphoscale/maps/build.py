@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..determinism import record
 from ..errors import InputError
 from ..io import atomic_file
 from .aggregate import aggregate
@@ -74,6 +76,7 @@ def build_map(emb, align: str = DEFAULT_ALIGNER, method: str = "mean", exclude: 
             "n_input_rows": int(len(obs)),
             "morphoscale_version": __version__,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "determinism": json.dumps(record(with_torch=False)),
         }
     }
     uns["alignment"] = _alignment_record(aligner.summary_)
