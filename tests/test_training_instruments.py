@@ -194,3 +194,19 @@ def test_the_probe_subset_and_the_knn_probe():
     assert acc == 1.0 and chance == pytest.approx(0.25)
     acc_noise, _ = knn_accuracy(rng.normal(size=(40, 16)), labels, wells)
     assert acc_noise < 0.6
+
+
+def test_the_banded_blur_is_the_zero_padded_gaussian_convolution():
+    import math
+
+    import torch.nn.functional as F
+
+    from morphoscale.models.masked import gaussian_band
+
+    sigma, r = 2.5, math.ceil(3 * 2.5)
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
+    k = k / k.sum()
+    x = torch.randn(2, 3, 40, 24, dtype=torch.float64)
+    conv = F.conv2d(F.conv2d(x.reshape(6, 1, 40, 24), k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)).reshape(2, 3, 40, 24)
+    banded = gaussian_band(40, sigma, dtype=torch.float64).T @ (x @ gaussian_band(24, sigma, dtype=torch.float64))
+    torch.testing.assert_close(banded, conv, rtol=1e-12, atol=1e-12)

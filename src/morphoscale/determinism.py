@@ -9,8 +9,8 @@ Two things make a CPU run differ between machines of one kind:
   libraries read when they load (so it runs when morphoscale is imported, before torch or
   numpy are).
 * **Reductions split over threads.** A sum split over two threads adds in another order
-  than over one. Matrix products stay invariant under MKL's strict conditional numerical
-  reproducibility (`MKL_CBWR=...,STRICT`), but three steps of training do not: oneDNN's
+  than over one. Matrix products stay invariant under MKL's conditional numerical
+  reproducibility on its AVX2 path in strict mode (`MKL_CBWR=AVX2,STRICT`), but three steps of training do not: oneDNN's
   convolution backward (and PyTorch's own for 1x1 kernels), LayerNorm's weight and bias
   gradients (a sum over every token of the batch) and BatchNorm's batch statistics. `thread_invariant` routes convolutions to
   PyTorch's own kernels (im2col and a matrix product) and computes those sums per feature,
@@ -32,7 +32,7 @@ _ALWAYS = {
     "MKL_DYNAMIC": "FALSE",  # MKL uses the threads it is given, not fewer when it guesses it should
 }
 _X86_AVX2 = {
-    "MKL_CBWR": "AUTO,STRICT",  # strict CNR: gemm results independent of the thread count
+    "MKL_CBWR": "AVX2,STRICT",  # the AVX2 code path on every CPU (AUTO would take AVX-512 where there is one), strict CNR: independent of the thread count
     "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's vectorised kernels (default: the best the CPU has)
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's JIT kernels
     "OPENBLAS_CORETYPE": "Haswell",  # NumPy's and SciPy's OpenBLAS kernels (default: by CPU model)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 class MaskedReconstruction:
@@ -46,19 +45,26 @@ def pixel_mask(model, mask: torch.Tensor, shape) -> torch.Tensor:
     return m.repeat_interleave(p, -2).repeat_interleave(p, -1)
 
 
+def gaussian_band(n: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(n, n) matrix of a 1-D Gaussian blur truncated at 3 sigma, zero outside the image:
+    x @ band blurs the rows of x (as a zero-padded convolution, by one matrix product)."""
+    r = max(1, math.ceil(3 * sigma))
+    i = torch.arange(n, device=device, dtype=dtype)
+    d = i[:, None] - i[None, :]
+    k = torch.exp(-0.5 * (d / sigma) ** 2) * (d.abs() <= r)
+    return k / torch.exp(-0.5 * (torch.arange(-r, r + 1, device=device, dtype=dtype) / sigma) ** 2).sum()
+
+
 def interpolate_visible(imgs: torch.Tensor, hidden: torch.Tensor, sigma: float) -> torch.Tensor:
     """Each hidden pixel as the Gaussian-weighted mean of the visible pixels around it
-    (normalized convolution, per channel; 0 where none is within 3 sigma)."""
-    r = max(1, math.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=imgs.device, dtype=imgs.dtype) / sigma) ** 2)
-    k = k / k.sum()
+    (normalized convolution, per channel; 0 where none is within 3 sigma). The blur is two
+    matrix products with banded matrices: a few ms for a CPU batch, not a convolution's 100."""
     N, C, H, W = imgs.shape
+    bh, bw = gaussian_band(H, sigma, imgs.device, imgs.dtype), gaussian_band(W, sigma, imgs.device, imgs.dtype)
     visible = (1 - hidden).to(imgs.dtype)
 
     def blur(x):
-        x = x.reshape(N * C, 1, H, W)
-        x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
-        return F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0)).reshape(N, C, H, W)
+        return bh.T @ (x @ bw)  # rows, then columns (both bands are symmetric)
 
     num, den = blur(imgs * visible), blur(visible)
     filled = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.zeros_like(num))
