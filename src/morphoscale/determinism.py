@@ -207,8 +207,6 @@ def record(deterministic: bool | None = None, with_torch: bool = True) -> dict:
     `deterministic`: what the stage will ask of torch (default: the process's current
     setting, which an earlier stage in the same process may have left). `with_torch=False`
     for the stages that compute with NumPy and SciPy alone (map, bench)."""
-    import os as _os
-
     import numpy as np
 
     out = {"numpy": np.__version__, "machine": platform.machine(), "environment": pinned_variables()}
@@ -220,5 +218,5 @@ def record(deterministic: bool | None = None, with_torch: bool = True) -> dict:
     else:
         import scipy
 
-        out.update({"scipy": scipy.__version__, "cpus": _os.cpu_count()})
+        out.update({"scipy": scipy.__version__, "cpus": os.cpu_count()})
     return out

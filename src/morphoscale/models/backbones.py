@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .readout import pick_layer, pool_stages
+from .readout import StagedReadout, pick_layer
 
 
-class MIDLSimpleCNN(nn.Module):
+class MIDLSimpleCNN(StagedReadout, nn.Module):
     """The simple CNN of Dmitrenko et al. (MIDL 2022), for C channels: conv C->64, pool,
     conv 64->32, pool, conv 32->16, conv 16->8 (3x3, same padding, ReLU). A 64x64 input
     gives an 8x16x16 map: the 2048-d flattened embedding. Single-channel encoder: 24,888
@@ -51,9 +51,6 @@ class MIDLSimpleCNN(nn.Module):
                 out.append(x)
         return out
 
-    def readout(self, x: torch.Tensor, layer: int = -1, pooling: str = "mean") -> torch.Tensor:
-        return pool_stages(self.stages(x), layer, pooling)
-
 
 class MIDLSimpleDecoder(nn.Module):
     """Mirror of MIDLSimpleCNN: 8x16x16 -> C x 64 x 64 (nearest upsampling, linear output)."""
@@ -73,7 +70,7 @@ class MIDLSimpleDecoder(nn.Module):
         return self.layers(z.reshape(z.shape[0], *self.shape))
 
 
-class TorchvisionCNN(nn.Module):
+class TorchvisionCNN(StagedReadout, nn.Module):
     """A torchvision ResNet or DenseNet, random init, its stem widened to C channels; the
     embedding is the global-average-pooled last feature map (the classifier's input).
     `small_stem` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (CIFAR-style), for
@@ -120,9 +117,6 @@ class TorchvisionCNN(nn.Module):
                 out.append(x)
         out.append(relu(x))
         return out
-
-    def readout(self, x: torch.Tensor, layer: int = -1, pooling: str = "mean") -> torch.Tensor:
-        return pool_stages(self.stages(x), layer, pooling)
 
 
 class TimmViT(nn.Module):

@@ -1,7 +1,8 @@
 """Masked autoencoder with a ViT encoder (He et al. 2022; Kraus et al. 2023 for cell images).
 
-Read it top to bottom like facebookresearch/mae's models_mae.py: patchify, random_masking,
-forward_encoder, forward_decoder, forward_loss. Differences that matter for microscopy:
+Read it top to bottom like facebookresearch/mae's models_mae.py: random_masking,
+forward_encoder, forward_decoder (patchify, unpatchify and forward_loss, which the masked
+U-Net shares, are in masked.py). Differences that matter for microscopy:
 position embeddings are computed for the crop's grid (any crop size), the mask hides
 exactly round(mask_ratio * tokens) patches per image, and the loss adds an L1 term on
 the Fourier magnitudes of the masked patches (losses.py).
@@ -15,7 +16,6 @@ import torch
 from torch import nn
 from timm.models.vision_transformer import Block
 
-from ..train.losses import mae_loss
 from .masked import MaskedReconstruction
 from .noise import batch_uniform
 from .pos_embed import sincos_2d
@@ -88,21 +88,6 @@ class MAEViT(MaskedReconstruction, nn.Module):
             self._pos_cache[key] = sincos_2d(dim, gh, gw).to(device)[None]
         return self._pos_cache[key]
 
-    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, L, p*p*C), patches in row-major order, pixels (p, p, C) inside."""
-        p = self.cfg.patch_size
-        N, C, H, W = imgs.shape
-        if H % p or W % p:
-            raise ValueError(f"image {H}x{W} is not a multiple of the patch size {p}")
-        x = imgs.reshape(N, C, H // p, p, W // p, p)
-        return torch.einsum("nchpwq->nhwpqc", x).reshape(N, (H // p) * (W // p), p * p * C)
-
-    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        p, C = self.cfg.patch_size, self.cfg.in_chans
-        gh, gw = grid
-        x = x.reshape(x.shape[0], gh, gw, p, p, C)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], C, gh * p, gw * p)
-
     def random_masking(self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None):
         """Keep a random subset of tokens per image: exactly L - round(mask_ratio * L) of them.
 
@@ -146,10 +131,6 @@ class MAEViT(MaskedReconstruction, nn.Module):
         for blk in self.decoder_blocks:
             x = blk(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
-
-    def forward_loss(self, imgs, pred, mask):
-        target = self.patchify(imgs)
-        return mae_loss(pred, target, mask, self.cfg.patch_size, self.cfg.in_chans, self.cfg.fourier_weight, self.cfg.norm_pix_loss)
 
     def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None, generator=None):
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio

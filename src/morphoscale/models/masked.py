@@ -13,10 +13,31 @@ import math
 
 import torch
 
+from ..train.losses import mae_loss
+
 
 class MaskedReconstruction:
     multi_view = False
     default_pooling = "mean"
+
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, L, p*p*C), patches in row-major order, pixels (p, p, C) inside."""
+        p = self.cfg.patch_size
+        N, C, H, W = imgs.shape
+        if H % p or W % p:
+            raise ValueError(f"image {H}x{W} is not a multiple of the patch size {p}")
+        x = imgs.reshape(N, C, H // p, p, W // p, p)
+        return torch.einsum("nchpwq->nhwpqc", x).reshape(N, (H // p) * (W // p), p * p * C)
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        p, C = self.cfg.patch_size, self.cfg.in_chans
+        gh, gw = grid
+        x = x.reshape(x.shape[0], gh, gw, p, p, C)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], C, gh * p, gw * p)
+
+    def forward_loss(self, imgs, pred, mask):
+        """The MAE loss (train/losses.py) of predicted patches against the image's, on the hidden ones."""
+        return mae_loss(pred, self.patchify(imgs), mask, self.cfg.patch_size, self.cfg.in_chans, self.cfg.fourier_weight, self.cfg.norm_pix_loss)
 
     def training_loss(self, batch: dict, generator=None):
         imgs = batch["image"]

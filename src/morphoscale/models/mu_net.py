@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..train.losses import mae_loss
 from .masked import MaskedReconstruction
 from .noise import batch_uniform
 from .readout import pool_stages
@@ -65,20 +64,6 @@ class MaskedUNet(MaskedReconstruction, nn.Module):
     @property
     def embed_dim(self) -> int:  # of the default readout: every stage and the bottleneck
         return sum(self.cfg.base_width * 2**i for i in range(self.cfg.levels)) + self.cfg.base_width * 2**self.cfg.levels
-
-    def patchify(self, imgs):
-        p = self.cfg.patch_size
-        N, C, H, W = imgs.shape
-        x = imgs.reshape(N, C, H // p, p, W // p, p)
-        return torch.einsum("nchpwq->nhwpqc", x).reshape(N, (H // p) * (W // p), p * p * C)
-
-    def unpatchify(self, x, grid: tuple[int, int]):
-        p, C = self.cfg.patch_size, self.cfg.in_chans
-        gh, gw = grid
-        return torch.einsum("nhwpqc->nchpwq", x.reshape(x.shape[0], gh, gw, p, p, C)).reshape(x.shape[0], C, gh * p, gw * p)
-
-    def forward_loss(self, imgs, pred, mask):
-        return mae_loss(pred, self.patchify(imgs), mask, self.cfg.patch_size, self.cfg.in_chans, self.cfg.fourier_weight, self.cfg.norm_pix_loss)
 
     def random_mask(self, imgs, mask_ratio, generator=None) -> torch.Tensor:
         """(N, L) with exactly round(mask_ratio * L) ones (hidden patches) per image."""

@@ -37,3 +37,10 @@ def pool_stages(stages: list[torch.Tensor], layer: int, pooling: str) -> torch.T
     if pooling == "flatten":
         return stages[k].flatten(1)
     raise ValueError(f"pooling '{pooling}' is not defined for this model ({', '.join(CNN_POOLINGS)})")
+
+
+class StagedReadout:
+    """For a backbone with `stages(x)`: its readout is `pool_stages` over them."""
+
+    def readout(self, x: torch.Tensor, layer: int = -1, pooling: str = "mean") -> torch.Tensor:
+        return pool_stages(self.stages(x), layer, pooling)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import MorphoscaleError
+from ..io import atomic_file
 from .learning_check import sentence, summarize
 
 
@@ -79,9 +80,7 @@ class LearningCheck(L.Callback):
         if not self.values["loss"] or not trainer.is_global_zero:
             return
         self.result = summarize(self.values["loss"], self.values["trivial"], self.values["interpolation"])
-        tmp = self.folder / ".learning_check.json.tmp"
-        tmp.write_text(json.dumps(self.result, indent=2))
-        tmp.replace(self.folder / "learning_check.json")
-        line = sentence(self.result)
+        with atomic_file(self.folder / "learning_check.json", overwrite=True) as tmp:  # a resumed run replaces it
+            tmp.write_text(json.dumps(self.result, indent=2))
         if self.console is not None:
-            self.console.print(line, markup=False, highlight=False)
+            self.console.print(sentence(self.result), markup=False, highlight=False)

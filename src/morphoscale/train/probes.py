@@ -38,12 +38,11 @@ from ..errors import InputError
 def probe_subset(sites: pd.DataFrame, n: int, seed: int) -> np.ndarray:
     """Row indices of the subset (see the module docstring), sorted."""
     rng = np.random.default_rng(seed)
-    ctrl = np.flatnonzero(sites["is_control"].to_numpy(bool))
-    chosen = list(rng.permutation(ctrl)[: n // 2])
-    treated = sites.index[~sites["is_control"].to_numpy(bool)]
-    perts = sites.loc[treated, "perturbation"].astype(str)
-    for p in rng.permutation(np.unique(perts.to_numpy())):
-        rows = np.flatnonzero((sites["perturbation"].astype(str) == p).to_numpy())
+    is_control = sites["is_control"].to_numpy(bool)
+    perts = sites["perturbation"].astype(str).to_numpy()
+    chosen = list(rng.permutation(np.flatnonzero(is_control))[: n // 2])
+    for p in rng.permutation(np.unique(perts[~is_control])):
+        rows = np.flatnonzero(perts == p)
         if len(chosen) + len(rows) > n and len(chosen) >= n // 2 + 2:
             break
         chosen += list(rows)
