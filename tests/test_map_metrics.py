@@ -227,3 +227,32 @@ def test_cluster_scores_find_separated_blobs_and_score_on_the_embeddings():
     assert res["n_clusters"] == 3 and res["noise_fraction"] < 0.1
     truth = np.repeat(np.arange(3), 40)
     assert res["silhouette"] == pytest.approx(silhouette_score(X, truth, metric="cosine"), abs=0.05)
+
+
+def test_magnitude_null_draws_are_energy_distances_of_control_subsets():
+    from morphoscale.bench.replicates import _ControlNull, _sample_rows
+
+    rng = np.random.default_rng(7)
+    C, plates = rng.normal(size=(30, 4)), np.repeat(["a", "b", "c"], 10)
+    got = _ControlNull(C, plates).draw((("a", 2), ("c", 3)), 6, np.random.default_rng(5))
+    r = np.random.default_rng(5)
+    picks = np.hstack([_sample_rows(np.arange(10), 2, 6, r), _sample_rows(np.arange(20, 30), 3, 6, r)])
+    assert all(set(p[:2]) <= set(range(10)) and set(p[2:]) <= set(range(20, 30)) and len(set(p)) == 5 for p in picks)
+    expected = [energy_distance(C[p], C[np.setdiff1d(np.arange(30), p)]) for p in picks]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    X, obs = wells()
+    mag = perturbation_magnitude(X, obs, n_null=50).set_index("perturbation")
+    ctrl = np.flatnonzero(obs.is_control)
+    g3 = np.flatnonzero(obs.perturbation == "G3")
+    assert mag.loc["G3", "energy_distance"] == pytest.approx(energy_distance(X[g3], X[ctrl]), rel=1e-12)
+
+
+def test_drug_similarity_pairs_are_all_pairs_sharing_a_target():
+    from morphoscale.bench.compounds import shared_target_pairs
+
+    rng = np.random.default_rng(8)
+    compounds = [f"c{i}" for i in range(40)]
+    targets = {c: list(rng.choice(list("ABCDEFGH"), rng.integers(0, 3), replace=False)) for c in compounds}
+    i, j = shared_target_pairs(compounds, targets)
+    brute = [(a, b) for a in range(40) for b in range(a + 1, 40) if set(targets[compounds[a]]) & set(targets[compounds[b]])]
+    assert list(zip(i.tolist(), j.tolist())) == brute
