@@ -192,6 +192,7 @@ def test_run_config_errors_name_the_key(tmp_path, capsys):
         ("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\nmap: {align: magic}\n", "key 'map.align'"),
         ("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\ncolour: red\n", "key 'colour'"),
         ("data: {simulate: {preset: tiny}}\nencoders: [{name: 'a b', kind: features}]\n", "key 'encoders.0.name'"),
+        ("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\nbench: {metrics: [recall, nope]}\n", "key 'bench.metrics'"),
     ]
     for i, (text, expected) in enumerate(cases):
         (tmp_path / f"c{i}.yaml").write_text(text)

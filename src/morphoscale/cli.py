@@ -162,7 +162,13 @@ def bench(
     compound_targets: Annotated[Optional[Path], typer.Option("--compound-targets", help="CSV compound,target for compound-gene retrieval.")] = None,
     truth: Annotated[Optional[Path], typer.Option("--truth", help="A simulated screen's ground_truth/ folder: decoding R2 and cosine correlation with the true phenotypes.")] = None,
     clustering: Annotated[bool, typer.Option("--clustering", help="Also run UMAP + HDBSCAN clustering scores (slow).")] = False,
+    metrics: Annotated[Optional[list[str]], typer.Option("--metrics", help="Only these metrics, comma-separated or repeated: recall, complexes, map_consistency, compound_gene, drug_similarity, "
+                                                         "consistency, magnitude, map_activity, drug_vs_control, umap, clustering, decoding_r2, truth_cosine (default: all the map supports but clustering).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Recall and the cheapest checks only (recall, complexes, consistency, compound_gene, truth_cosine).")] = False,
+    null_size: Annotated[int, typer.Option("--null-size", min=100, help="Draws of each mAP null (p-values resolve to 1 / (draws + 1)).")] = 10000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of every sampled null.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No line per metric as it finishes.")] = False,
 ):
     """Measure how well a map recovers known biology (relationship recall, mAP, ...), each number with its 95% interval."""
     import pandas as pd
@@ -178,7 +184,9 @@ def bench(
             raise ConfigError(f"--pairs '{item}': expected NAME=FILE")
         name, path = item.split("=", 1)
         extra[name] = Path(path)
-    run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, overwrite=overwrite, truth=truth)
+    log = None if quiet else (lambda line: err_console.print(line, markup=False, highlight=False))
+    run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, null_size=null_size, seed=seed,
+              overwrite=overwrite, truth=truth, metrics=metrics, quick=quick, log=log)
     res = bench_summary.read(out)
     rec = res.recall()
     table = Table("source", "recall 5/95 [95% CI]", "random", "recall 10/90 [95% CI]", "random", "pairs", "genes", title="known-relationship recall")

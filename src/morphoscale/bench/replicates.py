@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import cdist, pdist
@@ -14,9 +16,10 @@ def _unit(X: np.ndarray) -> np.ndarray:
 
 def treatment_groups(obs: pd.DataFrame):
     """(perturbation, row positions) for every non-control perturbation, sorted by name."""
-    frame = pd.DataFrame({"p": obs["perturbation"].astype(str).to_numpy(), "i": np.arange(len(obs))})
-    frame = frame[~obs["is_control"].to_numpy(bool)]
-    return [(name, g["i"].to_numpy()) for name, g in frame.groupby("p", sort=True)]
+    treated = np.flatnonzero(~obs["is_control"].to_numpy(bool))
+    codes, names = pd.factorize(obs["perturbation"].astype(str).to_numpy()[treated], sort=True)
+    rows = np.split(treated[np.argsort(codes, kind="stable")], np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
+    return list(zip(names.tolist(), rows)) if len(names) else []
 
 
 def mean_pairwise_cosine(X: np.ndarray) -> float:
@@ -77,7 +80,8 @@ def perturbation_magnitude(X: np.ndarray, obs: pd.DataFrame, n_null: int = 200, 
     to_ctrl = _mean_distance_to(X, [idx for _, idx in groups], X[ctrl])
     rows, nulls = [], {}
     for (pert, idx), ab in zip(groups, to_ctrl):
-        comp = tuple(sorted(pd.Series(batch[idx]).value_counts().items()))
+        comp = tuple(Counter(batch[idx].tolist()).most_common())  # (plate, wells) pairs, one null per distinct composition
+        comp = tuple(sorted(comp))
         if comp not in nulls:
             nulls[comp] = null.draw(comp, n_null, rng)
         aa = 2 * pdist(X[idx]).sum() / len(idx) ** 2 if len(idx) > 1 else 0.0

@@ -5,12 +5,17 @@ one that cannot run on a small screen never stops the others. Every headline num
 a 95% jackknife interval (summary.json "estimates", and `<key>_ci` beside the number),
 and its jackknife replicates go to replicates.parquet, from which two maps scored on the
 same units are compared paired (bench/summary.py).
+
+`metrics` picks what runs (METRICS; default: every metric the map supports but clustering);
+each metric's wall time and peak resident memory go to summary.json "cost", and a line per
+metric to `log` as it finishes.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,17 +26,18 @@ from .. import __version__
 from ..determinism import record
 from ..errors import InputError
 from ..io import check_output, commit_dir, partial_dir
+from ..memory import RssSampler, peak_rss_mb
 from . import plots
 from .complexes import complex_ks, read_complexes
 from .compounds import compound_gene_retrieval, drug_similarity_score, read_targets
 from .intervals import Estimate, fraction_with_interval, mean_with_interval
+from .metrics import select_metrics
 from .probes import cluster_scores, drug_vs_control
 from .relationships import SOURCES, load_sources, pair_indices, recall_metric, recall_with_replicates
 from .replicates import perturbation_magnitude, replicate_consistency
 from .retrieval import phenotypic_activity, phenotypic_consistency
 
 SKIPPABLE = (InputError, ValueError, np.linalg.LinAlgError)
-
 
 def gene_profiles(m) -> tuple[np.ndarray, list[str]]:
     rows = (m.obs["perturbation_type"].astype(str) == "gene").to_numpy() & ~m.obs["is_control"].to_numpy(bool)
@@ -44,31 +50,55 @@ def compound_profiles(m) -> tuple[np.ndarray, list[str]]:
     rows = np.flatnonzero((obs["perturbation_type"].astype(str) == "compound").to_numpy())
     if not len(rows):
         return np.zeros((0, m.n_vars)), []
-    names = obs["perturbation"].astype(str).to_numpy()[rows]
-    uniq = sorted(set(names))
-    X = np.asarray(m.X, dtype=np.float64)[rows]
-    return np.vstack([X[names == u].mean(axis=0) for u in uniq]), uniq
+    codes, uniq = pd.factorize(obs["perturbation"].astype(str).to_numpy()[rows], sort=True)
+    sums = np.zeros((len(uniq), m.n_vars))
+    np.add.at(sums, codes, np.asarray(m.X, dtype=np.float64)[rows])
+    return sums / np.bincount(codes)[:, None], list(uniq)
 
 
 class _Results:
     """What a bench run collects: summary.json, the tables, the jackknife replicates."""
 
-    def __init__(self, folder: Path, summary: dict):
+    def __init__(self, folder: Path, summary: dict, metrics: list[str], named: bool, log: Callable[[str], None] | None = None):
         self.folder = folder
         self.summary = summary
         self.summary.setdefault("estimates", {})
+        self.summary["metrics"] = list(metrics)
+        self.summary["cost"] = {}
         self.replicates: list[pd.DataFrame] = []
+        self.metrics, self.named, self.log = metrics, named, log
+
+    def wants(self, key: str) -> bool:
+        return key in self.metrics
+
+    def unsupported(self, key: str, why: str) -> None:
+        """A metric the map cannot support: skipped with the reason when the user asked for it by name."""
+        if self.named and key in self.metrics:
+            self.summary[key] = {"skipped": why}
 
     def save(self, name: str, df: pd.DataFrame) -> pd.DataFrame:
         df.to_csv(self.folder / f"{name}.csv", index=False)
         return df
 
-    def run(self, key: str, fn: Callable[[], None]) -> None:
-        """Run one metric; an input it cannot handle skips it with the reason, the others go on."""
+    def run(self, key: str, fn: Callable[[], None], cost_of: str | None = None) -> None:
+        """Run one metric if it was asked for; an input it cannot handle skips it with the reason,
+        the others go on. Its wall time and peak memory go to summary["cost"] (under `cost_of`
+        for a metric's figure)."""
+        if (cost_of or key) not in self.metrics:
+            return
+        sampler, t0 = RssSampler().start(), time.perf_counter()
         try:
             fn()
         except SKIPPABLE as e:
             self.summary[key] = {"skipped": " ".join(str(e).split()) or type(e).__name__}
+        finally:
+            seconds, peak = time.perf_counter() - t0, sampler.stop()
+        cost = self.summary["cost"].setdefault(cost_of or key, {"seconds": 0.0, "peak_rss_mb": 0.0})
+        cost["seconds"] = round(cost["seconds"] + seconds, 3)
+        cost["peak_rss_mb"] = round(max(cost["peak_rss_mb"], peak), 1)
+        if self.log:
+            skipped = " (skipped)" if "skipped" in self.summary.get(key, {}) else ""
+            self.log(f"bench: {key} {seconds:.1f} s, peak {peak:,.0f} MB{skipped}")
 
     def estimate(self, metric: str, est: Estimate, replicates: pd.DataFrame, entry: dict | None = None, field: str | None = None) -> None:
         """Record a headline number's interval (and beside `field` in `entry`, as <field>_ci)."""
@@ -97,17 +127,22 @@ def run_bench(
     extra_pairs: dict[str, Path] | None = None,
     compound_targets: Path | None = None,
     clustering: bool = False,
-    null_size: int = 2000,
+    null_size: int = 10000,
     seed: int = 0,
     overwrite: bool = False,
     figures: bool = True,
     truth: Path | None = None,
+    metrics: list[str] | None = None,
+    quick: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     from ..data import examples
     from ..maps.build import read_embeddings, wells_path
 
     out = Path(out)
+    chosen, named = select_metrics(metrics, quick, clustering)
     check_output(out, overwrite)
+    t0 = time.perf_counter()
     m = read_map(Path(map_path))
     wells = Path(wells) if wells else wells_path(Path(map_path))
     W = read_embeddings(wells) if wells.exists() else None
@@ -121,14 +156,22 @@ def run_bench(
     part.mkdir(parents=True)
     try:
         res = _Results(part, {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {})),
-                              "determinism": record(with_torch=False)})
+                              "determinism": record(with_torch=False), "null_size": null_size, "seed": seed}, chosen, named, log)
+        res.summary["cost"]["read"] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
         G, genes = gene_profiles(m)
         _gene_metrics(res, G, genes, ann, extra_pairs, null_size, seed, figures)
         _compound_metrics(res, m, G, genes, compound_targets)
         if W is not None:
-            _well_metrics(res, W, null_size, seed, clustering, figures, raw)
+            _well_metrics(res, W, null_size, seed, figures, raw)
+        else:
+            for key in ("consistency", "magnitude", "map_activity", "drug_vs_control", "umap", "clustering"):
+                res.unsupported(key, f"needs the aligned well embeddings ({wells} not found)")
         if truth is not None:
             _truth_metrics(res, W, G, genes, truth, seed)
+        else:
+            for key in ("decoding_r2", "truth_cosine"):
+                res.unsupported(key, "needs a simulated screen's ground truth (--truth)")
+        res.summary["cost"]["total"] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
         res.write()
         commit_dir(part, out)
     finally:
@@ -154,8 +197,10 @@ def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: in
     if len(genes) < 2:
         res.summary["recall"] = {"skipped": f"the map has {len(genes)} gene profile(s); recall needs at least 2"}
         return
-    sources = load_sources(ann, SOURCES, extra_pairs)
-    for name, path in (extra_pairs or {}).items():
+    if not any(res.wants(k) for k in ("recall", "complexes", "map_consistency")):
+        return
+    sources = load_sources(ann, SOURCES, extra_pairs) if res.wants("recall") else {}
+    for name, path in (extra_pairs or {}).items() if sources else ():
         if not len(pair_indices(sources[name], genes)):
             raise InputError(f"{path}: no pair of this annotation has both genes in the map ({len(genes)} genes)")
     complexes = read_complexes(ann / "CORUM_clusters.tsv")
@@ -195,12 +240,16 @@ def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: in
     res.run("complexes", ks)
     res.run("map_consistency", consistency)
     if figures:
-        res.run("complex_heatmap", heatmap)
+        res.run("complex_heatmap", heatmap, cost_of="complexes")
 
 
 def _compound_metrics(res: _Results, m, G, genes, compound_targets) -> None:
     C, compounds = compound_profiles(m)
     if not (compounds and compound_targets):
+        for key in ("compound_gene", "drug_similarity"):
+            res.unsupported(key, "needs compound profiles in the map and --compound-targets" if compounds else "the map has no compound profile")
+        return
+    if not any(res.wants(k) for k in ("compound_gene", "drug_similarity")):
         return
     targets = read_targets(compound_targets)
 
@@ -224,7 +273,7 @@ def _compound_metrics(res: _Results, m, G, genes, compound_targets) -> None:
     res.run("drug_similarity", similarity)
 
 
-def _well_metrics(res: _Results, W, null_size: int, seed: int, clustering: bool, figures: bool, raw: Path | None) -> None:
+def _well_metrics(res: _Results, W, null_size: int, seed: int, figures: bool, raw: Path | None) -> None:
     from ..maps.build import read_embeddings
 
     X, obs = np.asarray(W.X, dtype=np.float64), W.obs.reset_index(drop=True)
@@ -247,9 +296,12 @@ def _well_metrics(res: _Results, W, null_size: int, seed: int, clustering: bool,
     res.run("map_activity", activity)
     if (obs["perturbation_type"].astype(str) == "compound").any() and "plate" in obs.columns and obs["plate"].nunique() >= 2:
         res.run("drug_vs_control", lambda: res.summary.__setitem__("drug_vs_control", res.save("drug_vs_control", drug_vs_control(X, obs, seed=seed)).to_dict(orient="records")))
-    if clustering:
-        res.run("clustering", lambda: res.summary.__setitem__("clustering", res.save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")))
-    if figures and raw is not None:
+    else:
+        res.unsupported("drug_vs_control", "needs compound wells on 2 or more plates")
+    res.run("clustering", lambda: res.summary.__setitem__("clustering", res.save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")))
+    if not (figures and raw is not None):
+        res.unsupported("umap", "needs the unaligned embeddings (--raw-embeddings)" if figures else "figures are off")
+    else:
         def umap():
             R = read_embeddings(Path(raw))
             before = pd.DataFrame(np.asarray(R.X), index=R.obs_names.astype(str)).reindex(W.obs_names.astype(str))

@@ -69,6 +69,11 @@ class BenchResult:
     def skipped(self) -> dict[str, str]:
         return {k: v["skipped"] for k, v in self.summary.items() if isinstance(v, dict) and "skipped" in v}
 
+    def cost(self) -> dict[str, dict]:
+        """Seconds and peak resident MB of each metric (and of reading the inputs, and in total);
+        empty for a bench folder written before the bench recorded them."""
+        return {k: v for k, v in self.summary.get("cost", {}).items() if isinstance(v, dict)}
+
     def replicates(self) -> pd.DataFrame:
         if self._replicates is None:
             f = self.folder / "replicates.parquet"

@@ -271,6 +271,17 @@ def paired_section(run_dir: Path) -> str:
             "A difference inside its interval is not evidence of a difference.</p>" + _table(show))
 
 
+def bench_cost_section(results: dict) -> str:
+    """What each metric of each encoder's bench cost: seconds / peak resident MB."""
+    costs = {n: r.cost() for n, r in results.items() if r.cost()}
+    if not costs:
+        return ""
+    keys = list(dict.fromkeys(k for c in costs.values() for k in c))
+    rows = [{"metric": k, **{n: f"{c[k]['seconds']:.1f} s / {c[k]['peak_rss_mb']:,.0f} MB" if k in c else "" for n, c in costs.items()}} for k in keys]
+    return ("<h3>What the bench cost</h3><p>Wall seconds and the peak resident memory of the bench process while each metric ran "
+            "(<code>read</code>: reading the map and wells; <code>total</code>: the whole bench).</p>" + _table(pd.DataFrame(rows)))
+
+
 def skipped_section(results: dict) -> str:
     rows = [{"encoder": n, "metric": k, "why": v} for n, r in results.items() for k, v in r.skipped().items()]
     return ("<h3>Metrics that could not run</h3>" + _table(pd.DataFrame(rows))) if rows else ""
@@ -370,6 +381,7 @@ decoding, compounds for compound-gene retrieval; Wilson intervals for fractions 
 column is what a random map scores.</p>
 {_table(summary_table(encoders, results, seconds))}
 {skipped_section(results)}
+{bench_cost_section(results)}
 {paired_section(run_dir)}
 <h2>Relationship recall</h2>
 <p>Fraction of known gene pairs whose cosine similarity falls in the bottom 5% or top 5% of all gene pairs, by

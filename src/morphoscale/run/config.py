@@ -115,7 +115,21 @@ class BenchSpec(_Strict):
     compound_targets: Path | None = None  # CSV compound,target; default for a simulated screen: its ground truth
     truth: bool = True  # a simulated screen: decoding R2 and cosine correlation against its ground_truth/
     clustering: bool = False  # also UMAP + HDBSCAN cluster scores (slow)
-    null_size: int = Field(2000, ge=100)  # permutations of the mAP nulls
+    null_size: int = Field(10000, ge=100)  # draws of each mAP null (2,000 left the BH fraction swinging by seed: docs/bench.md)
+    metrics: list[str] | None = None  # only these (bench.run.METRICS); default: all the map supports but clustering
+    quick: bool = False  # recall and the cheapest checks only
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v):
+        from ..bench.metrics import select_metrics
+        from ..errors import ConfigError
+
+        try:
+            select_metrics(v)
+        except ConfigError as e:
+            raise ValueError(str(e).replace("--metrics: ", "")) from None
+        return v
 
 
 class ProbeSpec(_Strict):

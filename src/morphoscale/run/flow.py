@@ -349,7 +349,8 @@ class Flow:
 
         ed = self.enc_dir(e)
         run_bench(ed / "map.h5ad", ed / "bench", raw=ed / "embeddings.h5ad", compound_targets=self.compound_targets(),
-                  clustering=self.cfg.bench.clustering, null_size=self.cfg.bench.null_size, overwrite=True, truth=self.truth())
+                  clustering=self.cfg.bench.clustering, null_size=self.cfg.bench.null_size, overwrite=True, truth=self.truth(),
+                  metrics=self.cfg.bench.metrics, quick=self.cfg.bench.quick)
 
     def nuclei_table(self) -> Path:
         if self.cfg.probe.nuclei:
