@@ -292,7 +292,7 @@ def test_bench_runs_the_metrics_asked_for_and_records_what_each_cost(tmp_path, c
     rc, _, err = run_cli(capsys, "bench", "--map", m, "--out", tmp_path / "bad", "--metrics", "recall,recal")
     assert_one_line_error(rc, err, "--metrics: unknown metric 'recal'", "map_activity")
     rc, _, err = run_cli(capsys, "bench", "--map", m, "--out", tmp_path / "bad", "--metrics", "recall", "--quick")
-    assert_one_line_error(rc, err, "--metrics and quick")
+    assert_one_line_error(rc, err, "--metrics, quick and protocol: give one of them")
     assert not (tmp_path / "bad").exists()
 
 

@@ -123,22 +123,40 @@ def ingest(
 
 @app.command(name="map")
 def map_(
-    embeddings: Annotated[Path, typer.Option("--embeddings", help="Well- or site-level embeddings (.h5ad; obs: perturbation, perturbation_type, is_control, batch).")],
+    embeddings: Annotated[Path, typer.Option("--embeddings", help="Well- or site-level embeddings (.h5ad; obs: perturbation, perturbation_type, is_control, batch), or a table made elsewhere (.parquet/.csv: RxRx3-core, JUMP, or columns you name).")],
     out: Annotated[Path, typer.Option("--out", help="The map to write (.h5ad); aligned wells go beside it as <name>.wells.h5ad.")],
     align: Annotated[str, typer.Option("--align", help="tvn_per_batch (default), tvn (efaar 1.0's exactly), sphering, pca_center_scale, center_scale, harmony or none; docs/map.md.")] = "tvn_per_batch",
     aggregate: Annotated[str, typer.Option("--aggregate", help="mean or median.")] = "mean",
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Perturbations to leave out (repeatable).")] = None,
     held_out_of: Annotated[Optional[Path], typer.Option("--held-out-of", help="A train folder whose config has a split: keep only the wells it held out of training.")] = None,
+    metadata: Annotated[Optional[Path], typer.Option("--metadata", help="A table's well metadata in a separate file (RxRx3-core: metadata_rxrx3_core.csv), joined on the id column.")] = None,
+    layout: Annotated[str, typer.Option("--layout", help="A table's layout: auto (default), rxrx3-core, jump, or columns (roles named by --column); docs/published.md.")] = "auto",
+    column: Annotated[Optional[list[str]], typer.Option("--column", help="ROLE=NAME: the table column playing a role (perturbation, type, control, batch, plate, well, concentration, id); repeatable.")] = None,
+    control: Annotated[Optional[str], typer.Option("--control", help="The value marking a negative-control well in the control column (RxRx3-core: EMPTY_control; JUMP: negcon).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ):
     """Align embeddings on control wells and aggregate them into a map of perturbations."""
     from .data.split import scored_part, split_of_training
+    from .errors import ConfigError
     from .io import check_output
     from .maps.build import build_map, read_embeddings, wells_path, write_h5ad
 
     check_output(out, overwrite)
     check_output(wells_path(out), overwrite)
-    emb = read_embeddings(embeddings)
+    if str(embeddings).endswith(".h5ad"):
+        if metadata or column or control or layout != "auto":
+            raise ConfigError("--metadata, --layout, --column and --control read a table made elsewhere (.parquet, .csv); an .h5ad carries its own obs")
+        emb = read_embeddings(embeddings)
+    else:
+        from .maps.external import read_external
+
+        roles = {}
+        for item in column or []:
+            if "=" not in item:
+                raise ConfigError(f"--column '{item}': expected ROLE=NAME")
+            k, v = item.split("=", 1)
+            roles[k.strip()] = v.strip()
+        emb = read_external(embeddings, metadata, layout, roles, control)
     if held_out_of is not None:
         emb = scored_part(emb, split_of_training(held_out_of), str(embeddings))
     m, aligned = build_map(emb, align=align, method=aggregate, exclude=exclude)
@@ -165,6 +183,7 @@ def bench(
     metrics: Annotated[Optional[list[str]], typer.Option("--metrics", help="Only these metrics, comma-separated or repeated: recall, complexes, map_consistency, compound_gene, drug_similarity, "
                                                          "consistency, magnitude, map_activity, drug_vs_control, umap, clustering, decoding_r2, truth_cosine (default: all the map supports but clustering).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Recall and the cheapest checks only (recall, complexes, consistency, compound_gene, truth_cosine).")] = False,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="A published benchmark's metrics and steps: rxrx3-core (the paper: CRISPR-only recall, compound-gene retrieval), rxrx3-core-notebook, jump; docs/published.md.")] = None,
     null_size: Annotated[int, typer.Option("--null-size", min=100, help="Draws of each mAP null (p-values resolve to 1 / (draws + 1)).")] = 10000,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of every sampled null.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
@@ -186,7 +205,7 @@ def bench(
         extra[name] = Path(path)
     log = None if quiet else (lambda line: err_console.print(line, markup=False, highlight=False))
     run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, null_size=null_size, seed=seed,
-              overwrite=overwrite, truth=truth, metrics=metrics, quick=quick, log=log)
+              overwrite=overwrite, truth=truth, metrics=metrics, quick=quick, log=log, protocol=protocol)
     res = bench_summary.read(out)
     rec = res.recall()
     table = Table("source", "recall 5/95 [95% CI]", "random", "recall 10/90 [95% CI]", "random", "pairs", "genes", title="known-relationship recall")
@@ -197,6 +216,16 @@ def bench(
                       bench_summary.fmt(b["recall"], b["ci_low"], b["ci_high"]), f"{b['random_recall']:.3f}", str(a["n_pairs"]), str(a["n_genes"]))
     if len(rec):
         _print_table(table)
+    published = res.summary.get("protocol", {}).get("published", {})
+    if published and len(rec):
+        ours = {r.source: r.recall for r in rec[rec["lower"] == 5.0].itertuples()}
+        srcs = list(published["random"])
+        t = Table("source", *srcs, title=f"recall 5/95 beside the published numbers ({published['paper']})")
+        t.add_row("this map", *[f"{ours[s]:.3f}" if s in ours else "-" for s in srcs])
+        for name, vals in published.items():
+            if isinstance(vals, dict):
+                t.add_row(name, *[f"{vals[s]:.3f}" for s in srcs])
+        _print_table(t)
     other = bench_summary.headline_table({"map": res})
     other = other[~other["metric"].str.startswith("recall/")]
     if len(other):
@@ -262,7 +291,6 @@ def _say_once(text: str) -> None:
 
 @app.command()
 def embed(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by `morphoscale train`.")],
     store: Annotated[Path, typer.Option("--store", help="The image store to embed.")],
     out: Annotated[Path, typer.Option("--out", help="Embeddings (.h5ad, or .parquet with --format parquet).")],
     layer: Annotated[int, typer.Option("--layer", help="ViT block or CNN/U-Net stage whose output is the embedding (0 = first, -1 = last; U-Net: -1 = bottleneck).")] = -1,
@@ -280,16 +308,21 @@ def embed(
     devices: Annotated[int, typer.Option("--devices", help="Processes (devices) per node; above 1, Lightning Fabric runs DDP and each rank embeds its share of chunks.")] = 1,
     num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes.")] = 1,
     accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu or gpu.")] = "auto",
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A checkpoint written by `morphoscale train`.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Pretrained weights from disk instead: OpenPhenom / maes_microscopy, a timm ViT, or ours; safetensors or torch (docs/published.md).")] = None,
+    weights_layout: Annotated[str, typer.Option("--weights-layout", help="auto (from the keys), openphenom, timm or morphoscale.")] = "auto",
+    arch: Annotated[Optional[str], typer.Option("--arch", help="A timm checkpoint's architecture, e.g. vit_small_patch16_224.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
-    """Embed every site of a store with a trained encoder (AnnData .h5ad), resumably, on one or many devices."""
+    """Embed every site of a store with a trained encoder or pretrained weights (AnnData .h5ad), resumably, on one or many devices."""
     from .embed import embed as run_embed
 
     if devices < 1 or num_nodes < 1:
         raise InputError("--devices/--num-nodes: must be at least 1")
     path = run_embed(checkpoint, store, out, layer, pooling, level, tile_size, stride, remainder, channels, batch_size, num_workers,
-                     chunk_sites, fmt, compile, overwrite, progress=not quiet, devices=devices, num_nodes=num_nodes, accelerator=accelerator)
+                     chunk_sites, fmt, compile, overwrite, progress=not quiet, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
+                     weights=weights, weights_layout=weights_layout, arch=arch)
     _say_once(f"wrote {path}")
 
 

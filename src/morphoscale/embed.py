@@ -76,6 +76,9 @@ def embed(
     devices: int = 1,
     num_nodes: int = 1,
     accelerator: str = "auto",
+    weights: Path | None = None,
+    weights_layout: str = "auto",
+    arch: str | None = None,
 ) -> Path:
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -91,9 +94,16 @@ def embed(
         raise InputError(f"--format: '{fmt}' is not h5ad or parquet")
     out = Path(out)
     check_output(out, overwrite)
+    if (checkpoint is None) == (weights is None):
+        raise InputError("embed: give --checkpoint (a morphoscale training checkpoint) or --weights (pretrained weights), one of them")
     store = ImageStore(store_path)
-    module = load_module(checkpoint)
-    model = module.model.eval()
+    if weights is not None:
+        from .models.weights import load_pretrained
+
+        model = load_pretrained(weights, list(channels or store.channels), weights_layout, arch)
+    else:
+        module = load_module(checkpoint)
+        model = module.model.eval()
     use_channels, channel_ids = model_channels(model, store, channels)
     tile = tile_size or getattr(model.cfg, "img_size", None) or 64
     fabric = None
@@ -124,9 +134,11 @@ def embed(
 
     tiles = TileDataset(store, tile, stride, remainder, channels=use_channels)
     n_sites = len(store)
-    settings = {"checkpoint_sha256": file_sha256(Path(checkpoint)), "preset": model.preset, "channels": use_channels, "layer": layer, "pooling": pooling,
+    settings = {"checkpoint_sha256": file_sha256(Path(checkpoint or weights)), "preset": model.preset, "channels": use_channels, "layer": layer, "pooling": pooling,
                 "tile_size": tile, "stride": tiles.stride, "remainder": remainder, "tiles_per_site": tiles.tiles_per_site, "level": level,
                 "store": str(Path(store_path).resolve()), "n_sites": n_sites, "adabn": bool(getattr(model.cfg, "adabn", False))}
+    if weights is not None:
+        settings["weights"] = json.dumps(model.weights_source)
     if rank == 0:
         part, started = open_partial(out, settings)
     if fabric:
@@ -162,7 +174,8 @@ def embed(
         if rank != 0:
             return out
     uns = {"provenance": {**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in settings.items()},
-                          "train_config": json.dumps(module.provenance(), default=str), "morphoscale_version": __version__, "time": started,
+                          "train_config": json.dumps(module.provenance() if weights is None else {"pretrained": model.weights_source}, default=str),
+                          "morphoscale_version": __version__, "time": started,
                           "determinism": json.dumps(record())}}
     assemble(part, chunks, store, tiles, level, uns, out, fmt)
     shutil.rmtree(part)

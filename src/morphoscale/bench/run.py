@@ -31,7 +31,7 @@ from . import plots
 from .complexes import complex_ks, read_complexes
 from .compounds import compound_gene_retrieval, drug_similarity_score, read_targets
 from .intervals import Estimate, fraction_with_interval, mean_with_interval
-from .metrics import select_metrics
+from .metrics import PROTOCOLS, select_metrics
 from .probes import cluster_scores, drug_vs_control
 from .relationships import SOURCES, load_sources, pair_indices, recall_metric, recall_with_replicates
 from .replicates import perturbation_magnitude, replicate_consistency
@@ -39,9 +39,13 @@ from .retrieval import phenotypic_activity, phenotypic_consistency
 
 SKIPPABLE = (InputError, ValueError, np.linalg.LinAlgError)
 
-def gene_profiles(m) -> tuple[np.ndarray, list[str]]:
-    rows = (m.obs["perturbation_type"].astype(str) == "gene").to_numpy() & ~m.obs["is_control"].to_numpy(bool)
-    return np.asarray(m.X, dtype=np.float64)[rows], m.obs["perturbation"].astype(str)[rows].tolist()
+def gene_profiles(m, with_compounds: bool = False) -> tuple[np.ndarray, list[str]]:
+    """The gene profiles of a map (and with_compounds: every compound-concentration profile too,
+    named as the map's index names them, e.g. 'CPD@0.1')."""
+    kind = m.obs["perturbation_type"].astype(str)
+    rows = ((kind == "gene") | ((kind == "compound") & with_compounds)).to_numpy() & ~m.obs["is_control"].to_numpy(bool)
+    names = np.where(kind == "gene", m.obs["perturbation"].astype(str), m.obs_names.astype(str))
+    return np.asarray(m.X, dtype=np.float64)[rows], names[rows].tolist()
 
 
 def compound_profiles(m) -> tuple[np.ndarray, list[str]]:
@@ -135,12 +139,13 @@ def run_bench(
     metrics: list[str] | None = None,
     quick: bool = False,
     log: Callable[[str], None] | None = None,
+    protocol: str | None = None,
 ) -> dict:
     from ..data import examples
     from ..maps.build import read_embeddings, wells_path
 
     out = Path(out)
-    chosen, named = select_metrics(metrics, quick, clustering)
+    chosen, named = select_metrics(metrics, quick, clustering, protocol=protocol)
     check_output(out, overwrite)
     t0 = time.perf_counter()
     m = read_map(Path(map_path))
@@ -158,9 +163,12 @@ def run_bench(
         res = _Results(part, {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {})),
                               "determinism": record(with_torch=False), "null_size": null_size, "seed": seed}, chosen, named, log)
         res.summary["cost"]["read"] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
-        G, genes = gene_profiles(m)
+        if protocol is not None:
+            p = PROTOCOLS[protocol]
+            res.summary["protocol"] = {"name": p.name, "steps": p.steps, "recall_profiles": p.recall_profiles, "published": p.published}
+        G, genes = gene_profiles(m, with_compounds=protocol is not None and PROTOCOLS[protocol].recall_profiles == "all")
         _gene_metrics(res, G, genes, ann, extra_pairs, null_size, seed, figures)
-        _compound_metrics(res, m, G, genes, compound_targets)
+        _compound_metrics(res, m, *gene_profiles(m), compound_targets, null_size, seed)
         if W is not None:
             _well_metrics(res, W, null_size, seed, figures, raw)
         else:
@@ -243,13 +251,13 @@ def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: in
         res.run("complex_heatmap", heatmap, cost_of="complexes")
 
 
-def _compound_metrics(res: _Results, m, G, genes, compound_targets) -> None:
+def _compound_metrics(res: _Results, m, G, genes, compound_targets, null_size: int, seed: int) -> None:
     C, compounds = compound_profiles(m)
     if not (compounds and compound_targets):
-        for key in ("compound_gene", "drug_similarity"):
+        for key in ("compound_gene", "map_target_consistency", "drug_similarity"):
             res.unsupported(key, "needs compound profiles in the map and --compound-targets" if compounds else "the map has no compound profile")
         return
-    if not any(res.wants(k) for k in ("compound_gene", "drug_similarity")):
+    if not any(res.wants(k) for k in ("compound_gene", "map_target_consistency", "drug_similarity")):
         return
     targets = read_targets(compound_targets)
 
@@ -269,7 +277,17 @@ def _compound_metrics(res: _Results, m, G, genes, compound_targets) -> None:
             raise InputError("the map has no control profile")
         res.summary["drug_similarity"] = drug_similarity_score(C, compounds, ctrl, targets)
 
+    def target_consistency():
+        by_target: dict[str, list[str]] = {}
+        for comp in compounds:
+            for t in targets.get(comp, []):
+                by_target.setdefault(t, []).append(comp)
+        t = res.save("map_target_consistency", phenotypic_consistency(C, compounds, by_target, null_size=null_size, seed=seed))
+        entry = res.summary["map_target_consistency"] = {"n_groups": len(t), "mean_map": float(t["mean_average_precision"].mean()), "random_fraction_retrieved": 0.05}
+        res.fraction("map_target_consistency", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["group"], entry)
+
     res.run("compound_gene", retrieval)
+    res.run("map_target_consistency", target_consistency)
     res.run("drug_similarity", similarity)
 
 

@@ -34,6 +34,7 @@ def headline_metrics(sources=SOURCES) -> list[Headline]:
         Headline("map_consistency/fraction_retrieved", "mAP CORUM consistency: fraction retrieved", 0.05),
         Headline("consistency/fraction_significant", "replicate consistency: fraction significant", 0.05),
         Headline("complexes/fraction_significant", "complexes significant (KS)", 0.05),
+        Headline("map_target_consistency/fraction_retrieved", "mAP target consistency: fraction retrieved", 0.05),
         Headline("compound_gene/mean_auc", "compound-gene mean AUC", 0.5),
         Headline("compound_gene/mean_average_precision", "compound-gene mean AP", None),
         Headline("decoding_r2", "decoding R2 of the true parameters", 0.0, (None, 1.0)),
