@@ -163,8 +163,8 @@ def table(rows: list[dict], args) -> str:
     ref = [r for r in rows if "copairs" in r]
     if ref:
         lines += ["", "The two mAP metrics beside copairs 0.5 on the same aligned wells and map, in the same run (copairs' `average_precision` "
-                  "and `mean_average_precision`, null 2,000, a fresh process and cache each): seconds, the copairs process's peak MB, and the largest "
-                  "difference between its mAP values and ours (p-values differ by the nulls' sampling only: tests/test_average_precision.py).", "",
+                  "and `mean_average_precision`, null 2,000, a fresh process and cache each; ours with its default 10,000 draws): seconds, the copairs process's peak MB, and the largest "
+                  "difference between its mAP values and ours (p-values differ by the nulls' sampling only: tests/test_average_precision.py; a difference above 1e-12 is a near-tie between a positive and a negative cosine that the two computations round to different last bits).", "",
                   "| genes | copairs activity s | ours s | copairs consistency s | ours s | copairs peak MB | largest mAP difference |", "|---:|---:|---:|---:|---:|---:|---:|"]
         for r in ref:
             c = r["copairs"]

@@ -135,3 +135,44 @@ def test_embed_a_store_with_openphenom_weights_through_the_cli(tmp_path, capsys,
     assert e.n_vars == 64 and np.isfinite(e.X).all() and json.loads(e.uns["provenance"]["weights"])["layout"] == "openphenom"
     rc, _, err = run_cli(capsys, "embed", "--store", sim_store, "--out", tmp_path / "f.h5ad")
     assert_one_line_error(rc, err, "give --checkpoint")
+
+
+def test_a_run_with_a_pretrained_encoder(tmp_path, capsys):
+    vit = reference_backbone(img=32, patch=8, dim=64, depth=1, max_in_chans=11)
+    path = openphenom_file(tmp_path, vit, 11, "torch")
+    (tmp_path / "run.yaml").write_text(f"data: {{simulate: {{preset: tiny}}}}\nencoders: [{{name: op, kind: pretrained, weights: {path}, embed: {{level: well}}}}]\n"
+                                       "bench: {quick: true}\n")
+    rc, _, err = run_cli(capsys, "run", tmp_path / "run.yaml", "--out", tmp_path / "r", "--quiet")
+    assert rc == 0, err
+    s = json.loads((tmp_path / "r" / "encoders" / "op" / "bench" / "summary.json").read_text())
+    assert "recall" in s and s["metrics"] == ["recall", "complexes", "compound_gene", "consistency", "truth_cosine"]
+    assert (tmp_path / "r" / "report.html").exists()
+    (tmp_path / "bad.yaml").write_text("data: {simulate: {preset: tiny}}\nencoders: [{name: op, kind: pretrained}]\n")
+    rc, _, err = run_cli(capsys, "run", tmp_path / "bad.yaml", "--out", tmp_path / "r2")
+    assert_one_line_error(rc, err, "kind pretrained needs weights")
+    (tmp_path / "bad.yaml").write_text("data: {simulate: {preset: tiny}}\nencoders: [{name: op, kind: pretrained, weights: nope.pt}]\n")
+    rc, _, err = run_cli(capsys, "run", tmp_path / "bad.yaml", "--out", tmp_path / "r2")
+    assert_one_line_error(rc, err, "key 'encoders.0.weights': nope.pt not found")
+
+
+def test_our_own_checkpoint_as_weights_and_as_trainings_start(sim_store, tmp_path, capsys):
+    (tmp_path / "ri.yaml").write_text("model: mae_vit_tiny_patch8_64\nmodel_overrides: {depth: 1}\nseed: 3\nrandom_init: true\n")
+    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "ri", "--config", tmp_path / "ri.yaml", "--quiet")
+    assert rc == 0, err
+    ckpt = tmp_path / "ri" / "model.ckpt"
+    model = load_pretrained(ckpt, [])  # the layout read from the keys: ours
+    assert model.preset == "mae_vit_tiny_patch8_64"
+    for args, name in ((["--checkpoint", ckpt], "a.h5ad"), (["--weights", ckpt], "b.h5ad")):
+        rc, _, err = run_cli(capsys, "embed", *args, "--store", sim_store, "--out", tmp_path / name, "--level", "site", "--quiet")
+        assert rc == 0, err
+    np.testing.assert_array_equal(ad.read_h5ad(tmp_path / "a.h5ad").X, ad.read_h5ad(tmp_path / "b.h5ad").X)
+    # training starts from those weights: with lr 0 it ends where it started (a different seed would not)
+    (tmp_path / "ft.yaml").write_text(f"model: mae_vit_tiny_patch8_64\nmodel_overrides: {{depth: 1}}\nweights: {ckpt}\nlr: 0\nmax_steps: 1\nwarmup_steps: 0\nbatch_size: 2\n")
+    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "ft", "--config", tmp_path / "ft.yaml", "--quiet")
+    assert rc == 0, err
+    a, b = load_pretrained(ckpt, []).state_dict(), load_pretrained(tmp_path / "ft" / "model.ckpt", []).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    vit = reference_backbone(img=32, patch=8, dim=64, depth=1, max_in_chans=11)
+    (tmp_path / "bad.yaml").write_text(f"model: mae_vit_tiny_patch8_64\nweights: {openphenom_file(tmp_path, vit, 11, 'torch')}\nmax_steps: 1\n")
+    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "bad", "--config", tmp_path / "bad.yaml", "--quiet")
+    assert_one_line_error(rc, err, "key 'weights'", "openphenom weights")

@@ -11,7 +11,6 @@ into place when complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,18 +22,10 @@ import pandas as pd
 from . import __version__
 from .determinism import record
 from .errors import InputError
-from .io import check_output, open_partial, save_chunk
+from .io import check_output, file_sha256, open_partial, save_chunk
 
 LEVELS = ("crop", "site", "well")
 SITE_SPECIFIC = ("site_id", "site")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_channels(model, store, channels: list[str] | None) -> tuple[list[str], list[int] | None]:

@@ -8,6 +8,7 @@ renamed when complete, so a killed job never leaves a result that looks done.
 from __future__ import annotations
 
 import errno
+import hashlib
 import fcntl
 import json
 import os
@@ -182,3 +183,12 @@ def remove(p: Path) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256: what a result records of an input too large to copy (checkpoints, weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -61,13 +61,14 @@ def load_pretrained(path: Path, channels: list[str], layout: str = "auto", arch:
     if layout not in LAYOUTS:
         raise InputError(f"--weights-layout {layout}: unknown; choose {', '.join(LAYOUTS)}")
     path = Path(path)
+    how = "lightning checkpoint"
+    if layout != "morphoscale":
+        sd, how = read_state_dict(path)
+        layout = detect_layout(sd, path) if layout == "auto" else layout
     if layout == "morphoscale":
-        return _morphoscale(path)
-    sd, how = read_state_dict(path)
-    layout = detect_layout(sd, path) if layout == "auto" else layout
-    if layout == "morphoscale":
-        return _morphoscale(path)
-    model = _openphenom(sd, path, channels) if layout == "openphenom" else _timm(sd, path, channels, arch)
+        model = _morphoscale(path)
+    else:
+        model = _openphenom(sd, path, channels) if layout == "openphenom" else _timm(sd, path, channels, arch)
     model.weights_source = {"file": str(path), "read_as": how, "layout": layout}
     return model.eval()
 
@@ -149,3 +150,19 @@ def _load_strict(module: torch.nn.Module, sd: dict, path: Path, prefix: str) -> 
     if extra:
         raise InputError(f"{path}: '{prefix}{extra[0]}' fits no parameter of the model ({len(extra)} such keys)")
     module.load_state_dict({k: sd[k].to(own[k].dtype) for k in own}, strict=True)
+
+
+def initialize_from(model: torch.nn.Module, path: Path) -> None:
+    """Training's starting weights (train key `weights`): a morphoscale checkpoint of the same
+    preset, every parameter of the model from it. OpenPhenom's and timm's encoders have other
+    blocks than our presets, so their weights embed (`embed --weights`) but do not start training."""
+    from ..errors import ConfigError
+
+    sd, _ = read_state_dict(path)
+    layout = detect_layout(sd, path)
+    if layout != "morphoscale":
+        raise ConfigError(f"key 'weights': {path} holds {layout} weights; training starts only from a morphoscale checkpoint "
+                          "of the same model (embed --weights reads OpenPhenom and timm weights)")
+    own = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    _load_strict(model, own, path, "model.")
+    model.initial_weights = str(path)

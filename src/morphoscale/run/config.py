@@ -71,8 +71,11 @@ class EncoderSpec(_Strict):
     features, or the simulator's oracle (true morphology parameters, the ceiling)."""
 
     name: str  # the folder under encoders/ and the name in tables
-    kind: Literal["model", "features", "oracle"] = "model"  # oracle: the simulator's true parameters
+    kind: Literal["model", "features", "oracle", "pretrained"] = "model"  # oracle: the simulator's true parameters
     train: Path | dict | None = None  # kind model: a train config file or inline keys
+    weights: Path | None = None  # kind pretrained: released weights on disk (OpenPhenom, timm ViT, ours; docs/embed.md)
+    weights_layout: Literal["auto", "openphenom", "timm", "morphoscale"] = "auto"
+    arch: str | None = None  # a timm checkpoint's architecture name
     embed: EmbedSpec = EmbedSpec()
     features: FeatureSpec = FeatureSpec()
     # the fair floor: another encoder of the run (the same architecture and readout at random
@@ -90,6 +93,8 @@ class EncoderSpec(_Strict):
     def _train_for_models(self):
         if self.kind == "model" and self.train is None:
             raise ValueError(f"encoder '{self.name}': kind model needs a train config")
+        if (self.kind == "pretrained") != (self.weights is not None):
+            raise ValueError(f"encoder '{self.name}': " + ("kind pretrained needs weights (a file)" if self.kind == "pretrained" else "weights belong to kind pretrained"))
         return self
 
 
@@ -186,6 +191,8 @@ def load_run_config(path: Path) -> RunConfig:
     for i, e in enumerate(cfg.encoders):
         if isinstance(e.train, Path) and not e.train.exists():
             raise ConfigError(f"{path}: key 'encoders.{i}.train': {e.train} not found")
+        if e.weights is not None and not e.weights.is_file():
+            raise ConfigError(f"{path}: key 'encoders.{i}.weights': {e.weights} not found")
     if isinstance(cfg.data.ingest, Path) and not cfg.data.ingest.exists():
         raise ConfigError(f"{path}: key 'data.ingest': {cfg.data.ingest} not found")
     return cfg

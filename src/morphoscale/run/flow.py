@@ -92,6 +92,11 @@ class Flow:
                 self.stages.append(Stage(f"embed:{e.name}", "embed", e.embed.model_dump(), [f"train:{e.name}"], lambda e=e: self._embed(e), [emb]))
             elif e.kind == "features":
                 self.stages.append(Stage(f"embed:{e.name}", "embed", {"features": e.features.model_dump()}, ["data"], lambda e=e: self._features(e), [emb]))
+            elif e.kind == "pretrained":
+                from ..io import file_sha256
+
+                spec = {**e.embed.model_dump(), "weights_sha256": file_sha256(Path(e.weights)), "weights_layout": e.weights_layout, "arch": e.arch}
+                self.stages.append(Stage(f"embed:{e.name}", "embed", spec, ["data"], lambda e=e: self._pretrained(e), [emb]))
             else:
                 self.stages.append(Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda e=e: self._oracle(e), [emb]))
             self.stages.append(Stage(f"map:{e.name}", "map", {**cfg.map.model_dump(), **self._split_spec()}, [f"embed:{e.name}"], lambda e=e: self._map(e), [ed / "map.h5ad"]))
@@ -295,6 +300,13 @@ class Flow:
         s = e.embed
         embed(self.enc_dir(e) / "train" / "model.ckpt", self.store, self.enc_dir(e) / "embeddings.h5ad", layer=s.layer, pooling=s.pooling,
               level=s.level, tile_size=s.tile_size, batch_size=s.batch_size, overwrite=True, progress=self.progress)
+
+    def _pretrained(self, e: EncoderSpec) -> None:
+        from ..embed import embed
+
+        s = e.embed
+        embed(None, self.store, self.enc_dir(e) / "embeddings.h5ad", layer=s.layer, pooling=s.pooling, level=s.level, tile_size=s.tile_size,
+              batch_size=s.batch_size, overwrite=True, progress=self.progress, weights=Path(e.weights), weights_layout=e.weights_layout, arch=e.arch)
 
     def _features(self, e: EncoderSpec) -> None:
         import os

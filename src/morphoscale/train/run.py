@@ -15,6 +15,7 @@ from .. import __version__
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError, InputError, OutputExistsError
+from ..io import file_sha256
 
 
 class TrainConfig(BaseModel):
@@ -52,6 +53,7 @@ class TrainConfig(BaseModel):
     probe_truth: Path | None = None  # a simulated screen's ground_truth/ folder: adds the decoding R2 probe
     probe_label: str | None = None  # a site-table column: adds a kNN probe of it (across wells)
     random_init: bool = False  # write the untrained model (the floor every trained model must clear)
+    weights: Path | None = None  # start from these weights: a morphoscale checkpoint of the same model (fine-tuning, continued pre-training)
     checkpoint_every: int = Field(200, ge=1)
     preview_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
@@ -144,6 +146,10 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     module = TrainingModule(cfg.model, channels, cfg.model_overrides, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas,
                             cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, cfg.seed, classes, n_global)
     model = module.model
+    if cfg.weights is not None:
+        from ..models.weights import initialize_from
+
+        initialize_from(model, Path(cfg.weights))
     model.class_prior = class_prior(column_codes(st, "perturbation")[0], len(classes), sites)
     if model.multi_view and not (multicrop or cfg.views >= 2):
         raise ConfigError(f"key 'views': {cfg.model} learns from two views of a site; set views: 2 (crop: one) or crop: multi")
@@ -156,6 +162,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     if zero:
         trained = {"random_init": True, "model": cfg.model, "model_overrides": cfg.model_overrides, "seed": cfg.seed} if cfg.random_init else cfg.model_dump()
         (out / "config.json").write_text(json.dumps({"train": trained, "store": str(store), "channels": channels, "crop_size": crop,
+                                                 "initial_weights_sha256": file_sha256(Path(cfg.weights)) if cfg.weights else None,
                                                  "classes": len(classes), "training_sites": len(st) if sites is None else len(sites), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
                                                  "morphoscale_version": __version__,
                                                  "determinism": record(deterministic=cfg.deterministic and not on_gpu)}, indent=2, default=str))
