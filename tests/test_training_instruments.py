@@ -10,7 +10,7 @@ import pytest
 import torch
 from cli_helpers import run_cli
 
-from morphoscale.models.masked import interpolate_visible
+from morphoscale.models.masked import interpolate_visible, pixel_mask
 from morphoscale.models.registry import create_model
 from morphoscale.train.learning_check import summarize, verdict
 from morphoscale.train.module import TrainingModule
@@ -210,3 +210,27 @@ def test_the_banded_blur_is_the_zero_padded_gaussian_convolution():
     conv = F.conv2d(F.conv2d(x.reshape(6, 1, 40, 24), k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)).reshape(2, 3, 40, 24)
     banded = gaussian_band(40, sigma, dtype=torch.float64).T @ (x @ gaussian_band(24, sigma, dtype=torch.float64))
     torch.testing.assert_close(banded, conv, rtol=1e-12, atol=1e-12)
+
+
+def test_under_norm_pix_loss_the_interpolation_floor_compares_standardized_patches():
+    """A smooth image under norm_pix_loss: the floor is the interpolation standardized per patch and
+    shrunk by its least-squares factor, which beats predicting zero; the raw-intensity guess
+    against the standardized target (the floor before) does not, nor does the unshrunk one."""
+    from morphoscale.train.losses import standardize_patches
+
+    torch.manual_seed(0)
+    m = TrainingModule("mae_vit_tiny_patch8_64", CH[:3], model_overrides={"norm_pix_loss": True, "depth": 1, "decoder_depth": 1, "fourier_weight": 0.0})
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    imgs = (3 * torch.sin(xx / 5 + yy / 7)).expand(2, 3, 32, 32).contiguous()
+    losses, _ = m({"image": imgs}, generator=torch.Generator().manual_seed(1))
+    model = m.model
+    _, _, mask = model(imgs, generator=torch.Generator().manual_seed(1))
+    hidden = pixel_mask(model, mask, imgs.shape).to(imgs.dtype)
+    raw = model.patchify(interpolate_visible(imgs, hidden, sigma=4.0))
+    g, t, h = standardize_patches(raw), standardize_patches(model.patchify(imgs)), mask.bool()
+    rho = float((g * t)[h].sum() / (g * g)[h].sum())
+    fair = model.forward_loss(imgs, rho * g, mask)["loss"]
+    assert float(losses["interpolation"]) == pytest.approx(float(fair), rel=1e-5)
+    assert float(losses["interpolation"]) < float(losses["trivial"])
+    for worse in (raw, g):
+        assert float(model.forward_loss(imgs, worse, mask)["loss"]) > float(losses["trivial"])

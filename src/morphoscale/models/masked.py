@@ -4,7 +4,9 @@ MAE-ViT, channel-agnostic MAE and MU-Net.
 Beside the loss, every step measures two floors on the same images and the same mask
 (train/learning_check.py reads them): `trivial`, the loss of predicting zero (the mean, in
 self-standardized units), and `interpolation`, the loss of a Gaussian interpolation of the
-visible pixels: what a model that only learned to fill holes from their surroundings reaches.
+visible pixels: what a model that only learned to fill holes from their surroundings reaches
+(under norm_pix_loss, its patches standardized as the target's are and shrunk by one
+least-squares factor: a standardized guess that is only partly right costs more than zero).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 
 import torch
 
-from ..train.losses import mae_loss
+from ..train.losses import mae_loss, standardize_patches
 
 
 class MaskedReconstruction:
@@ -45,12 +47,22 @@ class MaskedReconstruction:
         with torch.no_grad():
             hidden = pixel_mask(self, mask, imgs.shape).to(imgs.dtype)
             losses["trivial"] = self.forward_loss(imgs, torch.zeros_like(pred), mask)["loss"].detach()
-            guess = interpolate_visible(imgs, hidden, sigma=self.cfg.patch_size / 2)
-            losses["interpolation"] = self.forward_loss(imgs, self.patchify(guess), mask)["loss"].detach()
+            guess = self.patchify(interpolate_visible(imgs, hidden, sigma=self.cfg.patch_size / 2))
+            if self.cfg.norm_pix_loss:
+                guess = fit_to_standardized(guess, self.patchify(imgs), mask)
+            losses["interpolation"] = self.forward_loss(imgs, guess, mask)["loss"].detach()
         return losses, reconstruction_images(self, imgs[:1].detach(), pred[:1].detach(), mask[:1])
 
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         pass
+
+
+def fit_to_standardized(guess: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The best an interpolating model does against norm_pix_loss's standardized targets: its
+    patches standardized, times the one factor that minimizes the squared error on the hidden
+    patches (the correlation of guess and target; a model can learn one global shrinkage)."""
+    g, t, w = standardize_patches(guess), standardize_patches(target), mask[..., None]
+    return g * ((g * t * w).sum() / (g * g * w).sum().clamp_min(1e-12))
 
 
 def pixel_mask(model, mask: torch.Tensor, shape) -> torch.Tensor:

@@ -24,12 +24,15 @@ def fourier_l1(pred: torch.Tensor, target: torch.Tensor, p: int, C: int) -> torc
     return (a - b).abs().mean(dim=(-3, -2, -1))
 
 
+def standardize_patches(x: torch.Tensor) -> torch.Tensor:
+    """Each patch (last dim) by its own mean and variance: the target of norm_pix_loss (He et al. 2022)."""
+    return (x - x.mean(dim=-1, keepdim=True)) / (x.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
+
+
 def mae_loss(pred, target, mask, p: int, C: int, fourier_weight: float = 0.01, norm_pix_loss: bool = False) -> dict:
     """Loss terms over the masked patches only (mask: 1 = hidden)."""
     if norm_pix_loss:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1e-6) ** 0.5
+        target = standardize_patches(target)
     mse = masked_mean(((pred - target) ** 2).mean(dim=-1), mask)
     fft = masked_mean(fourier_l1(pred, target, p, C), mask) if fourier_weight > 0 else torch.zeros((), device=pred.device)
     return {"loss": (1 - fourier_weight) * mse + fourier_weight * fft, "mse": mse, "fourier": fft}
