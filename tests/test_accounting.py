@@ -53,7 +53,7 @@ def test_peak_memory_sees_a_known_allocation():
     import subprocess
     import sys
 
-    code = ("import os, numpy as np\nfrom morphoscale.train.accounting import peak_rss_mb\n"
+    code = ("import os, numpy as np\nfrom morphoscale.memory import peak_rss_mb\n"
             "now = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20\n"
             "peak = peak_rss_mb()\nx = np.ones(600 * 2**20 // 8)\nprint(now, peak, peak_rss_mb())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -91,7 +91,7 @@ def test_wall_time_and_images_of_a_run_agree_with_the_clock(sim_store, tmp_path,
 def test_the_rss_sampler_sees_a_known_allocation_and_forgets_earlier_peaks():
     import time
 
-    from morphoscale.train.accounting import RssSampler, rss_mb
+    from morphoscale.memory import RssSampler, rss_mb
 
     big = np.ones(500 * 2**20 // 8)  # an earlier run's peak ...
     del big

@@ -153,14 +153,18 @@ def _write_embeddings(path, X, obs):
     ad.AnnData(X=X.astype(np.float32), obs=obs).write_h5ad(path)
 
 
-def test_map_and_bench_end_to_end(tmp_path, capsys, examples_dir):
+def _bench_inputs(tmp_path, capsys):
     X, obs = wells(n_genes=12)
     genes = ["POLR2A", "POLR2B", "POLR2C", "POLR2D", "POLR2E", "POLR2F", "SNRPE", "SNRPF", "SNRPG", "PSMA1", "PSMA2", "PSMA3"]
     obs["perturbation"] = obs["perturbation"].map(lambda p: genes[int(p[1:])] if p.startswith("G") else p)
     _write_embeddings(tmp_path / "emb.h5ad", X, obs)
-    rc, out, err = run_cli(capsys, "map", "--embeddings", tmp_path / "emb.h5ad", "--align", "tvn", "--out", tmp_path / "m.h5ad")
+    rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "emb.h5ad", "--align", "tvn", "--out", tmp_path / "m.h5ad")
     assert rc == 0, err
-    m = ad.read_h5ad(tmp_path / "m.h5ad")
+    return tmp_path / "m.h5ad"
+
+
+def test_map_and_bench_end_to_end(tmp_path, capsys, examples_dir):
+    m = ad.read_h5ad(_bench_inputs(tmp_path, capsys))
     assert m.n_obs == 13 and m.obs["is_control"].sum() == 1 and m.uns["provenance"]["align"] == "tvn"
     kept = m.uns["alignment"]  # what the aligner kept, for the record
     assert kept["method"] == "tvn" and kept["n_features_in"] == 5 and kept["n_components"] == 5 and kept["n_controls"] == 30
@@ -256,16 +260,6 @@ def test_drug_similarity_pairs_are_all_pairs_sharing_a_target():
     i, j = shared_target_pairs(compounds, targets)
     brute = [(a, b) for a in range(40) for b in range(a + 1, 40) if set(targets[compounds[a]]) & set(targets[compounds[b]])]
     assert list(zip(i.tolist(), j.tolist())) == brute
-
-
-def _bench_inputs(tmp_path, capsys):
-    X, obs = wells(n_genes=12)
-    genes = ["POLR2A", "POLR2B", "POLR2C", "POLR2D", "POLR2E", "POLR2F", "SNRPE", "SNRPF", "SNRPG", "PSMA1", "PSMA2", "PSMA3"]
-    obs["perturbation"] = obs["perturbation"].map(lambda p: genes[int(p[1:])] if p.startswith("G") else p)
-    _write_embeddings(tmp_path / "emb.h5ad", X, obs)
-    rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "emb.h5ad", "--align", "tvn", "--out", tmp_path / "m.h5ad")
-    assert rc == 0, err
-    return tmp_path / "m.h5ad"
 
 
 def test_bench_runs_the_metrics_asked_for_and_records_what_each_cost(tmp_path, capsys):

@@ -150,13 +150,7 @@ def map_(
     else:
         from .maps.external import read_external
 
-        roles = {}
-        for item in column or []:
-            if "=" not in item:
-                raise ConfigError(f"--column '{item}': expected ROLE=NAME")
-            k, v = item.split("=", 1)
-            roles[k.strip()] = v.strip()
-        emb = read_external(embeddings, metadata, layout, roles, control)
+        emb = read_external(embeddings, metadata, layout, _assignments(column, "--column", "ROLE=NAME"), control)
     if held_out_of is not None:
         emb = scored_part(emb, split_of_training(held_out_of), str(embeddings))
     m, aligned = build_map(emb, align=align, method=aggregate, exclude=exclude)
@@ -181,7 +175,7 @@ def bench(
     truth: Annotated[Optional[Path], typer.Option("--truth", help="A simulated screen's ground_truth/ folder: decoding R2 and cosine correlation with the true phenotypes.")] = None,
     clustering: Annotated[bool, typer.Option("--clustering", help="Also run UMAP + HDBSCAN clustering scores (slow).")] = False,
     metrics: Annotated[Optional[list[str]], typer.Option("--metrics", help="Only these metrics, comma-separated or repeated: recall, complexes, map_consistency, compound_gene, drug_similarity, "
-                                                         "consistency, magnitude, map_activity, drug_vs_control, umap, clustering, decoding_r2, truth_cosine (default: all the map supports but clustering).")] = None,
+                                                         "map_target_consistency, consistency, magnitude, map_activity, drug_vs_control, umap, clustering, decoding_r2, truth_cosine (default: all the map supports but clustering and map_target_consistency).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Recall and the cheapest checks only (recall, complexes, consistency, compound_gene, truth_cosine).")] = False,
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="A published benchmark's metrics and steps: rxrx3-core (the paper: CRISPR-only recall, compound-gene retrieval), rxrx3-core-notebook, jump; docs/published.md.")] = None,
     null_size: Annotated[int, typer.Option("--null-size", min=100, help="Draws of each mAP null (p-values resolve to 1 / (draws + 1)).")] = 10000,
@@ -195,14 +189,8 @@ def bench(
 
     from .bench import summary as bench_summary
     from .bench.run import run_bench
-    from .errors import ConfigError
 
-    extra = {}
-    for item in pairs or []:
-        if "=" not in item:
-            raise ConfigError(f"--pairs '{item}': expected NAME=FILE")
-        name, path = item.split("=", 1)
-        extra[name] = Path(path)
+    extra = {name: Path(path) for name, path in _assignments(pairs, "--pairs", "NAME=FILE").items()}
     log = None if quiet else (lambda line: err_console.print(line, markup=False, highlight=False))
     run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, null_size=null_size, seed=seed,
               overwrite=overwrite, truth=truth, metrics=metrics, quick=quick, log=log, protocol=protocol)
@@ -236,6 +224,19 @@ def bench(
     for key, why in res.skipped().items():
         out_console.print(f"skipped {key}: {why}", markup=False, highlight=False)
     out_console.print(f"wrote {out}/summary.json and tables")
+
+
+def _assignments(items: list[str] | None, flag: str, form: str) -> dict[str, str]:
+    """Repeated KEY=VALUE options as a dict; an item without '=' is a one-line error naming the flag."""
+    from .errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag} '{item}': expected {form}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _print_table(table) -> None:

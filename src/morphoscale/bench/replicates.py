@@ -80,8 +80,7 @@ def perturbation_magnitude(X: np.ndarray, obs: pd.DataFrame, n_null: int = 200, 
     to_ctrl = _mean_distance_to(X, [idx for _, idx in groups], X[ctrl])
     rows, nulls = [], {}
     for (pert, idx), ab in zip(groups, to_ctrl):
-        comp = tuple(Counter(batch[idx].tolist()).most_common())  # (plate, wells) pairs, one null per distinct composition
-        comp = tuple(sorted(comp))
+        comp = tuple(sorted(Counter(batch[idx].tolist()).items()))  # (plate, wells) pairs, one null per distinct composition
         if comp not in nulls:
             nulls[comp] = null.draw(comp, n_null, rng)
         aa = 2 * pdist(X[idx]).sum() / len(idx) ** 2 if len(idx) > 1 else 0.0

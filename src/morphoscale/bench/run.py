@@ -166,9 +166,10 @@ def run_bench(
         if protocol is not None:
             p = PROTOCOLS[protocol]
             res.summary["protocol"] = {"name": p.name, "steps": p.steps, "recall_profiles": p.recall_profiles, "published": p.published}
-        G, genes = gene_profiles(m, with_compounds=protocol is not None and PROTOCOLS[protocol].recall_profiles == "all")
+        gene_only = gene_profiles(m)
+        G, genes = gene_profiles(m, with_compounds=True) if protocol is not None and PROTOCOLS[protocol].recall_profiles == "all" else gene_only
         _gene_metrics(res, G, genes, ann, extra_pairs, null_size, seed, figures)
-        _compound_metrics(res, m, *gene_profiles(m), compound_targets, null_size, seed)
+        _compound_metrics(res, m, *gene_only, compound_targets, null_size, seed)
         if W is not None:
             _well_metrics(res, W, null_size, seed, figures, raw)
         else:

@@ -188,10 +188,13 @@ def _obs(table: pd.DataFrame, roles: dict, lay: Layout, control: str | None, whe
         is_ctrl = pert.isin(ctrl_values).to_numpy(bool)
     else:
         is_ctrl = table[ctrl_col].astype(str).isin(ctrl_values).to_numpy(bool)
-    kind = table[roles["type"]].astype(str).str.lower().map(lambda t: TYPES.get(t, t)) if roles["type"] else pd.Series("gene", index=table.index)
     if lay.name == "jump" and roles["type"]:  # pert_type trt/poscon: a gene if the row has a symbol
         sym = table["Metadata_Symbol"].notna() if "Metadata_Symbol" in table.columns else pd.Series(False, index=table.index)
         kind = pd.Series(np.where(sym, "gene", "compound"), index=table.index)
+    elif roles["type"]:
+        kind = table[roles["type"]].astype(str).str.lower().map(lambda t: TYPES.get(t, t))
+    else:
+        kind = pd.Series("gene", index=table.index)
     kind = kind.where(~is_ctrl, "control")
     keep = np.ones(len(table), bool)
     if lay.drop_other_controls:

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..train.losses import mae_loss
 from .mae_vit import MAEConfig, MAEViT
+from .readout import pool_channel_tokens
 
 
 class CAMAEViT(MAEViT):
@@ -88,12 +89,4 @@ class CAMAEViT(MAEViT):
 
     def embed(self, imgs, layer: int = -1, pooling: str = "mean", channel_ids=None) -> torch.Tensor:
         """mean / cls as for MAE-ViT; per_channel concatenates each channel's mean token (C * D)."""
-        N, C = imgs.shape[:2]
-        x = self.encode_all(self.tokens(imgs, channel_ids)[0], layer)
-        if pooling == "mean":
-            return x[:, 1:].mean(dim=1)
-        if pooling == "cls":
-            return x[:, 0]
-        if pooling == "per_channel":
-            return x[:, 1:].reshape(N, C, -1, x.shape[-1]).mean(dim=2).reshape(N, -1)
-        raise ValueError(f"pooling '{pooling}' is not defined (mean, cls or per_channel)")
+        return pool_channel_tokens(self.encode_all(self.tokens(imgs, channel_ids)[0], layer), imgs.shape[1], pooling)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .readout import pick_layer
+from .readout import pick_layer, pool_channel_tokens
 
 
 def phenom_sincos(dim: int, grid: int, scale: float = 10000.0) -> torch.Tensor:
@@ -89,15 +89,7 @@ class PhenomEncoder(nn.Module):
         return self.vit.norm(x)  # Identity under global_pool 'avg', as in the reference's forward_features
 
     def embed(self, imgs: torch.Tensor, layer: int = -1, pooling: str = "mean", channel_ids=None) -> torch.Tensor:
-        N, C = imgs.shape[:2]
-        x = self.encode_all(self.tokens(imgs), layer)
-        if pooling == "mean":
-            return x[:, 1:].mean(dim=1)
-        if pooling == "cls":
-            return x[:, 0]
-        if pooling == "per_channel":
-            return x[:, 1:].reshape(N, C, -1, x.shape[-1]).mean(dim=2).reshape(N, -1)
-        raise ValueError(f"pooling '{pooling}' is not defined (mean, cls or per_channel)")
+        return pool_channel_tokens(self.encode_all(self.tokens(imgs), layer), imgs.shape[1], pooling)
 
 
 @dataclass

@@ -27,6 +27,19 @@ def pick_layer(n: int, layer: int) -> int:
     return layer % n
 
 
+def pool_channel_tokens(x: torch.Tensor, n_channels: int, pooling: str) -> torch.Tensor:
+    """A channel-agnostic ViT's tokens (cls first, then each channel's patches in turn) ->
+    mean of the patch tokens, the cls token, or per_channel: each channel's mean, concatenated."""
+    if pooling == "mean":
+        return x[:, 1:].mean(dim=1)
+    if pooling == "cls":
+        return x[:, 0]
+    if pooling == "per_channel":
+        N = x.shape[0]
+        return x[:, 1:].reshape(N, n_channels, -1, x.shape[-1]).mean(dim=2).reshape(N, -1)
+    raise ValueError(f"pooling '{pooling}' is not defined (mean, cls or per_channel)")
+
+
 def pool_stages(stages: list[torch.Tensor], layer: int, pooling: str) -> torch.Tensor:
     """(N, C_i, H_i, W_i) feature maps, shallow to deep -> (N, D) by `pooling` at `layer`."""
     k = pick_layer(len(stages), layer)

@@ -79,14 +79,16 @@ def _morphoscale(path: Path):
     return load_module(path).model.eval()
 
 
-def _max_in_chans(path: Path, n_pos: int, grid_cells: int | None) -> int:
+def _max_in_chans(path: Path) -> int:
+    """The config.json beside the weights says how many channels its position table covers; else
+    the released model's 11."""
     cfg = path.parent / "config.json"
     if cfg.is_file():
         try:
             return int(json.loads(cfg.read_text())["encoder"]["max_in_chans"])
         except (KeyError, TypeError, ValueError, json.JSONDecodeError):
             pass
-    return (n_pos - 1) // grid_cells if grid_cells else 11
+    return 11
 
 
 def _openphenom(sd: dict, path: Path, channels: list[str]):
@@ -99,7 +101,7 @@ def _openphenom(sd: dict, path: Path, channels: list[str]):
     D, _, p, _ = enc["patch_embed.proj.weight"].shape
     depth = 1 + max(int(k.split(".")[1]) for k in enc if k.startswith("blocks."))
     n_pos = enc["pos_embed"].shape[1]
-    m = _max_in_chans(path, n_pos, None)
+    m = _max_in_chans(path)
     grid = math.isqrt((n_pos - 1) // m)
     if grid * grid * m + 1 != n_pos:
         raise InputError(f"{path}: {PHENOM_PREFIX}pos_embed has {n_pos} rows, not 1 + channels x grid^2 for {m} channels")

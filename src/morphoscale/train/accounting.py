@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..memory import RssSampler, peak_rss_mb, rss_mb  # noqa: F401  (re-exported: the fit's accounting reads them)
+from ..memory import RssSampler, peak_rss_mb
 
 
 def count_training_flops(model, batch: dict) -> int:
