@@ -7,6 +7,9 @@ the screen that is reported (docs/embed.md).
 
     .venv/bin/morphoscale run configs/readout_choice.yaml --out runs/readout_seed1 --quiet
     .venv/bin/python benchmarks/readout_choice.py runs/readout_seed1
+
+Any run's ViT MAEs: `--pair TRAINED:UNTRAINED` (repeatable) reads each pair at the ViT
+readouts (the recipe study's readout of each budget, docs/recipe.md).
 """
 
 from __future__ import annotations
@@ -55,13 +58,18 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     ap = argparse.ArgumentParser()
     ap.add_argument("run", type=Path)
+    ap.add_argument("--pair", action="append", default=[], help="TRAINED:UNTRAINED encoders of the run, read at the ViT readouts")
     args = ap.parse_args()
     import pandas as pd
 
     from morphoscale.bench import summary
 
+    families = FAMILIES
+    if args.pair:
+        vit = FAMILIES["ViT-Ti/8 MAE"][2]
+        families = {p.split(":")[0]: (p.split(":")[0], p.split(":")[1], vit) for p in args.pair}
     rows = []
-    for family, (trained, untrained, readouts) in FAMILIES.items():
+    for family, (trained, untrained, readouts) in families.items():
         for layer, pooling in readouts:
             a, b = (summary.read(readout_bench(args.run, e, layer, pooling)) for e in (trained, untrained))
             p = summary.paired(a, b).set_index("metric")
@@ -73,8 +81,9 @@ def main() -> None:
                              "trained": summary.fmt(ea["value"], ea["ci_low"], ea["ci_high"]), "untrained": summary.fmt(eb["value"], eb["ci_low"], eb["ci_high"]),
                              "difference": summary.fmt(r.difference, r.ci_low, r.ci_high), "note": r.note})
     df = pd.DataFrame(rows)
-    df.to_csv(args.run / "readout_choice.csv", index=False)
-    print(f"Command: `.venv/bin/python benchmarks/readout_choice.py {args.run}`\n")
+    df.to_csv(args.run / ("readout_pairs.csv" if args.pair else "readout_choice.csv"), index=False)
+    pairs = "".join(f" --pair {p}" for p in args.pair)
+    print(f"Command: `.venv/bin/python benchmarks/readout_choice.py {args.run}{pairs}`\n")
     print("| model | layer | pooling | metric | trained [95% CI] | untrained [95% CI] | trained - untrained, paired [95% CI] | |")
     print("|---|---:|---|---|---:|---:|---:|---|")
     for r in df.itertuples():

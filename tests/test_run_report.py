@@ -260,3 +260,29 @@ def test_real_field_run_probes_nucleus_features_and_reconstructs_held_out_crops(
     page = (tmp_path / "run" / "report.html").read_text()
     assert "predicting CellProfiler nucleus features" in page and "AreaShape_Area" in page
     assert "cross-validated R2" in stdout
+
+
+def test_the_report_draws_paired_differences_against_training_flops(tmp_path):
+    """Three or more encoders paired with one baseline, at different counted training FLOPs:
+    the budget figure; fewer budgets: no figure."""
+    import json
+
+    import pandas as pd
+
+    from morphoscale.report.html import budget_section
+
+    rows, encoders = [], {}
+    for k, (name, flops) in enumerate([("a", 1e12), ("b", 4e12), ("c", 1.6e13)]):
+        d = tmp_path / "encoders" / name / "train"
+        d.mkdir(parents=True)
+        (d / "resources.json").write_text(json.dumps({"training_flops": flops}))
+        encoders[name] = d.parent
+        for metric in ("decoding_r2", "truth_cosine_spearman", "recall/CORUM/5"):
+            rows.append({"encoder": name, "baseline": "twin", "metric": metric, "label": metric, "a": 0.1, "b": 0.1,
+                         "difference": 0.01 * k, "ci_low": 0.01 * k - 0.02, "ci_high": 0.01 * k + 0.02, "note": ""})
+    pd.DataFrame(rows).to_csv(tmp_path / "paired.csv", index=False)
+    html = budget_section(tmp_path, encoders)
+    assert "Against the training budget" in html and html.count("<img") == 1
+    two = pd.DataFrame(rows)
+    two[two["encoder"] != "c"].to_csv(tmp_path / "paired.csv", index=False)
+    assert budget_section(tmp_path, encoders) == ""

@@ -305,7 +305,8 @@ def embed(
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
     chunk_sites: Annotated[int, typer.Option("--chunk-sites", help="Sites per resumable chunk.")] = 256,
     fmt: Annotated[str, typer.Option("--format", help="h5ad or parquet.")] = "h5ad",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder (eager, with a warning, where compiling fails).")] = False,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="32, bf16-mixed or 16-mixed (GPU only); default bf16-mixed on a GPU, 32 on the CPU. Embeddings are written as float32 either way.")] = None,
     devices: Annotated[int, typer.Option("--devices", help="Processes (devices) per node; above 1, Lightning Fabric runs DDP and each rank embeds its share of chunks.")] = 1,
     num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes.")] = 1,
     accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu or gpu.")] = "auto",
@@ -323,7 +324,7 @@ def embed(
         raise InputError("--devices/--num-nodes: must be at least 1")
     path = run_embed(checkpoint, store, out, layer, pooling, level, tile_size, stride, remainder, channels, batch_size, num_workers,
                      chunk_sites, fmt, compile, overwrite, progress=not quiet, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
-                     weights=weights, weights_layout=weights_layout, arch=arch)
+                     weights=weights, weights_layout=weights_layout, arch=arch, precision=precision)
     _say_once(f"wrote {path}")
 
 

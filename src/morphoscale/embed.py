@@ -22,7 +22,7 @@ import pandas as pd
 from . import __version__
 from .determinism import record
 from .errors import InputError
-from .io import check_output, file_sha256, open_partial, save_chunk
+from .io import check_output, file_sha256, open_partial, refuse_overlap, save_chunk
 
 LEVELS = ("crop", "site", "well")
 SITE_SPECIFIC = ("site_id", "site")
@@ -70,11 +70,13 @@ def embed(
     weights: Path | None = None,
     weights_layout: str = "auto",
     arch: str | None = None,
+    precision: str | None = None,
 ) -> Path:
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from torch.utils.data import DataLoader
 
+    from .compute import autocast, compiled, resolve_precision
     from .data.datasets import TileDataset
     from .data.store import ImageStore
     from .train.run import load_module
@@ -83,11 +85,22 @@ def embed(
         raise InputError(f"--level: '{level}' is not one of {', '.join(LEVELS)}")
     if fmt not in ("h5ad", "parquet"):
         raise InputError(f"--format: '{fmt}' is not h5ad or parquet")
+    for name, v in (("--batch-size", batch_size), ("--chunk-sites", chunk_sites)):
+        if v < 1:
+            raise InputError(f"{name}: must be at least 1, got {v}")
+    if num_workers < 0:
+        raise InputError(f"--num-workers: must be 0 or more, got {num_workers}")
+    wants_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    try:
+        precision = resolve_precision(precision, wants_gpu, "--precision")
+    except Exception as e:
+        raise InputError(str(e)) from None
     out = Path(out)
+    store = ImageStore(store_path)  # an input that is not a store is named first
+    refuse_overlap(out, store_path, checkpoint, weights)
     check_output(out, overwrite)
     if (checkpoint is None) == (weights is None):
         raise InputError("embed: give --checkpoint (a morphoscale training checkpoint) or --weights (pretrained weights), one of them")
-    store = ImageStore(store_path)
     if weights is not None:
         from .models.weights import load_pretrained
 
@@ -112,7 +125,7 @@ def embed(
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model.embed) if compile else model.embed
+    forward = compiled(model.embed, f"{model.preset}'s embedding") if compile else model.embed
     pooling = pooling or model.default_pooling
     kwargs = {"layer": layer, "pooling": pooling}
     if channel_ids is not None:
@@ -127,7 +140,8 @@ def embed(
     n_sites = len(store)
     settings = {"checkpoint_sha256": file_sha256(Path(checkpoint or weights)), "preset": model.preset, "channels": use_channels, "layer": layer, "pooling": pooling,
                 "tile_size": tile, "stride": tiles.stride, "remainder": remainder, "tiles_per_site": tiles.tiles_per_site, "level": level,
-                "store": str(Path(store_path).resolve()), "n_sites": n_sites, "adabn": bool(getattr(model.cfg, "adabn", False))}
+                "store": str(Path(store_path).resolve()), "n_sites": n_sites, "adabn": bool(getattr(model.cfg, "adabn", False)),
+                "precision": precision}
     if weights is not None:
         settings["weights"] = json.dumps(model.weights_source)
     if rank == 0:
@@ -139,13 +153,13 @@ def embed(
     chunks = [(c, min(c + chunk_sites, n_sites)) for c in range(0, n_sites, chunk_sites)]
     todo = [(i, a, b) for i, (a, b) in enumerate(chunks) if not (part / f"chunk{i:06d}.npy").exists()][rank::world]
     cols = (TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     domains = adabn_states(model, store, tiles, use_channels, batch_size, device) if settings["adabn"] and todo else None
-    with Progress(*cols, disable=not progress or rank != 0) as bar, torch.inference_mode(), autocast:
+    with Progress(*cols, disable=not progress or rank != 0) as bar, torch.inference_mode(), autocast(device.type, precision):
         task = bar.add_task("embed", total=n_sites, completed=n_sites - sum(b - a for _, a, b in todo))
         for i, a, b in todo:
             sub = TileDataset(store, tile, stride, remainder, channels=use_channels, sites=np.arange(a, b))
-            loader = DataLoader(sub, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
+            loader = DataLoader(sub, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+                                prefetch_factor=4 if num_workers else None)
             per_tile = []
             for batch in loader:
                 x = batch["image"].to(device, non_blocking=True)

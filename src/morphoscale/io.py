@@ -39,6 +39,18 @@ def check_output(path: Path, overwrite: bool) -> None:
         raise InputError(f"{parent}: output folder is not writable")
 
 
+def refuse_overlap(out: Path, *inputs: Path | None, option: str = "--out") -> None:
+    """An output that is, holds or lies inside an input is refused (with or without
+    --overwrite: overwriting it would delete the input)."""
+    o = Path(out).resolve()
+    for i in inputs:
+        if i is None:
+            continue
+        p = Path(i).resolve()
+        if o == p or o.is_relative_to(p) or p.is_relative_to(o):
+            raise InputError(f"{option} {out}: is, holds or lies inside the input {i}; choose another output")
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -58,6 +58,7 @@ class CropDataset(Dataset):
         n_views: int = 1,
         group_size: int = 1,
         holdout_width: float = 0.0,
+        raw: bool = False,
     ):
         self.store = store if isinstance(store, ImageStore) else ImageStore(store)
         h, w = self.store.image_size
@@ -84,6 +85,12 @@ class CropDataset(Dataset):
         self.batches, self.batch_names = column_codes(self.store, "batch")
         self.n_views = n_views
         self.group_size = group_size
+        # raw: items carry the crop as stored (uint8 stays uint8: a quarter of the bytes to a
+        # GPU) and the augmentation drawn for it; transforms.standardize_and_augment finishes
+        # the batch on the device. One view per site only.
+        if raw and (multicrop or n_views > 1):
+            raise ValueError("raw crops (transforms on the device) are for one view per site")
+        self.raw = raw
         if order == "by_batch":
             site_batches = self.batches[self.sites]
             self._domains = [self.sites[site_batches == b] for b in np.unique(site_batches)]
@@ -99,11 +106,15 @@ class CropDataset(Dataset):
         g.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFFFFFFFFFF)
         return g
 
-    def _crop(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
+    def _cut(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
+        """A crop at a random place, as stored."""
         _, h, w = site.shape
         y = int(torch.randint(0, h - size + 1, (), generator=g))
         x = int(torch.randint(0, min(w, self.crop_width) - size + 1, (), generator=g))
-        return self_standardize(torch.from_numpy(np.ascontiguousarray(site[:, y : y + size, x : x + size])))
+        return torch.from_numpy(np.ascontiguousarray(site[:, y : y + size, x : x + size]))
+
+    def _crop(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
+        return self_standardize(self._cut(site, size, g))
 
     def _view(self, site: np.ndarray, size: int, g: torch.Generator) -> torch.Tensor:
         return self.augment(self._crop(site, size, g), g)
@@ -145,6 +156,10 @@ class CropDataset(Dataset):
         elif self.n_views > 1:
             crop = self._crop(site, self.crop_size, g)
             item["views"] = [self.augment(crop, g) for _ in range(self.n_views)]
+        elif self.raw:
+            crop = self._cut(site, self.crop_size, g)
+            item["image"] = crop if crop.dtype == torch.uint8 else crop.float()
+            item["aug"] = self.augment.draw(g, crop.shape[0])
         else:
             item["image"] = self._view(site, self.crop_size, g)
         return item

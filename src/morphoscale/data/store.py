@@ -173,7 +173,9 @@ class ImageStore:
         if self._chunks is None:
             self._chunks = SiteChunks(self.path / "images")
         site = self._chunks.read(i)
-        return site if channels is None else site[channels]
+        if channels is None or list(channels) == list(range(site.shape[0])):
+            return site  # all channels in order: no copy
+        return site[channels]
 
     def intensity_range(self) -> np.ndarray:
         import zarr

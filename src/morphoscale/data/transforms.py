@@ -48,33 +48,81 @@ class Augment:
         return not (self.flips or self.rot90 or self.blur_p > 0 or self.jitter > 0)
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.draw(g, x.shape[-3]))
+
+    def draw(self, g: torch.Generator, channels: int) -> torch.Tensor:
+        """The random choices of one augmentation, drawn from `g` (in this order): flip x,
+        flip y, quarter turns, blur sigma (0: none), then per-channel scales and shifts.
+        float64, so the sigma a Python float held is kept exactly."""
+        c = channels
+        p = torch.zeros(4 + 2 * c, dtype=torch.float64)
+        p[4 : 4 + c] = 1.0
+
         def u() -> float:
             return float(torch.rand((), generator=g))
 
         if self.flips:
-            if u() < 0.5:
-                x = x.flip(-1)
-            if u() < 0.5:
-                x = x.flip(-2)
+            p[0] = float(u() < 0.5)
+            p[1] = float(u() < 0.5)
         if self.rot90:
-            k = int(torch.randint(0, 4, (), generator=g))
-            if k:
-                x = torch.rot90(x, k, dims=(-2, -1))
+            p[2] = int(torch.randint(0, 4, (), generator=g))
         if self.blur_p > 0 and u() < self.blur_p:
             lo, hi = self.blur_sigma
-            x = gaussian_blur(x, lo + (hi - lo) * u())
+            p[3] = lo + (hi - lo) * u()
         if self.jitter > 0:
-            c = x.shape[-3]
-            scale = 1 + self.jitter * (2 * torch.rand(c, 1, 1, generator=g) - 1)
-            shift = self.jitter * (2 * torch.rand(c, 1, 1, generator=g) - 1)
-            x = x * scale + shift
+            p[4 : 4 + c] = 1 + self.jitter * (2 * torch.rand(c, generator=g) - 1)
+            p[4 + c :] = self.jitter * (2 * torch.rand(c, generator=g) - 1)
+        return p
+
+    @staticmethod
+    def apply(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """One image (C, H, W) augmented as drawn."""
+        c = x.shape[-3]
+        if p[0]:
+            x = x.flip(-1)
+        if p[1]:
+            x = x.flip(-2)
+        if p[2]:
+            x = torch.rot90(x, int(p[2]), dims=(-2, -1))
+        if p[3] > 0:
+            x = gaussian_blur(x, float(p[3]))
+        scale, shift = p[4 : 4 + c].float(), p[4 + c :].float()
+        if not (torch.all(scale == 1) and torch.all(shift == 0)):
+            x = x * scale.view(c, 1, 1).to(x.device) + shift.view(c, 1, 1).to(x.device)
         return x.contiguous()
+
+
+def standardize_and_augment(raw: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """A batch of raw crops (N, C, h, w; any dtype, on any device) self-standardized and
+    augmented with the choices drawn on the CPU (`Augment.draw`, one row per crop): what the
+    dataset does per crop, done where the batch is (a GPU), on the whole batch at once."""
+    x = self_standardize(raw)
+    n, c = x.shape[:2]
+    params = params.detach().cpu()
+    out = torch.empty_like(x)
+    # the dihedral part, one batched op per distinct (flip x, flip y, turns)
+    keys = params[:, :3].to(torch.int64)
+    for key in torch.unique(keys, dim=0):
+        rows = torch.nonzero((keys == key).all(dim=1)).flatten().to(x.device)
+        y = x.index_select(0, rows)
+        if key[0]:
+            y = y.flip(-1)
+        if key[1]:
+            y = y.flip(-2)
+        if key[2]:
+            y = torch.rot90(y, int(key[2]), dims=(-2, -1))
+        out.index_copy_(0, rows, y)
+    for i in torch.nonzero(params[:, 3] > 0).flatten().tolist():  # blur: its own sigma per crop
+        out[i] = gaussian_blur(out[i], float(params[i, 3]))
+    scale = params[:, 4 : 4 + c].float().view(n, c, 1, 1).to(x.device)
+    shift = params[:, 4 + c :].float().view(n, c, 1, 1).to(x.device)
+    return (out * scale + shift).contiguous()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of every channel, reflect padding, kernel radius ceil(3 sigma)."""
     radius = max(1, int(torch.ceil(torch.tensor(3 * sigma))))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     c = x.shape[-3]

@@ -271,6 +271,57 @@ def paired_section(run_dir: Path) -> str:
             "A difference inside its interval is not evidence of a difference.</p>" + _table(show))
 
 
+BUDGET_METRICS = {"decoding_r2": "decoding R2", "truth_cosine_spearman": "cosine correlation with the truth", "recall/CORUM/5": "CORUM recall"}
+
+
+def training_flops(encoder_dir: Path) -> float | None:
+    """Counted training FLOPs of an encoder of a run (train/resources.json), None if untrained."""
+    f = Path(encoder_dir) / "train" / "resources.json"
+    return json.loads(f.read_text()).get("training_flops") if f.exists() else None
+
+
+def budget_figure(paired: pd.DataFrame, flops: dict, baseline: str):
+    """Paired differences from one baseline (the untrained twin) against counted training FLOPs,
+    one point per encoder with its 95% interval: where the gap to the floor closes, if it does."""
+    plt = _plt()
+    rows = paired[(paired["baseline"] == baseline) & paired["encoder"].isin(list(flops)) & paired["metric"].isin(list(BUDGET_METRICS))]
+    metrics = [m for m in BUDGET_METRICS if m in set(rows["metric"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        r = rows[rows["metric"] == m].assign(flops=lambda d: d["encoder"].map(flops)).sort_values("flops")
+        ax.axhline(0, color="0.5", lw=1, ls="--")
+        ax.errorbar(r["flops"], r["difference"], yerr=[r["difference"] - r["ci_low"], r["ci_high"] - r["difference"]], fmt="o-", capsize=3, color="C0")
+        for x, y, n in zip(r["flops"], r["difference"], r["encoder"]):
+            ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training FLOPs (log scale)")
+        ax.set_title(f"{BUDGET_METRICS[m]}: trained - {baseline}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def budget_section(run_dir: Path, encoders: dict) -> str:
+    """The budget figure for every baseline that three or more trained encoders are paired with."""
+    f = run_dir / "paired.csv"
+    if not f.exists():
+        return ""
+    paired = pd.read_csv(f)
+    out = ""
+    for baseline, group in paired.groupby("baseline", sort=False):
+        flops = {n: training_flops(encoders[n]) for n in group["encoder"].unique() if n in encoders}
+        flops = {n: v for n, v in flops.items() if v}
+        if len(set(flops.values())) >= 3:
+            out += _fig(budget_figure(paired, flops, baseline), f"paired differences from {baseline} against training FLOPs", 1000)
+    if not out:
+        return ""
+    return ("<h3>Against the training budget</h3><p>Each trained encoder's paired difference from its baseline (the untrained twin) "
+            "against the FLOPs its training counted, with 95% intervals; encoders of one recipe at several budgets trace its scaling "
+            "curve. Above the dashed line beyond the interval is learning that shows in the map.</p>" + out)
+
+
 def bench_cost_section(results: dict) -> str:
     """What each metric of each encoder's bench cost: seconds / peak resident MB."""
     costs = {n: r.cost() for n, r in results.items() if r.cost()}
@@ -383,6 +434,7 @@ column is what a random map scores.</p>
 {skipped_section(results)}
 {bench_cost_section(results)}
 {paired_section(run_dir)}
+{budget_section(run_dir, encoders)}
 <h2>Relationship recall</h2>
 <p>Fraction of known gene pairs whose cosine similarity falls in the bottom 5% or top 5% of all gene pairs, by
 efaar-benchmarking's rank rule (random: about 0.10), with 95% intervals.</p>

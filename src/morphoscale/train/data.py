@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..data.datasets import CropDataset
 from ..data.store import ImageStore
-from ..data.transforms import Augment
+from ..data.transforms import Augment, standardize_and_augment
 
 
 class ResumableSampler(Sampler[int]):
@@ -48,7 +48,8 @@ class ResumableSampler(Sampler[int]):
 
 class StoreDataModule(L.LightningDataModule):
     def __init__(self, store: str, crop_size: int, batch_size: int, max_steps: int, channels: list[str] | None = None,
-                 augment: str = "none", num_workers: int = 0, seed: int = 0, multicrop=None, n_views: int = 1, group_by_batch: bool = False, holdout_width: float = 0.0, sites=None):
+                 augment: str = "none", num_workers: int = 0, seed: int = 0, multicrop=None, n_views: int = 1, group_by_batch: bool = False, holdout_width: float = 0.0, sites=None,
+                 device_transforms: bool = False, prefetch: int = 4):
         super().__init__()
         self.store_path = store
         self.crop_size = crop_size
@@ -63,6 +64,8 @@ class StoreDataModule(L.LightningDataModule):
         self.group_by_batch = group_by_batch
         self.holdout_width = holdout_width
         self.sites = sites  # site rows to crop from (None: all); the rest is held out
+        self.device_transforms = device_transforms  # crops cut by the workers, standardized and augmented where the batch lands
+        self.prefetch = prefetch
         self.sampler = ResumableSampler(max_steps * batch_size, batch_size)
         self.dataset: CropDataset | None = None
         self.per_device_batch = batch_size
@@ -82,8 +85,18 @@ class StoreDataModule(L.LightningDataModule):
             self.dataset = CropDataset(store, self.crop_size, self.augment, channels=self.channels, seed=self.seed,
                                        length=self.max_steps * self.batch_size, multicrop=self.multicrop, n_views=self.n_views,
                                        order="by_batch" if self.group_by_batch else "shuffle", group_size=self.per_device_batch,
-                                       holdout_width=self.holdout_width, sites=self.sites)
+                                       holdout_width=self.holdout_width, sites=self.sites, raw=self.device_transforms)
 
     def train_dataloader(self) -> DataLoader:
+        """Workers (each opens its own store handle: ImageStore pickles without one) stay up
+        between epochs and keep `prefetch` batches ready; pinned memory on a GPU."""
+        workers = self.num_workers > 0
         return DataLoader(self.dataset, batch_size=self.per_device_batch, sampler=self.sampler, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=False)
+                          pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers,
+                          prefetch_factor=self.prefetch if workers else None)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if "aug" in batch:
+            batch = dict(batch)
+            batch["image"] = standardize_and_augment(batch["image"], batch.pop("aug"))
+        return batch

@@ -35,9 +35,24 @@ class TrainingModule(L.LightningModule):
         self.model = create_model(preset, channels, n_classes=len(classes or []), **(model_overrides or {}))
         self._t_last: float | None = None
         self._preview: dict | None = None
+        self._loss = self.model.training_loss
+
+    def compile_step(self, warn=None) -> None:
+        """torch.compile the model's loss (forward and backward); the weights and their
+        checkpoint keys are untouched. Eager, with one warning line, where compiling fails."""
+        from ..compute import compiled
+
+        self._loss = compiled(self.model.training_loss, f"{self.hparams.preset}'s training step", warn)
 
     def forward(self, batch: dict, generator=None):
-        return self.model.training_loss(self.model_batch(batch), generator)
+        return self._loss(self.model_batch(batch), generator)
+
+    def on_fit_start(self) -> None:
+        """On a GPU, CNNs run channels-last (NHWC: what cuDNN's fastest convolutions take)."""
+        self._channels_last = self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in self.model.modules())
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
 
     def model_batch(self, batch: dict) -> dict:
         """Multi-crop views as the model takes them: smaller (local) views resized to the
@@ -45,6 +60,8 @@ class TrainingModule(L.LightningModule):
         if "views" not in batch:
             if self.model.multi_view:
                 raise ValueError(f"{self.hparams.preset} needs several views per site (crop: one with views: 2, or crop: multi)")
+            if getattr(self, "_channels_last", False):
+                return {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
             return batch
         size = max(v.shape[-1] for v in batch["views"])
         views = [v if v.shape[-1] == size else F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in batch["views"]]

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import __version__
+from ..compute import Precision, resolve_precision
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError, InputError, OutputExistsError
-from ..io import file_sha256
+from ..io import file_sha256, refuse_overlap
 
 
 class TrainConfig(BaseModel):
@@ -59,12 +60,20 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     num_workers: int = Field(0, ge=0)
     seed: int = 0
-    precision: str | None = None  # default: bf16-mixed on GPU, 32-true on CPU
+    precision: Precision | None = None  # default: bf16-mixed on GPU, 32 on CPU (compute.py); weights stay fp32
+    compile: bool = False  # torch.compile the training step (eager, with a warning line, where compiling fails)
+    loader_prefetch: int = Field(4, ge=1)  # batches each DataLoader worker keeps ready
+    transforms_on: Literal["auto", "cpu", "device"] = "auto"  # standardize + augment on the CPU or on the device (auto: the device when it is a GPU)
     deterministic: bool = True
     devices: int | str = "auto"  # per node; batch_size is the global batch, split over devices x nodes
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"  # auto, or ddp for data parallelism over devices and nodes (torchrun and SLURM work)
     accelerator: str = "auto"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_name(cls, v):
+        return str(v) if isinstance(v, int) else v  # `precision: 32` in YAML is a number
 
 
 def load_train_config(path: Path | None, overrides: dict | None = None) -> TrainConfig:
@@ -99,6 +108,8 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     # Under DDP the launcher (Lightning's, torchrun or SLURM) starts this function once per
     # process; only global rank 0 prepares the folder and writes files.
     zero = is_global_zero()
+    on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+    precision = resolve_precision(cfg.precision, on_gpu, "key 'precision'")
     if isinstance(cfg.devices, int) and cfg.batch_size % (cfg.devices * cfg.num_nodes):
         raise ConfigError(f"key 'batch_size': the global batch of {cfg.batch_size} does not split over {cfg.devices * cfg.num_nodes} processes")
     if resume_from:
@@ -107,13 +118,13 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         if not (ckpt_dir / "last.ckpt").exists():
             raise InputError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
         ckpt_path = str(ckpt_dir / "last.ckpt")
-    elif zero and out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    elif zero and out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
+    # the output folder is made (an old one removed with --overwrite) once the config and
+    # the store have been checked: a config error leaves nothing behind
 
     st = ImageStore(store)
+    refuse_overlap(out, Path(store), cfg.weights, cfg.probe_truth)
     channels = cfg.channels or st.channels
     st.channel_indices(channels)  # unknown names fail here, naming the store
     if cfg.probe_label is not None and cfg.probe_label not in st.sites.columns:
@@ -140,8 +151,6 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     sites = training_sites(st.sites, cfg.split)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
-    precision = cfg.precision or ("bf16-mixed" if on_gpu else "32-true")
     n_global = cfg.n_global if multicrop else cfg.views
     module = TrainingModule(cfg.model, channels, cfg.model_overrides, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas,
                             cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, cfg.seed, classes, n_global)
@@ -156,9 +165,18 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     group = cfg.batch_size if getattr(model.cfg, "adabn", False) else 1
     if group > 1 and st.sites["batch"].nunique() < 2:
         raise ConfigError(f"key 'model.adabn': {store} has one experimental batch; per-batch statistics need several")
+    one_view = multicrop is None and cfg.views == 1
+    if cfg.transforms_on == "device" and not one_view:
+        raise ConfigError("key 'transforms_on': transforms on the device need one view per site (crop: one, views: 1)")
+    device_transforms = one_view and (cfg.transforms_on == "device" or (cfg.transforms_on == "auto" and on_gpu))
     data = StoreDataModule(str(store), crop, cfg.batch_size, cfg.max_steps, channels, cfg.augment, cfg.num_workers, cfg.seed,
                            multicrop=multicrop, n_views=1 if multicrop else cfg.views, group_by_batch=group > 1,
-                           holdout_width=cfg.holdout_width, sites=sites)
+                           holdout_width=cfg.holdout_width, sites=sites, device_transforms=device_transforms, prefetch=cfg.loader_prefetch)
+    if cfg.compile:
+        module.compile_step(warn=lambda msg: Console(stderr=True, soft_wrap=True).print(msg, markup=False, highlight=False))
+    if zero and ckpt_path is None and overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
     if zero:
         trained = {"random_init": True, "model": cfg.model, "model_overrides": cfg.model_overrides, "seed": cfg.seed} if cfg.random_init else cfg.model_dump()
         (out / "config.json").write_text(json.dumps({"train": trained, "store": str(store), "channels": channels, "crop_size": crop,
