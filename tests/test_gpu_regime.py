@@ -237,3 +237,23 @@ def test_a_config_error_leaves_no_output_folder(sim_store, tmp_path):
     with pytest.raises(ConfigError, match="crop_size"):
         train(TrainConfig(crop_size=4096), sim_store, tmp_path / "old", overwrite=True, progress=False)
     assert (tmp_path / "old" / "keep.txt").exists()  # --overwrite removes nothing until the config passed
+
+
+@pytest.mark.parametrize("overrides, key", [({"mask_ratio": 1.2}, "mask_ratio"), ({"mask_ratio": 0.0}, "mask_ratio"), ({"patch_size": 7}, "patch_size"),
+                                            ({"num_heads": 5}, "num_heads"), ({"decoder_num_heads": 3}, "decoder_num_heads"), ({"depth": 0}, "depth")])
+def test_an_impossible_vit_config_names_its_key(overrides, key):
+    with pytest.raises(ConfigError, match=f"key 'model.{key}'"):
+        create_model("mae_vit_tiny_patch8_64", CH, **overrides)
+
+
+def test_a_key_given_twice_in_a_yaml_config_is_an_error(tmp_path):
+    from morphoscale.config import read_yaml
+
+    (tmp_path / "c.yaml").write_text("lr: 1.0e-3\nmax_steps: 10\nlr: 3.0e-3\n")
+    with pytest.raises(ConfigError, match="line 3.*key 'lr' is given twice"):
+        read_yaml(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_bytes(b"lr: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not a text"):
+        read_yaml(tmp_path / "d.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        read_yaml(tmp_path)

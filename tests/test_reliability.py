@@ -151,3 +151,28 @@ def test_a_torn_stage_record_is_not_a_cache_hit(tmp_path):
     assert flow._cached(data, keys["data"])
     assert not flow._cached(data, "another key")
     np.testing.assert_equal(len(keys), len(flow.stages))
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "foreign"])
+def test_a_damaged_chunk_is_one_line_naming_it_never_a_blank_site(trained, sim_store, tmp_path, capsys, damage):
+    """A complete store whose chunk file is gone, cut short or another array's: embed and
+    features end in one line naming the site and the file, and write nothing."""
+    import shutil
+
+    root, ckpt = trained
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    chunk = store / "images" / "c.3.0.0.0"
+    assert chunk.is_file()
+    if damage == "missing":
+        chunk.unlink()
+    elif damage == "truncated":
+        chunk.write_bytes(chunk.read_bytes()[:100])
+    else:
+        from numcodecs import Blosc
+
+        chunk.write_bytes(Blosc(cname="lz4").encode(np.zeros(10, np.uint8)))  # a valid frame of another array
+    for verb in (["embed", "--checkpoint", ckpt, "--out", tmp_path / "e.h5ad"], ["features", "--out", tmp_path / "f.h5ad", "--workers", "1"]):
+        rc, _, err = run_cli(capsys, *verb, "--store", store, "--quiet")
+        assert_one_line_error(rc, err, "site 3", "c.3.0.0.0")
+        assert not (tmp_path / "e.h5ad").exists() and not (tmp_path / "f.h5ad").exists()

@@ -69,12 +69,23 @@ class SiteChunks:
     def chunk_file(self, i: int) -> Path:
         return self.path / self.metadata.encode_chunk_key((int(i),) + (0,) * len(self.shape))
 
-    def read(self, i: int) -> np.ndarray:
+    def read(self, i: int, missing_ok: bool = True) -> np.ndarray:
+        """Site i decoded. A chunk never written is zarr's fill value where `missing_ok`, else
+        FileNotFoundError."""
         try:
             data = self.chunk_file(i).read_bytes()
         except FileNotFoundError:  # zarr's rule for a chunk never written
+            if not missing_ok:
+                raise
             return np.full(self.shape, self.fill_value, self.dtype)
         site = np.empty(self.shape, self.dtype)  # writable, decoded in place
+        # Blosc's header says how many bytes the frame holds and decodes to; the decoder trusts
+        # it, so a truncated or foreign file would decode into garbage (or past its end)
+        if len(data) < 16:
+            raise ValueError(f"{len(data)} bytes, shorter than a Blosc header")
+        nbytes, cbytes = int.from_bytes(data[4:8], "little"), int.from_bytes(data[12:16], "little")
+        if cbytes != len(data) or nbytes != site.nbytes:
+            raise ValueError(f"truncated or not this store's: {len(data)} bytes on disk, the header says {cbytes} bytes decoding to {nbytes} (a site is {site.nbytes})")
         self.codec.decode(data, out=site)
         return site
 
@@ -172,10 +183,21 @@ class ImageStore:
         """One whole site, (C, H, W)."""
         if self._chunks is None:
             self._chunks = SiteChunks(self.path / "images")
-        site = self._chunks.read(i)
+        site = self._site(i)
         if channels is None or list(channels) == list(range(site.shape[0])):
             return site  # all channels in order: no copy
         return site[channels]
+
+    def _site(self, i: int) -> np.ndarray:
+        """A complete store has every chunk: a missing or undecodable one is damage, said in one
+        line naming the site and the file, never read as a blank image."""
+        chunk = self._chunks.chunk_file(i)
+        try:
+            return self._chunks.read(i, missing_ok=False)
+        except FileNotFoundError:
+            raise InputError(f"{self.path}: site {i}'s image chunk {chunk.relative_to(self.path)} is missing (the store is damaged; ingest it again)") from None
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise InputError(f"{self.path}: site {i}'s image chunk {chunk.relative_to(self.path)} cannot be decoded ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__}; the store is damaged)") from None
 
     def intensity_range(self) -> np.ndarray:
         import zarr

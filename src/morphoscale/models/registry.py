@@ -86,6 +86,8 @@ def create_model(name: str, channels: list[str], n_classes: int = 0, **overrides
             raise ConfigError(f"key 'model.adabn': backbone {cfg.backbone} has no BatchNorm to adapt")
     elif isinstance(cfg, UNetConfig):
         model = MaskedUNet(cfg)
+    elif (problem := _vit_config_problem(cfg)) is not None:
+        raise ConfigError(f"model {name}: {problem}")
     elif cfg.channel_agnostic:
         model = CAMAEViT(cfg, channels)
     else:
@@ -93,6 +95,20 @@ def create_model(name: str, channels: list[str], n_classes: int = 0, **overrides
     model.preset = name
     model.channel_names = list(channels)
     return model
+
+
+def _vit_config_problem(cfg: MAEConfig) -> str | None:
+    """What makes a ViT MAE config impossible, named by its key (None: nothing)."""
+    if not 0 < cfg.mask_ratio < 1:
+        return f"key 'model.mask_ratio': {cfg.mask_ratio} must be between 0 and 1 (exclusive)"
+    if cfg.img_size % cfg.patch_size:
+        return f"key 'model.patch_size': {cfg.patch_size} px patches do not tile a {cfg.img_size} px image"
+    for dim, heads, key in ((cfg.embed_dim, cfg.num_heads, "num_heads"), (cfg.decoder_embed_dim, cfg.decoder_num_heads, "decoder_num_heads")):
+        if heads < 1 or dim % heads:
+            return f"key 'model.{key}': {heads} heads do not divide a width of {dim}"
+    if cfg.depth < 1:
+        return f"key 'model.depth': {cfg.depth} blocks; at least 1"
+    return None
 
 
 def encoder_parameters(model) -> int:
