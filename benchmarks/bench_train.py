@@ -65,13 +65,12 @@ def train_rate(name: str, size: int, batch: int, steps: int, device: str = "cpu"
     if reference is not None:
         model = _maes_reference.ReferenceMAE(reference, channel_agnostic=name.startswith("ca_"),
                                              **({"decoder_dim": 256, "decoder_depth": 4, "decoder_heads": 8} if name.startswith("ca_") else {}))
-        loss_of = model
+        eager_loss = model
     else:
         model = create_model(name, CH6)
-        loss_of = lambda x: model(x)[0]["loss"]  # noqa: E731
+        eager_loss = lambda x: model(x)[0]["loss"]  # noqa: E731
     model.to(device)
-    if compile:
-        loss_of = compiled(loss_of, name)
+    loss_of = compiled(eager_loss, name) if compile else eager_loss
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 6, size, size, device=device)
 
@@ -85,7 +84,7 @@ def train_rate(name: str, size: int, batch: int, steps: int, device: str = "cpu"
     step()  # warm-up (and compilation)
     with FlopCounterMode(display=False) as fc:
         with autocast(torch.device(device).type, precision):
-            (model(x) if reference is not None else model(x)[0]["loss"]).backward()
+            eager_loss(x).backward()
     opt.zero_grad(set_to_none=True)
     flops = fc.get_total_flops()
     step()

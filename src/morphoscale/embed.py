@@ -76,7 +76,7 @@ def embed(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from torch.utils.data import DataLoader
 
-    from .compute import autocast, compiled, resolve_precision
+    from .compute import autocast, compiled, resolve_precision, wants_gpu
     from .data.datasets import TileDataset
     from .data.store import ImageStore
     from .train.run import load_module
@@ -90,11 +90,7 @@ def embed(
             raise InputError(f"{name}: must be at least 1, got {v}")
     if num_workers < 0:
         raise InputError(f"--num-workers: must be 0 or more, got {num_workers}")
-    wants_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
-    try:
-        precision = resolve_precision(precision, wants_gpu, "--precision")
-    except Exception as e:
-        raise InputError(str(e)) from None
+    precision = resolve_precision(precision, wants_gpu(accelerator), "--precision")
     out = Path(out)
     store = ImageStore(store_path)  # an input that is not a store is named first
     refuse_overlap(out, store_path, checkpoint, weights)
@@ -120,7 +116,7 @@ def embed(
         fabric.launch()
         device = fabric.device
     else:
-        device = torch.device("cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu")
+        device = torch.device("cuda" if wants_gpu(accelerator) else "cpu")
     rank, world = (fabric.global_rank, fabric.world_size) if fabric else (0, 1)
     model.to(device)
     if device.type == "cuda":

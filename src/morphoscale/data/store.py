@@ -191,13 +191,13 @@ class ImageStore:
     def _site(self, i: int) -> np.ndarray:
         """A complete store has every chunk: a missing or undecodable one is damage, said in one
         line naming the site and the file, never read as a blank image."""
-        chunk = self._chunks.chunk_file(i)
         try:
             return self._chunks.read(i, missing_ok=False)
         except FileNotFoundError:
-            raise InputError(f"{self.path}: site {i}'s image chunk {chunk.relative_to(self.path)} is missing (the store is damaged; ingest it again)") from None
+            why = "is missing (the store is damaged; ingest it again)"
         except (RuntimeError, ValueError, TypeError) as e:
-            raise InputError(f"{self.path}: site {i}'s image chunk {chunk.relative_to(self.path)} cannot be decoded ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__}; the store is damaged)") from None
+            why = f"cannot be decoded ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__}; the store is damaged)"
+        raise InputError(f"{self.path}: site {i}'s image chunk {self._chunks.chunk_file(i).relative_to(self.path)} {why}")
 
     def intensity_range(self) -> np.ndarray:
         import zarr

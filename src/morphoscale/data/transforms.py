@@ -78,18 +78,24 @@ class Augment:
     def apply(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """One image (C, H, W) augmented as drawn."""
         c = x.shape[-3]
-        if p[0]:
-            x = x.flip(-1)
-        if p[1]:
-            x = x.flip(-2)
-        if p[2]:
-            x = torch.rot90(x, int(p[2]), dims=(-2, -1))
+        x = dihedral(x, bool(p[0]), bool(p[1]), int(p[2]))
         if p[3] > 0:
             x = gaussian_blur(x, float(p[3]))
         scale, shift = p[4 : 4 + c].float(), p[4 + c :].float()
         if not (torch.all(scale == 1) and torch.all(shift == 0)):
             x = x * scale.view(c, 1, 1).to(x.device) + shift.view(c, 1, 1).to(x.device)
         return x.contiguous()
+
+
+def dihedral(x: torch.Tensor, flip_x: bool, flip_y: bool, turns: int) -> torch.Tensor:
+    """Flips and quarter turns over the last two axes (one image or a batch), in Augment's order."""
+    if flip_x:
+        x = x.flip(-1)
+    if flip_y:
+        x = x.flip(-2)
+    if turns:
+        x = torch.rot90(x, turns, dims=(-2, -1))
+    return x
 
 
 def standardize_and_augment(raw: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -104,14 +110,7 @@ def standardize_and_augment(raw: torch.Tensor, params: torch.Tensor) -> torch.Te
     keys = params[:, :3].to(torch.int64)
     for key in torch.unique(keys, dim=0):
         rows = torch.nonzero((keys == key).all(dim=1)).flatten().to(x.device)
-        y = x.index_select(0, rows)
-        if key[0]:
-            y = y.flip(-1)
-        if key[1]:
-            y = y.flip(-2)
-        if key[2]:
-            y = torch.rot90(y, int(key[2]), dims=(-2, -1))
-        out.index_copy_(0, rows, y)
+        out.index_copy_(0, rows, dihedral(x.index_select(0, rows), bool(key[0]), bool(key[1]), int(key[2])))
     for i in torch.nonzero(params[:, 3] > 0).flatten().tolist():  # blur: its own sigma per crop
         out[i] = gaussian_blur(out[i], float(params[i, 3]))
     scale = params[:, 4 : 4 + c].float().view(n, c, 1, 1).to(x.device)

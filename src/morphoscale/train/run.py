@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import __version__
-from ..compute import Precision, resolve_precision
+from ..compute import Precision, resolve_precision, wants_gpu
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError, InputError, OutputExistsError
@@ -108,7 +108,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     # Under DDP the launcher (Lightning's, torchrun or SLURM) starts this function once per
     # process; only global rank 0 prepares the folder and writes files.
     zero = is_global_zero()
-    on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+    on_gpu = wants_gpu(cfg.accelerator)
     precision = resolve_precision(cfg.precision, on_gpu, "key 'precision'")
     if isinstance(cfg.devices, int) and cfg.batch_size % (cfg.devices * cfg.num_nodes):
         raise ConfigError(f"key 'batch_size': the global batch of {cfg.batch_size} does not split over {cfg.devices * cfg.num_nodes} processes")
