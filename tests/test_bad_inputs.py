@@ -188,7 +188,7 @@ def case_remote_path_in_load_data(tmp, examples_dir):
     field = examples_dir / "jump-pilot-field"
     text = (field / "load_data.csv").read_text().replace(",.,", ",s3://cellpainting-gallery/x,", 1)
     (tmp / "load_data.csv").write_text(text)
-    return ["ingest", "--format", "jump", "--source", tmp / "load_data.csv", "--platemap", field / "platemap.csv", "--no-controls-ok"], ["s3://cellpainting-gallery/x", "remote image paths are not supported"]
+    return ["ingest", "--format", "jump", "--source", tmp / "load_data.csv", "--platemap", field / "platemap.csv", "--no-controls-ok"], ["s3://cellpainting-gallery/x", "a remote path", "--path-map PREFIX=LOCAL_DIR"]
 
 
 def case_several_problems_in_one_report(tmp):

@@ -98,6 +98,16 @@ def ingest(
     source: Annotated[Optional[Path], typer.Option("--source", help="rxrx: dataset folder; jump: load_data.csv (or its folder); csv: the site CSV.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML ingest config (keys of IngestConfig, see docs/ingest.md).")] = None,
     platemap: Annotated[Optional[Path], typer.Option("--platemap", help="jump: platemap CSV/TSV joined on the well.")] = None,
+    platemap_well_column: Annotated[Optional[str], typer.Option("--platemap-well-column", help="jump: the platemap's well column (default well_position).")] = None,
+    platemap_plate_column: Annotated[Optional[str], typer.Option("--platemap-plate-column", help="jump: the platemap's plate column, when one platemap holds several plates.")] = None,
+    jump_metadata: Annotated[Optional[Path], typer.Option("--jump-metadata", help="jump: cpg0016's metadata folder (plate, well, compound, crispr, orf, perturbation_control tables), joined instead of a platemap.")] = None,
+    jump_perturbation: Annotated[Optional[str], typer.Option("--jump-perturbation", help="jump with --jump-metadata: name a CRISPR/ORF well by its gene 'symbol' (default) or every well by its 'jcp2022' id.")] = None,
+    no_illum: Annotated[bool, typer.Option("--no-illum", help="jump: do not divide by the load_data's illumination functions (FileName_Illum*).")] = False,
+    path_map: Annotated[Optional[list[str]], typer.Option("--path-map", help="PREFIX=LOCAL_DIR: read images whose path starts with PREFIX (e.g. s3://cellpainting-gallery/) from LOCAL_DIR; repeatable.")] = None,
+    column: Annotated[Optional[list[str]], typer.Option("--column", help="KEY=COLUMN: a site-table column's source (plate, well, site, batch, perturbation, perturbation_type, control_column, experiment); repeatable.")] = None,
+    control: Annotated[Optional[list[str]], typer.Option("--control", help="A value of the control column that marks a negative-control well (repeatable; replaces the format's default).")] = None,
+    perturbation_names: Annotated[Optional[Path], typer.Option("--perturbation-names", help="rxrx: a two-column table renaming perturbation ids (RxRx1: siRNA -> gene symbol).")] = None,
+    channels: Annotated[Optional[str], typer.Option("--channels", help="Comma-separated channel names (jump: which Orig<CH> to read, e.g. DNA,ER,RNA,AGP,Mito,Brightfield).")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="uint8 (percentile-scaled, default) or uint16 (bit-exact).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core).")] = None,
     no_controls_ok: Annotated[bool, typer.Option("--no-controls-ok", help="Accept batches without control wells.")] = False,
@@ -108,9 +118,20 @@ def ingest(
     from .data.ingest import ingest as run_ingest
     from .data.ingest import load_ingest_config
 
-    overrides = {"format": format, "source": str(source) if source else None, "platemap": str(platemap) if platemap else None, "dtype": dtype, "workers": workers}
+    def text(p):
+        return str(p) if p is not None else None
+
+    overrides = {"format": format, "source": text(source), "platemap": text(platemap), "dtype": dtype, "workers": workers,
+                 "platemap_well_column": platemap_well_column, "platemap_plate_column": platemap_plate_column,
+                 "jump_metadata": text(jump_metadata), "jump_perturbation": jump_perturbation, "perturbation_names": text(perturbation_names),
+                 "path_map": _assignments(path_map, "--path-map", "PREFIX=LOCAL_DIR") or None,
+                 "channels": [c.strip() for c in channels.split(",") if c.strip()] if channels else None}
+    if no_illum:
+        overrides["illum"] = False
     if no_controls_ok:
         overrides["require_controls"] = False
+    if column or control:
+        overrides["columns"] = {**_assignments(column, "--column", "KEY=COLUMN"), **({"control_values": list(control)} if control else {})}
     cfg = load_ingest_config(config, overrides)
     where = str(config) if config else "command line"
     path = run_ingest(cfg, out, overwrite=overwrite, progress=not quiet, where=where)

@@ -225,7 +225,7 @@ def _embed_per_domain(model, forward, x, domains, sites, kwargs) -> np.ndarray:
 def _obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Row metadata at the level, and for wells the site -> well index."""
     sites = store.sites.copy()
-    sites = sites[[c for c in sites.columns if not c.startswith("source_")]]
+    sites = sites[[c for c in sites.columns if not c.startswith(("source_", "illum_"))]]  # file paths are the store's provenance, not metadata
     if level == "site":
         obs = sites
         obs.index = sites["site_id"].astype(str).to_numpy()

@@ -246,6 +246,20 @@ def read_into(path: str | Path, out: np.ndarray, clip: tuple[float, float]) -> t
     return lo, hi
 
 
+def read_corrected_into(path: str | Path, illum: np.ndarray, out: np.ndarray, clip: tuple[float, float]) -> tuple[float, float]:
+    """`read_into` of an image divided by its illumination function first (CellProfiler's
+    CorrectIlluminationApply, Divide), rounded back to the image's own integer type so that
+    the scaling (and uint16's range) is the one an uncorrected image gets."""
+    x = read_image(path)
+    if x.shape != out.shape or x.shape != illum.shape:
+        raise InputError(f"{path}: image is {x.shape[0]}x{x.shape[1]}, expected {out.shape[0]}x{out.shape[1]} (and its illumination function {illum.shape[0]}x{illum.shape[1]})")
+    corrected = np.rint(np.divide(x, illum, dtype=np.float64))  # float64: rounding does not depend on float32 error
+    np.clip(corrected, 0, np.iinfo(x.dtype).max, out=corrected)
+    y, lo, hi = to_store_dtype(corrected.astype(x.dtype), str(out.dtype), clip)
+    out[...] = y
+    return lo, hi
+
+
 def _destination(out: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
     """Where `read_into` decodes an image of `dtype` for the plane `out`: the plane itself,
     a reused uint16 buffer that is then scaled into a uint8 plane, or None (the general path)."""

@@ -25,8 +25,10 @@ from ..config import parse_model, read_yaml
 from ..errors import ConfigError, InputError, Problems, ValidationError
 from ..io import aligned_buffer, atomic_file, check_output, commit_dir, os_error_message, partial_dir, whole_blocks
 from ..parallel import process_map
-from .images import read_into, scale_to_uint8
-from .readers import READERS, SourceTable, check_images
+from .images import read_corrected_into, read_into, scale_to_uint8
+from .readers import READERS, SourceTable, check_illumination, check_images, read_illumination
+from .readers.base import ILLUM_PREFIX
+from .readers.cpg0016 import CPG0016_COLUMNS
 from .readers.jump import JUMP_COLUMNS
 from .readers.rxrx import RXRX_COLUMNS
 from .sitetable import SiteColumns, channel_path_columns
@@ -50,6 +52,20 @@ class IngestConfig(BaseModel):
     platemap: Path | None = None
     platemap_well_column: str = "well_position"
     platemap_plate_column: str | None = None
+    # jump only: cpg0016 metadata (jump-cellpainting/datasets' metadata/ folder) joined on plate
+    # and well instead of a platemap; a CRISPR/ORF well is named by its gene symbol (symbol) or
+    # every well by its JCP2022 id (jcp2022).
+    jump_metadata: Path | None = None
+    jump_perturbation: Literal["symbol", "jcp2022"] = "symbol"
+    # jump only: divide by the load_data's illumination functions (FileName_Illum<CH>).
+    illum: bool = True
+    # rxrx only: where each image is under images/ ({experiment}, {plate}, {well}, {site},
+    # {channel} = 1..N); default RxRx1's, or RxRx3-core's for its metadata table.
+    image_pattern: str | None = None
+    # A two-column table renaming the perturbation column's ids (RxRx1: siRNA -> gene symbol).
+    perturbation_names: Path | None = None
+    # Where remote image paths are found here: prefix (s3://bucket/...) -> local folder.
+    path_map: dict[str, str] = {}
     # Overrides of the format's default column mapping (keys of SiteColumns).
     columns: dict = {}
     require_controls: bool = True
@@ -73,7 +89,7 @@ class IngestConfig(BaseModel):
         return v
 
     def site_columns(self, source: str) -> SiteColumns:
-        base = DEFAULT_COLUMNS[self.format].model_dump()
+        base = (CPG0016_COLUMNS if self.jump_metadata else DEFAULT_COLUMNS[self.format]).model_dump()
         base.update(self.columns)
         return parse_model(SiteColumns, base, source, prefix="columns")
 
@@ -85,9 +101,12 @@ def load_ingest_config(config_path: Path | None, overrides: dict) -> IngestConfi
     if config_path is not None:
         data = read_yaml(config_path)
         where = str(config_path)
-        for key in ("source", "platemap"):
+        for key in ("source", "platemap", "jump_metadata", "perturbation_names"):
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                 data[key] = str(Path(config_path).parent / data[key])
+    for key in ("columns", "path_map"):  # the command line adds to the config's, key by key
+        if overrides.get(key) is not None and isinstance(data.get(key), dict):
+            overrides = {**overrides, key: {**data[key], **overrides[key]}}
     data.update({k: v for k, v in overrides.items() if v is not None})
     if "format" not in data:
         raise ConfigError(f"{where}: key 'format': required (rxrx, jump or csv); pass --format")
@@ -102,22 +121,26 @@ def read_source(cfg: IngestConfig, where: str = "config") -> SourceTable:
     columns = cfg.site_columns(where)
     if cfg.format != "csv" and cfg.channel_columns:
         raise ConfigError(f"{where}: key 'channel_columns': only for format csv")
-    if cfg.format != "jump" and cfg.platemap:
-        raise ConfigError(f"{where}: key 'platemap': only for format jump")
+    for key, fmt in (("platemap", "jump"), ("jump_metadata", "jump"), ("image_pattern", "rxrx"), ("perturbation_names", "rxrx")):
+        if cfg.format != fmt and getattr(cfg, key):
+            raise ConfigError(f"{where}: key '{key}': only for format {fmt}")
     if cfg.format == "rxrx":
-        table = READERS["rxrx"](cfg.source, cfg.channels, columns, cfg.require_controls, problems)
+        # the reader starts from RxRx1's columns or RxRx3-core's, by the metadata's schema
+        table = READERS["rxrx"](cfg.source, cfg.channels, dict(cfg.columns), cfg.require_controls, problems, cfg.image_pattern, cfg.perturbation_names, where)
     elif cfg.format == "jump":
-        table = READERS["jump"](cfg.source, cfg.channels, columns, cfg.require_controls, problems, cfg.platemap, cfg.platemap_well_column, cfg.platemap_plate_column)
+        table = READERS["jump"](cfg.source, cfg.channels, columns, cfg.require_controls, problems, cfg.platemap, cfg.platemap_well_column,
+                                cfg.platemap_plate_column, cfg.path_map, cfg.illum, cfg.jump_metadata, cfg.jump_perturbation)
     else:
         if cfg.channels and cfg.channel_columns and list(cfg.channels) != list(cfg.channel_columns):
             raise ConfigError(f"{where}: key 'channels': must match the keys of channel_columns")
-        table = READERS["csv"](cfg.source, cfg.channel_columns or {}, columns, cfg.require_controls, problems)
+        table = READERS["csv"](cfg.source, cfg.channel_columns or {}, columns, cfg.require_controls, problems, cfg.path_map)
     if len(table.sites) == 0 and not len(problems):
         problems.add(table.source, "no sites to ingest")
     if not len(problems):
         header = check_images(table, problems, table.source)
         if header:
             table.image_shape, table.image_dtype = header
+            check_illumination(table, problems)
     problems.raise_if_any()
     return table
 
@@ -160,15 +183,31 @@ def _worker_init(chunks: SiteChunks, dtype: str, clip: tuple[float, float], shap
     _W.update(chunks=chunks, dtype=dtype, clip=clip, shape=shape, slots=slots, site=None)
 
 
-def _ingest_site(job: tuple[int, list[str]]) -> tuple[int, list[list[float]], int, int, str | None]:
+def _illumination(path: str) -> np.ndarray:
+    """A worker's illumination functions, each read once (one per plate and channel)."""
+    cache = _W.setdefault("illum", {})
+    if path not in cache:
+        if len(cache) >= 64:
+            cache.pop(next(iter(cache)))
+        cache[path] = read_illumination(path)
+    return cache[path]
+
+
+def _read_plane(path: str, illum: str | None, plane: np.ndarray) -> list[float]:
+    if illum is None:
+        return [float(v) for v in read_into(path, plane, _W["clip"])]
+    return [float(v) for v in read_corrected_into(path, _illumination(illum), plane, _W["clip"])]
+
+
+def _ingest_site(job: tuple[int, list[str], list[str | None]]) -> tuple[int, list[list[float]], int, int, str | None]:
     """Decode a site and compress it into a free slot: (site, ranges, slot, chunk bytes, error)."""
-    i, paths = job
+    i, paths, illums = job
     shape = (len(paths), *_W["shape"])
     if _W["site"] is None or _W["site"].shape != shape:
         _W["site"] = np.empty(shape, _W["dtype"])  # one per worker: fresh pages cost faults
     site = _W["site"]
     try:
-        ranges = [[float(v) for v in read_into(p, site[c], _W["clip"])] for c, p in enumerate(paths)]
+        ranges = [_read_plane(p, f, site[c]) for c, (p, f) in enumerate(zip(paths, illums))]
     except InputError as e:
         return i, [], -1, 0, str(e)
     slot = _W["slots"].take()
@@ -248,13 +287,14 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
                 dtype=cfg.dtype,
                 clip_percentiles=list(cfg.clip_percentiles),
                 source_format=cfg.format,
-                source=table.source,
+                source=str(Path(table.source).absolute()),
+                illumination=table.illumination or {"applied": False, "why": f"the {cfg.format} layout has no illumination functions"},
                 morphoscale_version=__version__,
             )
             os.replace(tmp_group, part)
         log = part / "progress.jsonl"
         done = _read_progress(log, len(channels))
-        todo = [(i, table.paths(i)) for i in range(n) if i not in done]
+        todo = [(i, table.paths(i), table.illum_paths(i)) for i in range(n) if i not in done]
         _run_workers(todo, part, cfg, (h, w), log, done, n, progress)
         _finalize(part, table, done, channels)
     except OSError as e:
@@ -336,7 +376,10 @@ def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -
     rng[:] = ranges
     sites = table.sites.copy()
     sites.columns = [str(c) for c in sites.columns]
-    # Source paths are kept (as `source_<channel>`) for provenance.
+    # Source paths are kept (as `source_<channel>`, absolute, so that a store read from
+    # anywhere still names its images) for provenance.
+    for c in channel_path_columns(sites) + [c for c in sites.columns if c.startswith(ILLUM_PREFIX)]:
+        sites[c] = [str(Path(p).absolute()) for p in sites[c]]
     sites = sites.rename(columns={c: "source_" + c[len("path_"):] for c in channel_path_columns(sites)})
     with atomic_file(part / "sites.parquet", overwrite=True) as tmp:
         sites.to_parquet(tmp, index=False)

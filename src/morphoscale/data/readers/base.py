@@ -14,6 +14,8 @@ from ...errors import InputError, Problems
 from ..images import read_image_header
 from ..sitetable import PATH_PREFIX
 
+ILLUM_PREFIX = "illum_"
+
 
 @dataclass
 class SourceTable:
@@ -25,23 +27,67 @@ class SourceTable:
     # Set by `check_images` once every header agrees.
     image_shape: tuple[int, int] | None = None
     image_dtype: np.dtype | None = None
+    # Illumination correction: per channel an `illum_<channel>` column of functions to divide
+    # by (JUMP's .npy files), and what the store's attrs say about it.
+    illumination: dict | None = None
 
     def paths(self, i: int) -> list[str]:
         return [self.sites.at[i, PATH_PREFIX + ch] for ch in self.channels]
 
+    def illum_paths(self, i: int) -> list[str | None]:
+        return [self.sites.at[i, ILLUM_PREFIX + ch] if ILLUM_PREFIX + ch in self.sites.columns else None for ch in self.channels]
+
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A CSV (or TSV, by suffix) read as strings, so that no value is silently reinterpreted."""
+    """A CSV or TSV (by suffix, gzip allowed) or a parquet table, read as strings, so that no
+    value is silently reinterpreted (the Cell Painting Gallery ships load_data as all three)."""
     path = Path(path)
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    name = path.name.lower()
     try:
+        if name.endswith((".parquet", ".pq")):
+            return _parquet_as_strings(path)
+        sep = "\t" if name.removesuffix(".gz").endswith((".tsv", ".txt")) else ","
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot parse as a table ({str(e).splitlines()[0]})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a table") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot parse as a table ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
+
+
+def _parquet_as_strings(path: Path) -> pd.DataFrame:
+    """Every column as text the way a CSV reader would see it: missing values become ''."""
+    table = pd.read_parquet(path)
+    out = pd.DataFrame(index=table.index)
+    for col in table.columns:
+        vals = table[col]
+        text = vals.astype("string")
+        if pd.api.types.is_float_dtype(vals.dtype):  # 3.0 -> '3' as a CSV would have it
+            whole = vals.notna() & (vals % 1 == 0)
+            text = text.where(~whole, vals.where(whole).astype("Int64").astype("string"))
+        out[str(col)] = text.fillna("").astype(object)
+    return out
+
+
+REMOTE_PREFIXES = ("s3://", "gs://", "http://", "https://")
+
+
+def locate(value: str, folder: Path, path_map: dict[str, str] | None = None) -> Path:
+    """A path as a source table spells it, made local: the longest matching `path_map` prefix is
+    replaced by its local folder; a relative path is relative to the table's `folder`. A remote
+    path that no prefix maps is refused, naming the option that maps it."""
+    value = str(value).strip()
+    for prefix in sorted(path_map or {}, key=len, reverse=True):
+        if value.startswith(prefix):
+            value = str(Path(path_map[prefix]) / value[len(prefix):].lstrip("/"))
+            break
+    if value.startswith(REMOTE_PREFIXES):
+        raise InputError(f"{value}: a remote path; copy the images here and map the prefix with --path-map PREFIX=LOCAL_DIR (config key path_map)")
+    p = Path(value)
+    return p if p.is_absolute() else folder / p
 
 
 SLOW_HEADER_SECONDS = 0.001  # per file: a network filesystem, whose latency threads hide
@@ -99,3 +145,32 @@ def check_images(table: SourceTable, problems: Problems, file: str, workers: int
                 problems.add(file, f"{p}: image is {hdr[0][0]}x{hdr[0][1]} {hdr[1]}, the rest of the screen is {common[0][0]}x{common[0][1]} {common[1]}")
         return None
     return next(iter(shapes)) if shapes else None
+
+
+def read_illumination(path: str | Path) -> np.ndarray:
+    """An illumination function (a 2-D float .npy, CellProfiler's CorrectIlluminationCalculate
+    as JUMP ships it), as float32; a one-line error naming the file otherwise."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: illumination function not found (or pass --no-illum)") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path}: not a .npy illumination function ({(str(e).splitlines() or [''])[0]})") from None
+    if f.ndim != 2 or f.dtype.kind != "f":
+        raise InputError(f"{path}: an illumination function is a 2-D float array, this is {f.ndim}-D {f.dtype}")
+    if not np.isfinite(f).all() or f.min() <= 0:
+        raise InputError(f"{path}: the illumination function has values that are not finite and positive")
+    return f.astype(np.float32, copy=False)
+
+
+def check_illumination(table: SourceTable, problems: Problems) -> None:
+    """Each distinct illumination function once: readable, and of the images' shape."""
+    cols = [c for c in table.sites.columns if c.startswith(ILLUM_PREFIX)]
+    for path in pd.unique(table.sites[cols].to_numpy().ravel()) if cols else ():
+        try:
+            f = read_illumination(path)
+        except InputError as e:
+            problems.add(table.source, str(e))
+            continue
+        if f.shape != tuple(table.image_shape):
+            problems.add(table.source, f"{path}: the illumination function is {f.shape[0]}x{f.shape[1]}, the images are {table.image_shape[0]}x{table.image_shape[1]}")

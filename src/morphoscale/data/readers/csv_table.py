@@ -8,7 +8,7 @@ import pandas as pd
 
 from ...errors import InputError, Problems
 from ..sitetable import SiteColumns, build_site_table
-from .base import SourceTable, read_table
+from .base import SourceTable, locate, read_table
 
 
 def read_csv_source(
@@ -17,6 +17,7 @@ def read_csv_source(
     columns: SiteColumns | None = None,
     require_controls: bool = True,
     problems: Problems | None = None,
+    path_map: dict[str, str] | None = None,
 ) -> SourceTable:
     """`channel_columns` maps channel name -> path column, in channel order; relative paths are relative to the CSV."""
     source = Path(source)
@@ -35,6 +36,6 @@ def read_csv_source(
         vals = raw[col].str.strip()
         for idx in vals.index[vals == ""]:
             problems.add(source, f"no image path for channel {ch}", idx + 2, col)
-        paths[ch] = pd.Series([str(p if Path(p).is_absolute() else source.parent / p) for p in vals], index=raw.index)
+        paths[ch] = pd.Series([str(locate(p, source.parent, path_map)) if p else "" for p in vals], index=raw.index)
     sites = build_site_table(raw, columns, str(source), problems, paths, require_controls)
     return SourceTable(sites, list(channel_columns), str(source))
