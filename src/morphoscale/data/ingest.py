@@ -32,7 +32,7 @@ from .readers.cpg0016 import CPG0016_COLUMNS
 from .readers.jump import JUMP_COLUMNS
 from .readers.rxrx import RXRX_COLUMNS
 from .sitetable import SiteColumns, channel_path_columns
-from .store import STORE_FORMAT, SiteChunks, blosc_codec
+from .store import IMAGE_DIMENSIONS, RANGE_DIMENSIONS, STORE_FORMAT, SiteChunks, blosc_codec, write_site_table
 
 DEFAULT_COLUMNS = {"rxrx": RXRX_COLUMNS, "jump": JUMP_COLUMNS, "csv": SiteColumns()}
 
@@ -275,6 +275,7 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
                 dtype=cfg.dtype,
                 compressors=[blosc_codec(cfg.dtype)],
                 fill_value=0,
+                dimension_names=IMAGE_DIMENSIONS,
                 # Flat chunk names (c.<site>.0.0.0): nested ones cost three new folders
                 # per site, 2 ms of the writer's time. Stores with either are read alike.
                 chunk_key_encoding={"name": "default", "separator": "."},
@@ -372,7 +373,7 @@ def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -
     n = len(table.sites)
     group = zarr.open_group(part, mode="r+")
     ranges = np.array([done[i] for i in range(n)], dtype=np.float32).reshape(n, len(channels), 2)
-    rng = group.create_array("intensity_range", shape=ranges.shape, chunks=ranges.shape, dtype="float32", overwrite=True)
+    rng = group.create_array("intensity_range", shape=ranges.shape, chunks=ranges.shape, dtype="float32", overwrite=True, dimension_names=RANGE_DIMENSIONS)
     rng[:] = ranges
     sites = table.sites.copy()
     sites.columns = [str(c) for c in sites.columns]
@@ -381,6 +382,5 @@ def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -
     for c in channel_path_columns(sites) + [c for c in sites.columns if c.startswith(ILLUM_PREFIX)]:
         sites[c] = [str(Path(p).absolute()) for p in sites[c]]
     sites = sites.rename(columns={c: "source_" + c[len("path_"):] for c in channel_path_columns(sites)})
-    with atomic_file(part / "sites.parquet", overwrite=True) as tmp:
-        sites.to_parquet(tmp, index=False)
+    write_site_table(group, sites)
     group.attrs.update(complete=True, n_sites=n)

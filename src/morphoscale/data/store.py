@@ -4,7 +4,9 @@ Layout of a store folder:
     zarr.json            group attributes: channels, dtype, scaling, source, provenance, `complete`
     images/              uint8 or uint16 array (n_sites, n_channels, height, width), one chunk per site
     intensity_range/     float32 (n_sites, n_channels, 2): the (lo, hi) each image was scaled with
-    sites.parquet        the site table (row i describes images[i])
+    sites/               the site table (row i describes images[i]), a zarr group in AnnData's
+                         dataframe encoding (`anndata.io.read_elem` reads it); stores written
+                         before it hold sites.parquet instead, which is still read
 """
 
 from __future__ import annotations
@@ -19,6 +21,37 @@ from ..errors import InputError
 from ..io import write_new_file
 
 STORE_FORMAT = "morphoscale-image-store/1"
+IMAGE_DIMENSIONS = ("site", "channel", "y", "x")
+RANGE_DIMENSIONS = ("site", "channel", "bound")
+
+
+def write_site_table(group, sites: pd.DataFrame) -> None:
+    """The site table inside the store's zarr hierarchy, as AnnData encodes a dataframe: every
+    zarr tool sees a group of 1-D arrays (a parquet file there is 'not a component of a Zarr
+    hierarchy' to them, a warning on every listing)."""
+    import warnings
+
+    import anndata
+    from anndata.io import write_elem
+
+    table = sites.reset_index(drop=True).copy()
+    for col in table.columns:
+        if isinstance(table[col].dtype, pd.StringDtype) or table[col].dtype == object:
+            table[col] = table[col].astype(object).where(table[col].notna(), "").astype(str).astype(object)
+    table.index = table.index.astype(str)
+    with warnings.catch_warnings(), anndata.settings.override(allow_write_nullable_strings=False):
+        warnings.simplefilter("ignore", UserWarning)  # zarr's note on its future default sharding
+        write_elem(group, "sites", table)
+
+
+def read_site_table(path: Path) -> pd.DataFrame:
+    if (path / "sites" / "zarr.json").is_file():
+        import zarr
+        from anndata.io import read_elem
+
+        table = read_elem(zarr.open_group(path / "sites", mode="r"))
+        return table.reset_index(drop=True)
+    return pd.read_parquet(path / "sites.parquet")
 _BLOSC_MAX_OVERHEAD = 16
 
 
@@ -160,7 +193,7 @@ class ImageStore:
     @property
     def sites(self) -> pd.DataFrame:
         if self._sites is None:
-            self._sites = pd.read_parquet(self.path / "sites.parquet")
+            self._sites = read_site_table(self.path)
         return self._sites
 
     def __len__(self) -> int:
