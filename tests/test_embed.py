@@ -82,7 +82,13 @@ def test_crop_level_layer_pooling_and_parquet(setup, capsys):
     rc, _, err = run_cli(capsys, "embed", "--checkpoint", ckpt, "--store", store, "--out", root / "w.parquet", "--format", "parquet", "--quiet")
     assert rc == 0, err
     df = pd.read_parquet(root / "w.parquet")
-    assert len(df) == 8 and "emb_191" in df.columns and "perturbation" in df.columns
+    assert len(df) == 8 and "emb_191" in df.columns and {"Metadata_perturbation", "Metadata_is_control", "Metadata_obs_name"} <= set(df.columns)
+    assert [c for c in df.columns if not c.startswith("Metadata_")] == [f"emb_{k}" for k in range(192)]  # features: all the rest
+    # and the profile table maps as the h5ad does
+    rc, _, err = run_cli(capsys, "map", "--embeddings", root / "w.parquet", "--out", root / "wp_map.h5ad", "--align", "center_scale")
+    assert rc == 0, err
+    m = ad.read_h5ad(root / "wp_map.h5ad")
+    assert set(m.obs["perturbation"]) == set(df["Metadata_perturbation"]) and m.n_vars == 192
 
 
 def test_channel_agnostic_model_embeds_a_subset_per_channel(setup, capsys):

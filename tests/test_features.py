@@ -12,7 +12,7 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from morphoscale.features.flatfield import radial_flatfield
 from morphoscale.features.measure import haralick, intensity_features, object_glcms, radial_features
-from morphoscale.features.run import FeatureConfig, measure_site, site_feature_names
+from morphoscale.features.run import FeatureConfig, cellprofiler_names, measure_site, site_feature_names
 from morphoscale.features.segment import estimate_diameter, segment_nuclei
 
 
@@ -150,7 +150,7 @@ def test_features_verb_writes_embedding_layout_that_maps_and_benches(sim_store, 
     rc, _, err = run_cli(capsys, "features", "--store", sim_store, "--out", tmp_path / "f.h5ad", "--workers", "2", "--chunk-sites", "50", "--quiet")
     assert rc == 0, err
     f = ad.read_h5ad(tmp_path / "f.h5ad")
-    assert list(f.var_names) == site_feature_names(["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"])
+    assert list(f.var_names) == cellprofiler_names(["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"], 8)
     assert np.isfinite(f.X).all() and (f.X[:, 0] > 0).all()  # every well has cells
     assert {"perturbation", "is_control", "batch", "n_sites"} <= set(f.obs.columns)
     assert f.uns["provenance"]["kind"] == "hand-crafted features"
@@ -228,3 +228,22 @@ def test_segmentation_finds_cells_on_every_simulated_site(sim_store):
     store = ImageStore(sim_store)
     counts = [len(measure_site(store.read(i), store.channels, FeatureConfig())) for i in range(0, len(store), 4)]
     assert np.median(counts) >= 8 and min(counts) >= 1
+
+
+def test_profile_features_are_named_the_cellprofiler_way():
+    """Compartment_Category_Feature_Channel, one to one with the measured columns, in order,
+    so that pycytominer's feature inference (Cells_/Nuclei_ prefixes) finds every cell feature."""
+    import re
+
+    channels = ["DNA", "AGP"]
+    ours, cp = site_feature_names(channels), cellprofiler_names(channels, 8)
+    assert len(cp) == len(ours) == len(set(cp))
+    pairs = dict(zip(ours, cp))
+    assert pairs["n_cells"] == "Image_Count_Cells"
+    assert pairs["nucleus_area"] == "Nuclei_AreaShape_Area" and pairs["cell_major_axis_length"] == "Cells_AreaShape_MajorAxisLength"
+    assert pairs["nucleus_DNA_integrated"] == "Nuclei_Intensity_IntegratedIntensity_DNA"
+    assert pairs["cell_AGP_mean"] == "Cells_Intensity_MeanIntensity_AGP"
+    assert pairs["cell_AGP_texture_homogeneity"] == "Cells_Texture_InverseDifferenceMoment_AGP_1_avg_8"
+    assert pairs["cell_DNA_radial_0"] == "Cells_RadialDistribution_FracAtD_DNA_1of4"
+    pattern = re.compile(r"^(Cells|Nuclei)_(AreaShape|Intensity|Texture|RadialDistribution)_[A-Za-z]+(_[A-Za-z0-9]+)*$")
+    assert all(pattern.match(n) for n in cp[1:]), [n for n in cp[1:] if not pattern.match(n)]

@@ -151,7 +151,7 @@ def map_(
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Perturbations to leave out (repeatable).")] = None,
     held_out_of: Annotated[Optional[Path], typer.Option("--held-out-of", help="A train folder whose config has a split: keep only the wells it held out of training.")] = None,
     metadata: Annotated[Optional[Path], typer.Option("--metadata", help="A table's well metadata in a separate file (RxRx3-core: metadata_rxrx3_core.csv), joined on the id column.")] = None,
-    layout: Annotated[str, typer.Option("--layout", help="A table's layout: auto (default), rxrx3-core, jump, or columns (roles named by --column); docs/published.md.")] = "auto",
+    layout: Annotated[str, typer.Option("--layout", help="A table's layout: auto (default), rxrx3-core, jump, morphoscale (our parquet export), or columns (roles named by --column); docs/published.md.")] = "auto",
     column: Annotated[Optional[list[str]], typer.Option("--column", help="ROLE=NAME: the table column playing a role (perturbation, type, control, batch, plate, well, concentration, id); repeatable.")] = None,
     control: Annotated[Optional[str], typer.Option("--control", help="The value marking a negative-control well in the control column (RxRx3-core: EMPTY_control; JUMP: negcon).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,

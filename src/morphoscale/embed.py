@@ -247,6 +247,15 @@ def _obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | None]:
     return obs, codes
 
 
+def profile_metadata(obs: pd.DataFrame) -> pd.DataFrame:
+    """obs as the metadata columns of a profile table: every name prefixed `Metadata_` (the
+    convention pycytominer and the JUMP profiles follow: features are the rest), the row
+    name as `Metadata_obs_name`; `map --embeddings` reads such a table back."""
+    meta = obs.reset_index(names="obs_name")
+    meta.columns = [c if str(c).startswith("Metadata_") else f"Metadata_{c}" for c in meta.columns]
+    return meta
+
+
 def assemble(part: Path, chunks, store, tiles, level: str, uns: dict, out: Path, fmt: str, var_names: list[str] | None = None) -> None:
     """Stream the chunks into the output (a temporary name, renamed when complete)."""
     import h5py
@@ -270,7 +279,7 @@ def assemble(part: Path, chunks, store, tiles, level: str, uns: dict, out: Path,
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         if fmt == "parquet":
-            df = pd.concat([obs.reset_index(names="obs_name"), pd.DataFrame(np.concatenate(list(row_blocks())), columns=var.index)], axis=1)
+            df = pd.concat([profile_metadata(obs), pd.DataFrame(np.concatenate(list(row_blocks())), columns=var.index)], axis=1)
             df.to_parquet(tmp, index=False)
         else:
             n = len(obs)

@@ -64,6 +64,31 @@ def site_feature_names(channels: list[str]) -> list[str]:
     return ["n_cells"] + cell_feature_names(channels)
 
 
+# CellProfiler's names (Compartment_Category_Feature[_Channel[_parameters]]), so that profiles
+# read by pycytominer (`infer_cp_features`: columns starting Cells/Nuclei/Image) or beside
+# CellProfiler's own are named alike.
+CP_COMPARTMENTS = {"nucleus": "Nuclei", "cell": "Cells"}
+CP_SHAPE = {"area": "Area", "perimeter": "Perimeter", "eccentricity": "Eccentricity", "solidity": "Solidity", "extent": "Extent",
+            "major_axis_length": "MajorAxisLength", "minor_axis_length": "MinorAxisLength"}
+CP_INTENSITY = {"integrated": "IntegratedIntensity", "mean": "MeanIntensity", "std": "StdIntensity", "max": "MaxIntensity"}
+CP_TEXTURE = {"contrast": "Contrast", "homogeneity": "InverseDifferenceMoment", "energy": "Energy", "correlation": "Correlation", "entropy": "Entropy"}
+
+
+def cellprofiler_names(channels: list[str], texture_levels: int) -> list[str]:
+    """`site_feature_names` as CellProfiler names them, in the same order. Texture: distance 1,
+    the horizontal and vertical co-occurrences summed ('avg'), at `texture_levels` grey levels;
+    radial: the fraction of intensity in ring k of RADIAL_BINS (FracAtD)."""
+    names = ["Image_Count_Cells"]
+    for comp in ("nucleus", "cell"):
+        names += [f"{CP_COMPARTMENTS[comp]}_AreaShape_{CP_SHAPE[k]}" for k in SHAPE]
+    for ch in channels:
+        for comp in ("nucleus", "cell"):
+            names += [f"{CP_COMPARTMENTS[comp]}_Intensity_{CP_INTENSITY[s]}_{ch}" for s in ("integrated", "mean", "std", "max")]
+        names += [f"Cells_Texture_{CP_TEXTURE[k]}_{ch}_1_avg_{texture_levels}" for k in HARALICK]
+        names += [f"Cells_RadialDistribution_FracAtD_{ch}_{k + 1}of{RADIAL_BINS}" for k in range(RADIAL_BINS)]
+    return names
+
+
 def cytoplasm_image(image: np.ndarray, skip: int) -> np.ndarray:
     """Sum of the non-nuclear channels, each scaled by its 99th percentile so that no bright
     stain dominates where cells end."""
@@ -181,7 +206,7 @@ def extract_features(
     uns = {"provenance": {**{k: ("" if v is None else v) for k, v in settings.items()}, "sites_without_cells": n_empty,
                           "morphoscale_version": __version__, "time": started,
                           "determinism": json.dumps(record())}}
-    assemble(part, chunks, store, None, level, uns, out, fmt, var_names=names)
+    assemble(part, chunks, store, None, level, uns, out, fmt, var_names=cellprofiler_names(store.channels, cfg.texture_levels))
     shutil.rmtree(part)
     return out
 

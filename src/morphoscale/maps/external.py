@@ -55,13 +55,21 @@ def jump() -> Layout:
                            "well": "Metadata_Well", "concentration": "Metadata_mmoles_per_liter|Metadata_Concentration", "id": ""}, ("negcon",))
 
 
+def morphoscale() -> Layout:
+    """A profile table written by `embed --format parquet` or `features --format parquet`:
+    obs as Metadata_<name> columns, the features the rest."""
+    return Layout("morphoscale", {"perturbation": "Metadata_perturbation", "type": "Metadata_perturbation_type", "control": "Metadata_is_control",
+                                  "batch": "Metadata_batch", "plate": "Metadata_plate", "well": "Metadata_well",
+                                  "concentration": "Metadata_concentration", "id": "Metadata_obs_name"}, ("True",))
+
+
 def columns() -> Layout:
     """Any table: the roles named by --column (perturbation and batch at least); features are the
     numeric columns that play no role."""
     return Layout("columns", {}, ("control",))
 
 
-LAYOUTS = {"rxrx3-core": rxrx3_core, "jump": jump, "columns": columns}
+LAYOUTS = {"rxrx3-core": rxrx3_core, "jump": jump, "morphoscale": morphoscale, "columns": columns}
 
 
 def read_table(path: Path, what: str) -> pd.DataFrame:
@@ -82,6 +90,8 @@ def guess_layout(columns) -> str:
     cols = set(columns)
     if "well_id" in cols or any(c.startswith("feature_") for c in cols):
         return "rxrx3-core"
+    if {"Metadata_perturbation", "Metadata_is_control", "Metadata_obs_name"} <= cols:
+        return "morphoscale"
     if any(str(c).startswith("Metadata_") for c in cols):
         return "jump"
     raise InputError("cannot tell the table's layout (no well_id/feature_ columns, no Metadata_ columns): give --layout and --column ROLE=NAME")
