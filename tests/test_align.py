@@ -234,3 +234,23 @@ def test_aligners_follow_the_scikit_learn_estimator_contract():
         TVN(reg=-1).fit(X, batch, ctrl)  # validated in fit, not in __init__
     with pytest.raises(InputError, match="call fit_transform"):
         Harmony().fit(X, batch, ctrl).transform(X, batch)
+
+
+def test_map_columns_are_named_by_what_they_are():
+    """A map keeps the embedding's feature names where the alignment keeps the features, and
+    names the aligner's components otherwise (never 0, 1, ...)."""
+    import anndata as ad
+    import pandas as pd
+
+    from morphoscale.maps.build import build_map
+
+    rng = np.random.default_rng(0)
+    n = 60
+    obs = pd.DataFrame({"perturbation": [f"g{i % 5}" if i % 3 else "ctrl" for i in range(n)],
+                        "perturbation_type": ["gene" if i % 3 else "control" for i in range(n)],
+                        "is_control": [i % 3 == 0 for i in range(n)], "batch": ["b1"] * 30 + ["b2"] * 30}, index=[str(i) for i in range(n)])
+    emb = ad.AnnData(X=rng.standard_normal((n, 8)).astype(np.float32), obs=obs)
+    emb.var_names = [f"Cells_F{k}" for k in range(8)]
+    for align, first in (("center_scale", "Cells_F0"), ("none", "Cells_F0"), ("tvn_per_batch", "tvn_per_batch_0")):
+        m, wells = build_map(emb, align)
+        assert m.var_names[0] == first and list(m.var_names) == list(wells.var_names) and m.var_names.is_unique

@@ -79,6 +79,7 @@ class Aligner(BaseEstimator):
     per_batch = False
     min_controls = 1  # per batch, for the per-batch methods; in all, otherwise
     name = ""
+    keeps_features = False  # output column k is input feature k (no rotation, no reduction)
 
     def fit(self, X, batch, is_control) -> "Aligner":
         X, batch, is_control = _check(X, batch, is_control)
@@ -157,6 +158,7 @@ class NoAlign(Aligner):
 
     name = "none"
     min_controls = 0
+    keeps_features = True
 
     def _fit(self, X, batch, is_control):
         self.n_components_out_ = X.shape[1]
@@ -169,6 +171,7 @@ class CenterScale(_PerBatchAffine):
     """Per batch: subtract the controls' mean and divide by their standard deviation."""
 
     name = "center_scale"
+    keeps_features = True
 
     def __init__(self, eps: float = 1e-8):
         self.eps = eps

@@ -63,6 +63,7 @@ def build_map(emb, align: str = DEFAULT_ALIGNER, method: str = "mean", exclude: 
     aligner = make_aligner(align, **(align_params or {}))
     Xa = aligner.fit_transform(X, batch, obs["is_control"].to_numpy())
     aligned = ad.AnnData(X=Xa.astype(np.float32), obs=obs.set_axis(obs.index.astype(str)))
+    aligned.var_names = feature_names(emb.var_names, aligner, Xa.shape[1])
     profiles, mobs = aggregate(Xa, obs, method)
     n_pert = int((~mobs["is_control"]).sum())
     if n_pert < 2:
@@ -82,7 +83,16 @@ def build_map(emb, align: str = DEFAULT_ALIGNER, method: str = "mean", exclude: 
     uns["alignment"] = _alignment_record(aligner.summary_)
     aligned.uns = {"provenance": dict(uns["provenance"]), "alignment": dict(uns["alignment"])}
     m = ad.AnnData(X=profiles, obs=mobs, uns=uns)
+    m.var_names = aligned.var_names
     return m, aligned
+
+
+def feature_names(names, aligner, n: int) -> list[str]:
+    """The map's columns: the embedding's own names where the alignment keeps its features
+    (none, center_scale), else the aligner's components (tvn_per_batch_0, ...), never 0, 1, ..."""
+    if aligner.keeps_features and len(names) == n:
+        return [str(v) for v in names]
+    return [f"{aligner.name}_{k}" for k in range(n)]
 
 
 def _alignment_record(summary: dict) -> dict:
