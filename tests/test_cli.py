@@ -42,3 +42,11 @@ def test_annotations_are_the_real_files(examples_dir):
         assert list(df.columns) == ["entity1", "entity2"] and len(df) > 1000
     first = (ann / "CORUM_clusters.tsv").read_text().splitlines()[0].split("\t")
     assert first[0] == "(E.F.G) complex" and first[1].split() == ["SNRPE", "SNRPF", "SNRPG"]
+
+
+def test_help_names_value_types_as_click_does(capsys):
+    """Options show TEXT / PATH / INTEGER and flags show no value, not Python annotations."""
+    rc, out, err = run_cli(capsys, "ingest", "--help")
+    assert rc == 0, err
+    assert "<bool>" not in out and "<str>" not in out and "list[str]" not in out
+    assert "PATH" in out and "INTEGER" in out and "TEXT" in out

@@ -286,3 +286,16 @@ def test_the_report_draws_paired_differences_against_training_flops(tmp_path):
     two = pd.DataFrame(rows)
     two[two["encoder"] != "c"].to_csv(tmp_path / "paired.csv", index=False)
     assert budget_section(tmp_path, encoders) == ""
+
+
+def test_report_tables_write_counts_as_counts():
+    """A count column that is float only because a cell is missing reads 50, not 50.000;
+    fractions keep their decimals, even where they happen to be 0 or 1."""
+    import numpy as np
+    import pandas as pd
+
+    from morphoscale.report.html import _table
+
+    page = _table(pd.DataFrame({"n_pairs": [50.0, np.nan], "recall": [0.123, 1.0], "zero_or_one": [0.0, 1.0]}))
+    assert "<td>50</td>" in page and "50.000" not in page and "<td>n/a</td>" in page
+    assert "<td>0.123</td>" in page and "<td>0.000</td>" in page and "<td>1.000</td>" in page

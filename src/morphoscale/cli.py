@@ -17,6 +17,26 @@ from rich.console import Console
 from . import __version__
 from .errors import InputError, MorphoscaleError, NotBuiltError
 
+_CLICK_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN", "path": "PATH", "file": "FILE", "directory": "DIRECTORY"}
+
+
+def _option_type(self, ctx) -> str | None:
+    """An option's value in help as click writes it (TEXT, PATH, INTEGER; a repeatable option
+    says so in its help); a flag takes no value, so none. Typer 0.29 writes Python annotations
+    instead (<bool>, <list[str]>)."""
+    if getattr(self, "is_flag", False) or getattr(self, "count", False):
+        return None
+    if self.metavar is not None:
+        return self.metavar
+    label = self.display_type(ctx).strip("<>")
+    if label.startswith("list[") and label.endswith("]"):
+        label = label[5:-1]
+    return _CLICK_NAMES.get(label, label.upper() if label.isidentifier() else label)
+
+
+for _param in (typer.core.TyperOption, typer.core.TyperArgument):
+    _param.display_type_rich = _option_type
+
 app = typer.Typer(
     name="morphoscale",
     help="Learn representations of cellular morphology from microscopy and turn them into maps of biology.",

@@ -66,7 +66,13 @@ def _array_img(rgb: np.ndarray, alt: str, scale: int = 1, max_side: int = 512) -
 
 
 def _table(df: pd.DataFrame, digits: int = 3) -> str:
+    """A table with `digits` decimals, except counts: a column of whole numbers (pairs, wells;
+    float only because a cell is missing) is written without decimals, not 50.000."""
     df = df.map(lambda v: np.nan if v is None else v).infer_objects()
+    for col in df.columns:
+        vals = df[col]
+        if pd.api.types.is_float_dtype(vals) and vals.notna().any() and (vals.dropna() % 1 == 0).all() and (vals.dropna().abs() > 1).any():
+            df[col] = vals.map(lambda v: "n/a" if pd.isna(v) else str(int(v)))
     return df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, classes="t", na_rep="n/a")
 
 
@@ -111,7 +117,7 @@ def data_section(store_path: Path) -> str:
     site = st.read(picks[0])
     thumbs = "".join(f"<figure>{_array_img(np.repeat(_scaled(site[k])[..., None], 3, -1), f'channel {name}', scale, max_side=256)}<figcaption>{html.escape(name)}</figcaption></figure>"
                      for k, name in enumerate(st.channels))
-    return f"{_table(facts)}<h3>Sample sites (all channels)</h3><div class=row>{tiles}</div><h3>Channels of the first</h3><div class=row>{thumbs}</div>"
+    return f"{_table(facts)}<h3>Sample sites (all channels)</h3><div class=row>{tiles}</div><h3>Channels of the first sample site</h3><div class=row>{thumbs}</div>"
 
 
 PROBE_LABELS = {"probe/knn_perturbation": "kNN: which perturbation", "probe/logistic_control": "logistic: treated vs control",

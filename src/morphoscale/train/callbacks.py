@@ -84,3 +84,26 @@ class LearningCheck(L.Callback):
             tmp.write_text(json.dumps(self.result, indent=2))
         if self.console is not None:
             self.console.print(sentence(self.result), markup=False, highlight=False)
+
+
+def step_progress_bar():
+    """Lightning's rich bar, counting the run's steps ('train 1234/9600'): training here is a
+    step budget over an endless sampler, so its default 'Epoch 0/-2' says nothing."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class StepProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            return "train"
+
+        @property
+        def total_train_batches(self):
+            return self.trainer.max_steps if self.trainer.max_steps > 0 else float("inf")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if not self.is_disabled and self.train_progress_bar_id is None:
+                self._initialize_train_progress_bar_id()
+            self._update(self.train_progress_bar_id, trainer.global_step)
+            self._update_metrics(trainer, pl_module)
+            self.refresh()
+
+    return StepProgressBar()

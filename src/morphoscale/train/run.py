@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     from .accounting import ResourceAccounting
     from rich.console import Console
 
-    from .callbacks import LearningCheck, NonFiniteLossGuard, ReconstructionPreviews
+    from .callbacks import LearningCheck, NonFiniteLossGuard, ReconstructionPreviews, step_progress_bar
     from .data import StoreDataModule
     from ..data.datasets import column_codes
     from ..data.split import training_sites
@@ -194,6 +194,8 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         ResourceAccounting(out),
         LearningCheck(out, console=Console(stderr=True, soft_wrap=True)),
     ]
+    if progress:
+        callbacks.append(step_progress_bar())
     if cfg.probe_every:
         from .probes import ProbeSet, Probes
 
