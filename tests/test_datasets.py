@@ -125,3 +125,37 @@ def test_tiles_in_site_order_through_a_loader(store):
     ds = TileDataset(store, tile_size=32)
     sites = torch.cat([b["site"] for b in DataLoader(ds, batch_size=5, num_workers=2)])
     assert sites.tolist() == sorted(sites.tolist()) and sites.tolist().count(0) == 4
+
+
+def test_jump_field_channel_files_are_the_stains_cellprofiler_measured(examples_dir):
+    """The field's own CellProfiler Nuclei.csv names each stain's intensity per nucleus: the one-
+    to-one assignment of channel files to stains that best ranks with it (Spearman, a 6 px disk
+    at each nucleus centre) is the mapping the example's load_data uses (#23: AGP and Mito
+    were swapped; JUMP's channel_mapping.csv for the Broad Phenix agrees: Mito 1, AGP 2)."""
+    import itertools
+
+    import numpy as np
+    import pandas as pd
+    import tifffile
+    from scipy import stats
+
+    from morphoscale.data.examples import JUMP_FIELD_FILES
+
+    field = examples_dir / "jump-pilot-field"
+    nuclei = pd.read_csv(field / "Nuclei.csv")
+    nuclei = nuclei[nuclei["Location_Center_X"].between(7, 1072) & nuclei["Location_Center_Y"].between(7, 1072)]
+    yy, xx = np.mgrid[-6:7, -6:7]
+    disk = yy**2 + xx**2 <= 36
+    centres = list(zip(nuclei["Location_Center_X"].round().astype(int), nuclei["Location_Center_Y"].round().astype(int)))
+    stains = list(JUMP_FIELD_FILES)
+    files = sorted(set(JUMP_FIELD_FILES.values()))
+    rho = {}
+    for f in files:
+        img = tifffile.imread(field / f).astype(np.float64)
+        means = [img[y - 6 : y + 7, x - 6 : x + 7][disk].mean() for x, y in centres]
+        for s in stains:
+            rho[f, s] = stats.spearmanr(means, nuclei[f"Intensity_MeanIntensity_{s}"]).statistic
+    best = max(itertools.permutations(files), key=lambda perm: sum(rho[f, s] for f, s in zip(perm, stains)))
+    assert dict(zip(stains, best)) == JUMP_FIELD_FILES
+    assert rho[JUMP_FIELD_FILES["Mito"], "Mito"] > rho[JUMP_FIELD_FILES["Mito"], "AGP"] + 0.1
+    assert rho[JUMP_FIELD_FILES["AGP"], "AGP"] > rho[JUMP_FIELD_FILES["AGP"], "Mito"] + 0.1

@@ -38,12 +38,18 @@ class Example:
 
 
 JUMP_FIELD_FILES = {
-    # channel -> file, from the archive's README (Phenix channel numbers)
+    # channel -> file (Phenix channel numbers), as JUMP's channel_mapping.csv gives them for
+    # the Broad Phenix (sources 3, 4, 8: Mito 1, AGP 2, RNA 3, ER 4, DNA 5), and as the images
+    # and the field's own CellProfiler Nuclei.csv say: per nucleus, ch1 ranks with CellProfiler's
+    # Mito intensity (Spearman 0.68, AGP 0.47) and ch2 with its AGP (0.75, Mito 0.57); ch1 is
+    # perinuclear and excluded from nuclei (MitoTracker), ch2 has the Golgi spots and cell
+    # outlines (docs/datasets.md; benchmarks/jump_channels.py). Until 2026-12-06 AGP and Mito
+    # were swapped here.
     "DNA": "r01c01f01p01-ch5sk1fk1fl1.tiff",
     "ER": "r01c01f01p01-ch4sk1fk1fl1.tiff",
     "RNA": "r01c01f01p01-ch3sk1fk1fl1.tiff",
-    "AGP": "r01c01f01p01-ch1sk1fk1fl1.tiff",
-    "Mito": "r01c01f01p01-ch2sk1fk1fl1.tiff",
+    "AGP": "r01c01f01p01-ch2sk1fk1fl1.tiff",
+    "Mito": "r01c01f01p01-ch1sk1fk1fl1.tiff",
 }
 # ExampleFly suffixes; the pipeline names D, F, R OrigBlue, OrigGreen, OrigRed:
 # Hoechst (DNA), phospho-histone H3 and phalloidin (actin).
@@ -98,6 +104,8 @@ def get(name: str, force: bool = False) -> Path:
         raise InputError(f"unknown dataset '{name}'; known: {', '.join(EXAMPLES)}")
     folder = cache_dir() / name
     if is_cached(name) and not force:
+        if name in DERIVED:
+            PREPARE[name](folder)  # the files we write beside the archive's stay current
         return folder
     ex = EXAMPLES[name]
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -151,17 +159,25 @@ def _extract(archive: Path, member: str, dest: Path) -> None:
                         shutil.copyfileobj(src, out)
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Write only when the content changes (a cached example is refreshed on every `get`)."""
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
 def _prepare_jump(folder: Path) -> None:
     header = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
     row = ["BR00116991", "A01", "1"]
     for ch, f in JUMP_FIELD_FILES.items():
         header += [f"FileName_Orig{ch}", f"PathName_Orig{ch}"]
         row += [f, "."]
-    (folder / "load_data.csv").write_text(",".join(header) + "\n" + ",".join(row) + "\n")
+    _write_text(folder / "load_data.csv", ",".join(header) + "\n" + ",".join(row) + "\n")
     # The compound in A01 of the JUMP-Target-1 compound plate is not named in the archive:
     # the platemap says only which plate-map slot it is.
-    (folder / "platemap.csv").write_text("well_position,broad_sample,perturbation_type\nA01,JUMP-Target-1_compound_A01,compound\n")
-    (folder / "ingest.yaml").write_text(
+    _write_text(folder / "platemap.csv", "well_position,broad_sample,perturbation_type\nA01,JUMP-Target-1_compound_A01,compound\n")
+    _write_text(folder / "ingest.yaml",
         "# The JUMP pilot field through the jump reader; one treated field, so no control wells.\n"
         "format: jump\nsource: load_data.csv\nplatemap: platemap.csv\nrequire_controls: false\n"
     )
@@ -172,8 +188,8 @@ def _prepare_fly(folder: Path) -> None:
     for k, field in enumerate(FLY_FIELDS, start=1):
         paths = [f"{field}_{s}.TIF" for s in FLY_CHANNELS.values()]
         lines.append(f"ExampleFly,A01,{k},{field},ExampleFly,untreated," + ",".join(paths))
-    (folder / "sites.csv").write_text("\n".join(lines) + "\n")
-    (folder / "ingest.yaml").write_text(
+    _write_text(folder / "sites.csv", "\n".join(lines) + "\n")
+    _write_text(folder / "ingest.yaml",
         "# The three untreated ExampleFly fields through the generic csv reader.\n"
         "format: csv\nsource: sites.csv\n"
         "channel_columns: {" + ", ".join(f"{c}: {c}" for c in FLY_CHANNELS) + "}\n"
@@ -195,4 +211,5 @@ def _prepare_reference(folder: Path) -> None:
     shutil.rmtree(folder / "efaar_benchmarking" / "expression_data", ignore_errors=True)
 
 
+DERIVED = ("jump-pilot-field", "example-fly")  # examples with files written by us, not the archive's
 PREPARE = {"jump-pilot-field": _prepare_jump, "example-fly": _prepare_fly, "annotations": _prepare_annotations, "efaar-reference": _prepare_reference}
