@@ -44,6 +44,7 @@ def _emb_variant(src, path, rows=None, cols=None):
 def test_corpus_of_the_later_verbs(trained, sim_store, tmp_path, capsys):
     root, ckpt = trained
     (tmp_path / "trunc.ckpt").write_bytes(ckpt.read_bytes()[:5000])
+    (tmp_path / "empty.ckpt").write_bytes(b"")
     (tmp_path / "garbage.h5ad").write_text("not hdf5")
     (tmp_path / "nooverlap.csv").write_text("entity1,entity2\nNOTAGENE1,NOTAGENE2\n")
     (tmp_path / "badtype.yaml").write_text("batch_size: many\n")
@@ -53,6 +54,10 @@ def test_corpus_of_the_later_verbs(trained, sim_store, tmp_path, capsys):
     emb, mp = root / "e.h5ad", root / "map.h5ad"
     cases = [
         (["embed", "--checkpoint", tmp_path / "trunc.ckpt", "--store", sim_store, "--out", out], ["trunc.ckpt", "not a morphoscale checkpoint"]),
+        (["embed", "--checkpoint", tmp_path / "empty.ckpt", "--store", sim_store, "--out", out], ["empty.ckpt", "not a morphoscale checkpoint"]),
+        (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--tile-size", "0"], ["--tile-size: must be at least 1"]),
+        (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--tile-size", "32", "--stride", "-1"], ["--stride: must be at least 1"]),
+        (["simulate", "--out", tmp_path / "s", "--preset", "tiny", "--seed", "-1"], ["--seed: must be between 0"]),
         (["embed", "--checkpoint", ckpt, "--store", tmp_path, "--out", out], ["not an image store"]),
         (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", tmp_path / "existing.h5ad"], ["existing.h5ad: output exists"]),
         (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--level", "plate"], ["--level"]),

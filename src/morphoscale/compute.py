@@ -11,7 +11,7 @@ import contextlib
 import sys
 from typing import Callable, Literal, get_args
 
-from .errors import ConfigError
+from .errors import ConfigError, why
 
 Precision = Literal["32", "32-true", "bf16-mixed", "16-mixed"]
 PRECISIONS = get_args(Precision)
@@ -83,5 +83,4 @@ def _is_compile_failure(e: Exception) -> bool:
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+    return why(e)

@@ -85,8 +85,8 @@ def embed(
         raise InputError(f"--level: '{level}' is not one of {', '.join(LEVELS)}")
     if fmt not in ("h5ad", "parquet"):
         raise InputError(f"--format: '{fmt}' is not h5ad or parquet")
-    for name, v in (("--batch-size", batch_size), ("--chunk-sites", chunk_sites)):
-        if v < 1:
+    for name, v in (("--batch-size", batch_size), ("--chunk-sites", chunk_sites), ("--tile-size", tile_size), ("--stride", stride)):
+        if v is not None and v < 1:
             raise InputError(f"{name}: must be at least 1, got {v}")
     if num_workers < 0:
         raise InputError(f"--num-workers: must be 0 or more, got {num_workers}")

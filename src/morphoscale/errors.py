@@ -9,6 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def why(e: BaseException, limit: int = 160) -> str:
+    """An exception in a few words for a one-line error: its type and its message's first line
+    (an empty message, as a zero-byte file's reader may raise, leaves the type alone)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:limit]}" if text else type(e).__name__
+
+
 class MorphoscaleError(Exception):
     """An error caused by the user's input, config or environment (exit code 2)."""
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, why
 from .intervals import estimate, ratio_replicates, replicate_frame
 
 SOURCES = ("CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB")
@@ -154,7 +154,7 @@ def read_pairs(path: Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise InputError(f"{path}: annotation file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot parse as entity1,entity2 CSV ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{path}: cannot parse as entity1,entity2 CSV ({why(e)})") from None
     missing = [c for c in ("entity1", "entity2") if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)} (expected entity1,entity2)")

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import __version__
 from ..determinism import record
-from ..errors import InputError
+from ..errors import InputError, why
 from ..io import atomic_file
 from .aggregate import aggregate
 from .align import DEFAULT_ALIGNER, make_aligner
@@ -28,7 +28,7 @@ def read_h5ad(path: Path, what: str, expected: str):
     try:
         return ad.read_h5ad(path)
     except Exception as e:
-        raise InputError(f"{path}: cannot read as {expected} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise InputError(f"{path}: cannot read as {expected} ({why(e)})") from None
 
 
 def read_embeddings(path: Path):

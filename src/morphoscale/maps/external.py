@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, why
 
 ROLES = ("perturbation", "type", "control", "batch", "plate", "well", "concentration", "id")
 TYPES = {"crispr": "gene", "gene": "gene", "orf": "gene", "sirna": "gene", "compound": "compound", "control": "control"}
@@ -83,7 +83,7 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, sep="\t" if ".tsv" in name or ".txt" in name else ",", low_memory=False)
     except Exception as e:
-        raise InputError(f"{path}: cannot read as a table ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise InputError(f"{path}: cannot read as a table ({why(e)})") from None
 
 
 def guess_layout(columns) -> str:

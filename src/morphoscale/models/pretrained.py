@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import why
 from .readout import pick_layer, pool_channel_tokens
 
 
@@ -115,7 +116,7 @@ class TimmViTEncoder(nn.Module):
         try:
             self.net = timm.create_model(arch, **kwargs)
         except Exception as e:
-            raise ValueError(f"--arch {arch}: timm cannot build it ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+            raise ValueError(f"--arch {arch}: timm cannot build it ({why(e)})") from None
         self.preset = f"timm:{arch}"
         self.channel_names = list(channel_names)
         self.cfg = TimmConfig(img_size=int(self.net.patch_embed.img_size[0]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, why
 
 LAYOUTS = ("auto", "openphenom", "timm", "morphoscale")
 PHENOM_PREFIX = "encoder.vit_backbone."
@@ -35,7 +35,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         with open(path, "rb") as f:  # a file object: torch reads a '.safetensors' name as safetensors, OpenPhenom's is a pickle
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:
-        tried.append(f"torch.load ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+        tried.append(f"torch.load ({why(e, 120)})")
         raise InputError(f"{path}: cannot read weights; tried {' and '.join(tried)}") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

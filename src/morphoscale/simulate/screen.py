@@ -144,6 +144,10 @@ def simulate(out: Path, preset_name: str = "demo", seed: int = 0, workers: int |
 
     if preset_name not in PRESETS:
         raise InputError(f"unknown preset '{preset_name}'; choose one of {', '.join(PRESETS)}")
+    if not 0 <= seed < 2**32:
+        raise InputError(f"--seed: must be between 0 and 2**32 - 1, got {seed}")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers: must be at least 1, got {workers}")
     out = Path(out)
     check_output(out, overwrite)
     preset = PRESETS[preset_name]

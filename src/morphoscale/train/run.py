@@ -15,7 +15,7 @@ from .. import __version__
 from ..compute import Precision, resolve_precision, wants_gpu
 from ..config import parse_model, read_yaml
 from ..data.split import Split
-from ..errors import ConfigError, InputError, OutputExistsError
+from ..errors import ConfigError, InputError, OutputExistsError, why
 from ..io import file_sha256, refuse_overlap
 
 
@@ -270,4 +270,4 @@ def load_module(checkpoint: Path):
     try:
         return TrainingModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
     except Exception as e:
-        raise InputError(f"{checkpoint}: not a morphoscale checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise InputError(f"{checkpoint}: not a morphoscale checkpoint ({why(e, 200)})") from None

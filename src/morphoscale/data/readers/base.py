@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...errors import InputError, Problems
+from ...errors import InputError, Problems, why
 from ..images import read_image_header
 from ..sitetable import PATH_PREFIX
 
@@ -53,7 +53,7 @@ def read_table(path: Path) -> pd.DataFrame:
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, not a table") from None
     except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot parse as a table ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") from None
+        raise InputError(f"{path}: cannot parse as a table ({why(e)})") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
 
@@ -155,7 +155,7 @@ def read_illumination(path: str | Path) -> np.ndarray:
     except FileNotFoundError:
         raise InputError(f"{path}: illumination function not found (or pass --no-illum)") from None
     except (ValueError, OSError, EOFError) as e:
-        raise InputError(f"{path}: not a .npy illumination function ({(str(e).splitlines() or [''])[0]})") from None
+        raise InputError(f"{path}: not a .npy illumination function ({why(e)})") from None
     if f.ndim != 2 or f.dtype.kind != "f":
         raise InputError(f"{path}: an illumination function is a 2-D float array, this is {f.ndim}-D {f.dtype}")
     if not np.isfinite(f).all() or f.min() <= 0:
