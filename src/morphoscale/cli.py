@@ -237,19 +237,22 @@ def bench(
               overwrite=overwrite, truth=truth, metrics=metrics, quick=quick, log=log, protocol=protocol)
     res = bench_summary.read(out)
     rec = res.recall()
-    table = Table("source", "recall 5/95 [95% CI]", "random", "recall 10/90 [95% CI]", "random", "pairs", "genes", title="known-relationship recall")
+    from .bench.relationships import DEFAULT_THRESHOLDS, HEADLINE
+
+    (lo_a, hi_a), (lo_b, hi_b) = DEFAULT_THRESHOLDS
+    table = Table("source", f"recall {lo_a:g}/{hi_a:g} [95% CI]", "random", f"recall {lo_b:g}/{hi_b:g} [95% CI]", "random", "pairs", "genes", title="known-relationship recall")
     for src in dict.fromkeys(rec["source"]):
-        a = rec[(rec["source"] == src) & (rec["lower"] == 5.0)].iloc[0]
-        b = rec[(rec["source"] == src) & (rec["lower"] == 10.0)].iloc[0]
+        a = rec[(rec["source"] == src) & (rec["lower"] == lo_a)].iloc[0]
+        b = rec[(rec["source"] == src) & (rec["lower"] == lo_b)].iloc[0]
         table.add_row(src, bench_summary.fmt(a["recall"], a["ci_low"], a["ci_high"]), f"{a['random_recall']:.3f}",
                       bench_summary.fmt(b["recall"], b["ci_low"], b["ci_high"]), f"{b['random_recall']:.3f}", str(a["n_pairs"]), str(a["n_genes"]))
     if len(rec):
         _print_table(table)
     published = res.summary.get("protocol", {}).get("published", {})
     if published and len(rec):
-        ours = {r.source: r.recall for r in rec[rec["lower"] == 5.0].itertuples()}
+        ours = {r.source: r.recall for r in rec[rec["lower"] == HEADLINE[0]].itertuples()}
         srcs = list(published["random"])
-        t = Table("source", *srcs, title=f"recall 5/95 beside the published numbers ({published['paper']})")
+        t = Table("source", *srcs, title=f"recall {HEADLINE[0]:g}/{HEADLINE[1]:g} beside the published numbers ({published['paper']})")
         t.add_row("this map", *[f"{ours[s]:.3f}" if s in ours else "-" for s in srcs])
         for name, vals in published.items():
             if isinstance(vals, dict):

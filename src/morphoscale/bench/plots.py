@@ -18,7 +18,10 @@ def _plt():
     return plt
 
 
-def recall_bars(recall: pd.DataFrame, path: Path, lower: float = 5.0) -> Path:
+def recall_bars(recall: pd.DataFrame, path: Path, lower: float | None = None) -> Path:
+    from .relationships import HEADLINE
+
+    lower = HEADLINE[0] if lower is None else lower
     plt = _plt()
     r = recall[recall["lower"] == lower]
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -50,7 +50,7 @@ def intensity_mean_embeddings(store_path: Path):
 
 
 def corum_recall(emb, align: str) -> dict:
-    from ..bench.relationships import load_sources, relationship_recall
+    from ..bench.relationships import HEADLINE, load_sources, relationship_recall
     from ..bench.run import gene_profiles
     from ..data import examples
     from ..maps.build import build_map
@@ -58,7 +58,7 @@ def corum_recall(emb, align: str) -> dict:
     m, _ = build_map(emb, align=align)
     G, genes = gene_profiles(m)
     rec = relationship_recall(G, genes, load_sources(examples.get("annotations"), ("CORUM",)))
-    r = rec[rec.lower == 5.0].iloc[0]
+    r = rec[rec.lower == HEADLINE[0]].iloc[0]
     return {"recall": float(r.recall), "n_pairs": int(r.n_pairs), "random": float(r.random_recall)}
 
 
