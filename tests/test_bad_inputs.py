@@ -63,6 +63,12 @@ def case_batch_without_controls(tmp):
     return _ingest_rxrx(src), ["column 'experiment'", "batch 'EXP-2' has no control wells"]
 
 
+def case_rich_markup_in_a_value(tmp):
+    # a value that reads as rich markup is printed as it is, not interpreted (nor a MarkupError)
+    src = _rxrx(tmp)
+    return _ingest_rxrx(src) + ["--control", "negative_control", "--control", "[/i]"], ["unknown control label '[/i]'"]
+
+
 def case_unknown_control_label(tmp):
     src = _rxrx(tmp)
     return _ingest_rxrx(src) + ["--config", _yaml(tmp, "columns: {control_values: [negative_control, NTC]}")], ["column 'well_type'", "unknown control label 'NTC'"]

