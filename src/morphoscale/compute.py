@@ -56,7 +56,7 @@ def compiled(fn: Callable, what: str, warn=None) -> Callable:
     try:
         fast = torch.compile(fn)
     except Exception as e:  # torch.compile itself refuses (e.g. an unsupported Python)
-        warn(f"warning: torch.compile of {what} failed ({_first_line(e)}); running eager")
+        warn(f"warning: torch.compile of {what} failed ({why(e)}); running eager")
         return fn
     failed = False
 
@@ -69,7 +69,7 @@ def compiled(fn: Callable, what: str, warn=None) -> Callable:
         except Exception as e:  # compiling happens at the first call (and at a recompile)
             if not _is_compile_failure(e):
                 raise
-            warn(f"warning: torch.compile of {what} failed ({_first_line(e)}); running eager")
+            warn(f"warning: torch.compile of {what} failed ({why(e)}); running eager")
             failed = True
             return fn(*args, **kwargs)
 
@@ -81,6 +81,3 @@ def _is_compile_failure(e: Exception) -> bool:
     mod = type(e).__module__ or ""
     return mod.startswith(("torch._dynamo", "torch._inductor", "torch.fx", "torch._subclasses")) or "CompilationError" in type(e).__name__
 
-
-def _first_line(e: Exception) -> str:
-    return why(e)

@@ -118,7 +118,6 @@ def load_ingest_config(config_path: Path | None, overrides: dict) -> IngestConfi
 def read_source(cfg: IngestConfig, where: str = "config") -> SourceTable:
     """Run the format's reader and validate every image header; raise one report of all problems."""
     problems = Problems()
-    columns = cfg.site_columns(where)
     if cfg.format != "csv" and cfg.channel_columns:
         raise ConfigError(f"{where}: key 'channel_columns': only for format csv")
     for key, fmt in (("platemap", "jump"), ("jump_metadata", "jump"), ("image_pattern", "rxrx"), ("perturbation_names", "rxrx")):
@@ -128,12 +127,12 @@ def read_source(cfg: IngestConfig, where: str = "config") -> SourceTable:
         # the reader starts from RxRx1's columns or RxRx3-core's, by the metadata's schema
         table = READERS["rxrx"](cfg.source, cfg.channels, dict(cfg.columns), cfg.require_controls, problems, cfg.image_pattern, cfg.perturbation_names, where)
     elif cfg.format == "jump":
-        table = READERS["jump"](cfg.source, cfg.channels, columns, cfg.require_controls, problems, cfg.platemap, cfg.platemap_well_column,
+        table = READERS["jump"](cfg.source, cfg.channels, cfg.site_columns(where), cfg.require_controls, problems, cfg.platemap, cfg.platemap_well_column,
                                 cfg.platemap_plate_column, cfg.path_map, cfg.illum, cfg.jump_metadata, cfg.jump_perturbation)
     else:
         if cfg.channels and cfg.channel_columns and list(cfg.channels) != list(cfg.channel_columns):
             raise ConfigError(f"{where}: key 'channels': must match the keys of channel_columns")
-        table = READERS["csv"](cfg.source, cfg.channel_columns or {}, columns, cfg.require_controls, problems, cfg.path_map)
+        table = READERS["csv"](cfg.source, cfg.channel_columns or {}, cfg.site_columns(where), cfg.require_controls, problems, cfg.path_map)
     if len(table.sites) == 0 and not len(problems):
         problems.add(table.source, "no sites to ingest")
     if not len(problems):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, why
 from ..io import write_new_file
 
 STORE_FORMAT = "morphoscale-image-store/1"
@@ -31,7 +31,6 @@ def write_site_table(group, sites: pd.DataFrame) -> None:
     hierarchy' to them, a warning on every listing)."""
     import warnings
 
-    import anndata
     from anndata.io import write_elem
 
     table = sites.reset_index(drop=True).copy()
@@ -39,7 +38,7 @@ def write_site_table(group, sites: pd.DataFrame) -> None:
         if isinstance(table[col].dtype, pd.StringDtype) or table[col].dtype == object:
             table[col] = table[col].astype(object).where(table[col].notna(), "").astype(str).astype(object)
     table.index = table.index.astype(str)
-    with warnings.catch_warnings(), anndata.settings.override(allow_write_nullable_strings=False):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # zarr's note on its future default sharding
         write_elem(group, "sites", table)
 
@@ -52,6 +51,8 @@ def read_site_table(path: Path) -> pd.DataFrame:
         table = read_elem(zarr.open_group(path / "sites", mode="r"))
         return table.reset_index(drop=True)
     return pd.read_parquet(path / "sites.parquet")
+
+
 _BLOSC_MAX_OVERHEAD = 16
 
 
@@ -227,10 +228,10 @@ class ImageStore:
         try:
             return self._chunks.read(i, missing_ok=False)
         except FileNotFoundError:
-            why = "is missing (the store is damaged; ingest it again)"
+            what = "is missing (the store is damaged; ingest it again)"
         except (RuntimeError, ValueError, TypeError) as e:
-            why = f"cannot be decoded ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__}; the store is damaged)"
-        raise InputError(f"{self.path}: site {i}'s image chunk {self._chunks.chunk_file(i).relative_to(self.path)} {why}")
+            what = f"cannot be decoded ({why(e, 120)}; the store is damaged)"
+        raise InputError(f"{self.path}: site {i}'s image chunk {self._chunks.chunk_file(i).relative_to(self.path)} {what}")
 
     def intensity_range(self) -> np.ndarray:
         import zarr

@@ -49,24 +49,10 @@ class FeatureConfig:
             raise InputError(f"--texture-levels: must be between 2 and 256, got {self.texture_levels}")
 
 
-def cell_feature_names(channels: list[str]) -> list[str]:
-    """Columns of the per-cell table, in a fixed order (whatever a site's content)."""
-    names = [f"nucleus_{k}" for k in SHAPE] + [f"cell_{k}" for k in SHAPE]
-    for ch in channels:
-        names += [f"nucleus_{ch}_{s}" for s in ("integrated", "mean", "std", "max")]
-        names += [f"cell_{ch}_{s}" for s in ("integrated", "mean", "std", "max")]
-        names += [f"cell_{ch}_texture_{k}" for k in HARALICK]
-        names += [f"cell_{ch}_radial_{k}" for k in range(RADIAL_BINS)]
-    return names
-
-
-def site_feature_names(channels: list[str]) -> list[str]:
-    return ["n_cells"] + cell_feature_names(channels)
-
-
-# CellProfiler's names (Compartment_Category_Feature[_Channel[_parameters]]), so that profiles
-# read by pycytominer (`infer_cp_features`: columns starting Cells/Nuclei/Image) or beside
-# CellProfiler's own are named alike.
+# Each per-cell feature under two names: ours (the per-cell table's columns) and CellProfiler's
+# (Compartment_Category_Feature[_Channel[_parameters]]), so that profiles read by pycytominer
+# (`infer_cp_features`: columns starting Cells/Nuclei/Image) or beside CellProfiler's own are
+# named alike. One list makes both, so the two can never fall out of step.
 CP_COMPARTMENTS = {"nucleus": "Nuclei", "cell": "Cells"}
 CP_SHAPE = {"area": "Area", "perimeter": "Perimeter", "eccentricity": "Eccentricity", "solidity": "Solidity", "extent": "Extent",
             "major_axis_length": "MajorAxisLength", "minor_axis_length": "MinorAxisLength"}
@@ -74,19 +60,30 @@ CP_INTENSITY = {"integrated": "IntegratedIntensity", "mean": "MeanIntensity", "s
 CP_TEXTURE = {"contrast": "Contrast", "homogeneity": "InverseDifferenceMoment", "energy": "Energy", "correlation": "Correlation", "entropy": "Entropy"}
 
 
-def cellprofiler_names(channels: list[str], texture_levels: int) -> list[str]:
-    """`site_feature_names` as CellProfiler names them, in the same order. Texture: distance 1,
-    the horizontal and vertical co-occurrences summed ('avg'), at `texture_levels` grey levels;
-    radial: the fraction of intensity in ring k of RADIAL_BINS (FracAtD)."""
-    names = ["Image_Count_Cells"]
-    for comp in ("nucleus", "cell"):
-        names += [f"{CP_COMPARTMENTS[comp]}_AreaShape_{CP_SHAPE[k]}" for k in SHAPE]
+def _cell_features(channels: list[str], texture_levels: int = 8) -> list[tuple[str, str]]:
+    """(our name, CellProfiler's name) of every per-cell feature, in the table's fixed order.
+    Texture: distance 1, the horizontal and vertical co-occurrences summed ('avg'), at
+    `texture_levels` grey levels; radial: the fraction of intensity in ring k (FracAtD)."""
+    pairs = [(f"{comp}_{k}", f"{CP_COMPARTMENTS[comp]}_AreaShape_{CP_SHAPE[k]}") for comp in ("nucleus", "cell") for k in SHAPE]
     for ch in channels:
-        for comp in ("nucleus", "cell"):
-            names += [f"{CP_COMPARTMENTS[comp]}_Intensity_{CP_INTENSITY[s]}_{ch}" for s in ("integrated", "mean", "std", "max")]
-        names += [f"Cells_Texture_{CP_TEXTURE[k]}_{ch}_1_avg_{texture_levels}" for k in HARALICK]
-        names += [f"Cells_RadialDistribution_FracAtD_{ch}_{k + 1}of{RADIAL_BINS}" for k in range(RADIAL_BINS)]
-    return names
+        pairs += [(f"{comp}_{ch}_{s}", f"{CP_COMPARTMENTS[comp]}_Intensity_{CP_INTENSITY[s]}_{ch}") for comp in ("nucleus", "cell") for s in CP_INTENSITY]
+        pairs += [(f"cell_{ch}_texture_{k}", f"Cells_Texture_{CP_TEXTURE[k]}_{ch}_1_avg_{texture_levels}") for k in HARALICK]
+        pairs += [(f"cell_{ch}_radial_{k}", f"Cells_RadialDistribution_FracAtD_{ch}_{k + 1}of{RADIAL_BINS}") for k in range(RADIAL_BINS)]
+    return pairs
+
+
+def cell_feature_names(channels: list[str]) -> list[str]:
+    """Columns of the per-cell table, in a fixed order (whatever a site's content)."""
+    return [ours for ours, _ in _cell_features(channels)]
+
+
+def site_feature_names(channels: list[str]) -> list[str]:
+    return ["n_cells"] + cell_feature_names(channels)
+
+
+def cellprofiler_names(channels: list[str], texture_levels: int) -> list[str]:
+    """`site_feature_names` as CellProfiler names them, in the same order."""
+    return ["Image_Count_Cells"] + [cp for _, cp in _cell_features(channels, texture_levels)]
 
 
 def cytoplasm_image(image: np.ndarray, skip: int) -> np.ndarray:

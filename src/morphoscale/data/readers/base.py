@@ -72,6 +72,11 @@ def _parquet_as_strings(path: Path) -> pd.DataFrame:
     return out
 
 
+def first_file(folder: Path, names) -> Path | None:
+    """The first of `names` that is a file in `folder` (the forms a source ships a table in)."""
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
 REMOTE_PREFIXES = ("s3://", "gs://", "http://", "https://")
 
 

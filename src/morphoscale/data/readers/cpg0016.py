@@ -12,7 +12,7 @@ import pandas as pd
 
 from ...errors import InputError, MorphoscaleWarning, Problems
 from ..sitetable import SiteColumns, normalize_well
-from .base import read_table
+from .base import first_file, read_table
 
 TABLES = {"well": "well", "plate": "plate", "compound": "compound", "crispr": "crispr", "orf": "orf", "control": "perturbation_control"}
 MODALITIES = ("compound", "crispr", "orf")
@@ -35,12 +35,10 @@ CPG0016_COLUMNS = SiteColumns(
 
 
 def table_file(folder: Path, stem: str, required: bool) -> Path | None:
-    for suffix in (".csv.gz", ".csv", ".parquet"):
-        if (folder / (stem + suffix)).is_file():
-            return folder / (stem + suffix)
-    if required:
+    found = first_file(folder, [stem + suffix for suffix in (".csv.gz", ".csv", ".parquet")])
+    if found is None and required:
         raise InputError(f"{folder}: no {stem}.csv.gz (or .csv, .parquet): not a cpg0016 metadata folder (jump-cellpainting/datasets metadata/)")
-    return None
+    return found
 
 
 def _table(folder: Path, stem: str, needed: list[str], required: bool = False) -> tuple[pd.DataFrame | None, str]:
@@ -78,8 +76,10 @@ def join_cpg0016(raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: st
     for idx in out.index[out["Metadata_JCP2022"].isna()]:
         problems.add(file, f"plate {out.at[idx, '_plate']} well {raw.at[idx, columns.well]} is not in {well_file}", idx + 2, columns.well)
 
+    plate_lines = pd.Series(float("nan"), index=out.index)
     if plates is not None:
-        info = plates.assign(_plate=plates["Metadata_Plate"].str.strip()).drop_duplicates("_plate").set_index("_plate")
+        info = plates.assign(_plate=plates["Metadata_Plate"].str.strip(), _line=plates.index + 2).drop_duplicates("_plate").set_index("_plate")
+        plate_lines = out["_plate"].map(info["_line"]).astype(float)
         for col in ("Metadata_Batch", "Metadata_PlateType"):
             if col in info.columns and col not in raw.columns:
                 out[col] = out["_plate"].map(info[col])
@@ -131,5 +131,5 @@ def join_cpg0016(raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: st
     lines = pd.to_numeric(out.pop("_line"), errors="coerce")
     joined = {c: (well_file, lines) for c in ("Metadata_JCP2022", "Metadata_Perturbation", "Metadata_Perturbation_Type", "Metadata_pert_type", "Metadata_modality")}
     if plate_file and "Metadata_Batch" not in raw.columns:
-        joined["Metadata_Batch"] = (plate_file, pd.Series(float("nan"), index=out.index))
+        joined["Metadata_Batch"] = (plate_file, plate_lines)  # the plate table's line (a plate it lacks: the load_data line)
     return out, joined

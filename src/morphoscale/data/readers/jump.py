@@ -9,7 +9,7 @@ import pandas as pd
 
 from ...errors import InputError, Problems
 from ..sitetable import SiteColumns, build_site_table, normalize_well
-from .base import ILLUM_PREFIX, SourceTable, locate, read_table
+from .base import ILLUM_PREFIX, SourceTable, first_file, locate, read_table
 from .cpg0016 import join_cpg0016
 
 JUMP_CHANNELS = ["DNA", "ER", "RNA", "AGP", "Mito"]
@@ -91,9 +91,8 @@ def read_jump(
 def _load_data_file(source: Path) -> Path:
     if not source.is_dir():
         return source
-    for name in LOAD_DATA_NAMES:
-        if (source / name).exists():
-            return source / name
+    if found := first_file(source, LOAD_DATA_NAMES):
+        return found
     raise InputError(f"{source}: no load_data table in the folder (looked for {', '.join(LOAD_DATA_NAMES)})")
 
 

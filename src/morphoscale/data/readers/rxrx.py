@@ -5,13 +5,14 @@ address, gene, treatment, perturbation_type CRISPR|COMPOUND, no site), the Huggi
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from ...errors import InputError, Problems
+from ...errors import InputError, MorphoscaleWarning, Problems
 from ..sitetable import SiteColumns, build_site_table
-from .base import SourceTable, read_table
+from .base import SourceTable, first_file, read_table
 
 # Channel order of RxRx1/RxRx3 (w1..w6).
 RXRX_CHANNELS = ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"]
@@ -56,9 +57,8 @@ def is_rxrx3_core(raw: pd.DataFrame) -> bool:
 def metadata_file(source: Path) -> Path:
     if not source.is_dir():
         raise InputError(f"{source}: not a folder (expected an RxRx dataset with metadata.csv and images/)")
-    for name in METADATA_NAMES:
-        if (source / name).is_file():
-            return source / name
+    if found := first_file(source, METADATA_NAMES):
+        return found
     raise InputError(f"{source / METADATA_NAMES[0]}: file not found (nor {', '.join(METADATA_NAMES[1:])} beside it)")
 
 
@@ -120,10 +120,6 @@ def _image_paths(raw, images: Path, pattern: str, channels, experiment: str, col
 def rename_perturbations(values: pd.Series, mapping: Path, is_control: pd.Series) -> pd.Series:
     """Perturbation ids -> names through a two-column table (RxRx1: siRNA -> gene symbol); an
     id the table lacks keeps its id, and a warning counts them."""
-    import warnings
-
-    from ...errors import MorphoscaleWarning
-
     table = read_table(mapping)
     if table.shape[1] < 2:
         raise InputError(f"{mapping}: a perturbation-name table needs two columns (the id as the metadata spells it, the name)")
@@ -132,4 +128,4 @@ def rename_perturbations(values: pd.Series, mapping: Path, is_control: pd.Series
     missing = ~ids.isin(names) & ~is_control.to_numpy(bool)
     if missing.any():
         warnings.warn(f"{mapping}: {int(missing.sum())} of {len(ids)} rows have an id the table lacks (e.g. {ids[missing].iloc[0]}); they keep their id", MorphoscaleWarning, stacklevel=2)
-    return ids.map(names).where(~missing & ids.isin(names), ids)
+    return ids.map(names).fillna(ids)
