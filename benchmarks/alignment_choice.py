@@ -22,8 +22,9 @@ def score(run: Path, encoder: str, align: str) -> dict:
     import numpy as np
 
     from morphoscale.bench.relationships import HEADLINE, load_sources, recall_with_replicates
-    from morphoscale.bench.run import gene_profiles
-    from morphoscale.bench.truth import decoding_r2, read_truth, truth_cosine_correlation
+    from morphoscale.bench.suite import gene_profiles
+    from morphoscale.bench.truth import decoding_r2, truth_cosine_correlation
+    from morphoscale.simulate.oracle import read_truth
     from morphoscale.data import examples
     from morphoscale.maps.build import build_map, read_embeddings
 

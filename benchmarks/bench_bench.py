@@ -80,7 +80,7 @@ def copairs_side(map_path: Path) -> dict:
     from copairs.map import average_precision, mean_average_precision
 
     from morphoscale.bench.complexes import read_complexes
-    from morphoscale.bench.run import gene_profiles, read_map
+    from morphoscale.bench.suite import gene_profiles, read_map
     from morphoscale.data import examples
     from morphoscale.maps.build import read_embeddings, wells_path
 

@@ -50,7 +50,8 @@ def main() -> None:
 
     from morphoscale.data.datasets import TileDataset
     from morphoscale.embed import embed
-    from morphoscale.train.run import TrainConfig, load_module, train
+    from morphoscale.train.checkpoint import load_module
+    from morphoscale.train.fit import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -32,7 +32,7 @@ METRICS = {"decoding_r2": "decoding R2", "truth_cosine_spearman": "cosine correl
 
 def readout_bench(run: Path, encoder: str, layer: int, pooling: str) -> Path:
     """encoders/<encoder>/readouts/<layer>_<pooling>/bench of the run (the default readout: the run's own)."""
-    from morphoscale.bench.run import run_bench
+    from morphoscale.bench.suite import run_bench
     from morphoscale.embed import embed
     from morphoscale.maps.build import build_map, read_embeddings, write_h5ad
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 
 def main() -> None:
-    from morphoscale.report.html import BUDGET_METRICS, budget_figure, training_flops
+    from morphoscale.report.sections import BUDGET_METRICS, budget_figure, training_flops
 
     ap = argparse.ArgumentParser()
     ap.add_argument("run", type=Path)

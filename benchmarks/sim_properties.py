@@ -15,13 +15,56 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from _report import ROOT, write_section
 from morphoscale.data.ingest import ingest, load_ingest_config
+from morphoscale.maps import DEFAULT_ALIGNER
 from morphoscale.simulate.biology import PARAMETERS
 from morphoscale.simulate.render import CHANNELS, Optics, Renderer
+from morphoscale.simulate.oracle import oracle_embeddings
 from morphoscale.simulate.screen import simulate
-from morphoscale.simulate.validate import properties
+
+
+def intensity_mean_embeddings(store_path: Path):
+    """Per-channel mean intensity of each site, averaged to the well: the simplest image feature."""
+    import anndata as ad
+
+    from morphoscale.data.store import ImageStore
+
+    store = ImageStore(store_path)
+    feats = np.stack([store.read(i).reshape(len(store.channels), -1).mean(axis=1) for i in range(len(store))])
+    sites = store.sites
+    key = sites["plate"].astype(str) + "_" + sites["well"].astype(str)
+    df = pd.DataFrame(feats, columns=store.channels)
+    df["_key"] = key.to_numpy()
+    X = df.groupby("_key", sort=False).mean()
+    first = sites.assign(_key=key.to_numpy()).drop_duplicates("_key").set_index("_key").loc[X.index]
+    obs = first[["perturbation", "perturbation_type", "is_control", "batch", "plate", "well"] + (["concentration"] if "concentration" in first else [])].copy()
+    obs.index = X.index.astype(str)
+    return ad.AnnData(X=X.to_numpy(np.float32), obs=obs, uns={"provenance": {"embedding": "intensity_means"}})
+
+
+def corum_recall(emb, align: str) -> dict:
+    from morphoscale.bench.relationships import HEADLINE, load_sources, relationship_recall
+    from morphoscale.bench.suite import gene_profiles
+    from morphoscale.data import examples
+    from morphoscale.maps.build import build_map
+
+    m, _ = build_map(emb, align=align)
+    G, genes = gene_profiles(m)
+    rec = relationship_recall(G, genes, load_sources(examples.get("annotations"), ("CORUM",)))
+    r = rec[rec.lower == HEADLINE[0]].iloc[0]
+    return {"recall": float(r.recall), "n_pairs": int(r.n_pairs), "random": float(r.random_recall)}
+
+
+def properties(sim_dir: Path, store_path: Path) -> pd.DataFrame:
+    rows = []
+    for name, emb in (("oracle", oracle_embeddings(sim_dir)), ("per-channel intensity means", intensity_mean_embeddings(store_path))):
+        for align in ("none", DEFAULT_ALIGNER):
+            rows.append({"embedding": name, "align": align, **corum_recall(emb, align)})
+    return pd.DataFrame(rows)
+
 
 # the channel each parameter shows best in
 SHOWN_IN = {

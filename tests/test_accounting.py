@@ -69,7 +69,7 @@ def test_wall_time_and_images_of_a_run_agree_with_the_clock(sim_store, tmp_path,
     import time
 
     from morphoscale.train.module import TrainingModule
-    from morphoscale.train.run import TrainConfig, train
+    from morphoscale.train.fit import TrainConfig, train
 
     real = TrainingModule.training_step
 

@@ -61,7 +61,8 @@ def test_the_regularizer_gradient_reaches_the_encoder():
 
 
 def test_one_optimizer_step_changes_the_encoder_differently_with_the_classifier_term(sim_store, tmp_path):
-    from morphoscale.train.run import TrainConfig, load_module, train
+    from morphoscale.train.checkpoint import load_module
+    from morphoscale.train.fit import TrainConfig, train
 
     weights = {}
     for w in (0.0, 1.0):
@@ -180,7 +181,8 @@ def test_adabn_embeddings_use_the_statistics_of_each_sites_batch(sim_store, tmp_
     from morphoscale.data.store import ImageStore
     from morphoscale.embed import embed
     from morphoscale.models.adabn import estimate_batchnorm_state, load_batchnorm_state
-    from morphoscale.train.run import TrainConfig, load_module, train
+    from morphoscale.train.checkpoint import load_module
+    from morphoscale.train.fit import TrainConfig, train
 
     cfg = TrainConfig(model="wsl_resnet18_64_adabn", batch_size=8, max_steps=3, warmup_steps=0, lr=1e-3)
     ckpt = train(cfg, sim_store, tmp_path / "wsl", progress=False)
@@ -232,7 +234,7 @@ def test_each_paradigm_trains_from_its_config_and_goes_through_map_and_bench(nam
 
 def test_random_init_writes_the_untrained_seeded_model_and_embeds(sim_store, tmp_path, capsys):
     from morphoscale.models.registry import create_model
-    from morphoscale.train.run import load_module
+    from morphoscale.train.checkpoint import load_module
 
     rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--config", CONFIGS / "random_init.yaml", "--quiet")
     assert rc == 0, err

@@ -18,7 +18,8 @@ from cli_helpers import assert_one_line_error, run_cli
 from fixtures import write_rxrx_screen, rxrx_rows
 from morphoscale.data.datasets import TileDataset
 from morphoscale.data.store import ImageStore
-from morphoscale.train.run import TrainConfig, load_module, train
+from morphoscale.train.checkpoint import load_module
+from morphoscale.train.fit import TrainConfig, train
 
 
 def _store(root, n_wells=4, sites=(1, 2), size=64, experiments=("E1", "E2"), n_channels=6):

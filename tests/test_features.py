@@ -12,7 +12,7 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from morphoscale.features.flatfield import radial_flatfield
 from morphoscale.features.measure import haralick, intensity_features, object_glcms, radial_features
-from morphoscale.features.run import FeatureConfig, cellprofiler_names, measure_site, site_feature_names
+from morphoscale.features.extract import FeatureConfig, cellprofiler_names, measure_site, site_feature_names
 from morphoscale.features.segment import estimate_diameter, segment_nuclei
 
 
@@ -174,7 +174,7 @@ def test_features_resume_from_finished_chunks(sim_store, tmp_path, monkeypatch):
     a re-run with other settings discards them."""
     import anndata as ad
 
-    import morphoscale.features.run as fr
+    import morphoscale.features.extract as fr
 
     X = ad.read_h5ad(fr.extract_features(sim_store, tmp_path / "full.h5ad", level="site", chunk_sites=64, workers=2, progress=False)).X
     out, part = tmp_path / "r.h5ad", tmp_path / "r.h5ad.partial"

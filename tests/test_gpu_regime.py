@@ -176,7 +176,7 @@ def test_train_and_embed_under_bf16_on_the_cpu(sim_store, tmp_path):
     import anndata as ad
 
     from morphoscale.embed import embed
-    from morphoscale.train.run import TrainConfig, train
+    from morphoscale.train.fit import TrainConfig, train
 
     cfg = TrainConfig(model="mae_vit_tiny_patch8_64", batch_size=8, max_steps=3, warmup_steps=1, precision="bf16-mixed", probe_every=None)
     ckpt = train(cfg, sim_store, tmp_path / "run", progress=False)
@@ -189,7 +189,7 @@ def test_train_and_embed_under_bf16_on_the_cpu(sim_store, tmp_path):
 
 
 def test_precision_is_checked_before_any_output(sim_store, tmp_path):
-    from morphoscale.train.run import TrainConfig, train
+    from morphoscale.train.fit import TrainConfig, train
 
     with pytest.raises(ConfigError, match="16-mixed"):
         train(TrainConfig(precision="16-mixed"), sim_store, tmp_path / "run", progress=False)
@@ -199,7 +199,7 @@ def test_precision_is_checked_before_any_output(sim_store, tmp_path):
 def test_the_gpu_regime_configs_validate_and_build():
     from pathlib import Path
 
-    from morphoscale.train.run import load_train_config
+    from morphoscale.train.fit import load_train_config
 
     root = Path(__file__).resolve().parent.parent / "configs" / "gpu"
     names = sorted(root.glob("*.yaml"))
@@ -215,7 +215,7 @@ def test_the_gpu_regime_configs_validate_and_build():
 def test_train_and_embed_refuse_an_output_inside_their_input(sim_store, tmp_path):
     from morphoscale.embed import embed
     from morphoscale.errors import InputError
-    from morphoscale.train.run import TrainConfig, train
+    from morphoscale.train.fit import TrainConfig, train
 
     before = sorted(p.name for p in sim_store.iterdir())
     for out in (sim_store, sim_store / "run", sim_store.parent):
@@ -227,7 +227,7 @@ def test_train_and_embed_refuse_an_output_inside_their_input(sim_store, tmp_path
 
 
 def test_a_config_error_leaves_no_output_folder(sim_store, tmp_path):
-    from morphoscale.train.run import TrainConfig, train
+    from morphoscale.train.fit import TrainConfig, train
 
     with pytest.raises(ConfigError, match="crop_size"):
         train(TrainConfig(crop_size=4096), sim_store, tmp_path / "run", progress=False)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from cli_helpers import assert_one_line_error, run_cli
 from morphoscale.models.mae_vit import MAEConfig, MAEViT
 from morphoscale.models.registry import PRESETS, create_model, encoder_parameters
-from morphoscale.train.losses import fourier_l1, mae_loss
+from morphoscale.models.losses import fourier_l1, mae_loss
 
 CH6 = ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"]
 
@@ -170,13 +170,13 @@ def test_tiny_mae_learns_real_jump_crops(examples_dir):
 
 
 def _weights(path):
-    from morphoscale.train.run import load_module
+    from morphoscale.train.checkpoint import load_module
 
     return {k: v.clone() for k, v in load_module(path).model.state_dict().items()}
 
 
 def test_resume_from_step_k_gives_the_same_weights(sim_store, tmp_path):
-    from morphoscale.train.run import TrainConfig, train
+    from morphoscale.train.fit import TrainConfig, train
 
     cfg = TrainConfig(model="mae_vit_tiny_patch8_64", model_overrides={"depth": 2, "drop_path": 0.1}, batch_size=4, max_steps=12,
                       warmup_steps=3, checkpoint_every=5, preview_every=6, augment="random", lr=1e-3)

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
 from cli_helpers import assert_one_line_error, run_cli
-from morphoscale.models.weights import load_pretrained
+from morphoscale.train.checkpoint import load_pretrained
 
 
 def reference_sincos(dim: int, length: int, n_modality: int) -> torch.Tensor:

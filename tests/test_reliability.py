@@ -20,7 +20,7 @@ from cli_helpers import assert_one_line_error, run_cli
 @pytest.fixture(scope="module")
 def trained(sim_store, tmp_path_factory):
     """A 2-step model and its embeddings and map, to feed the later verbs bad variants of."""
-    from morphoscale.train.run import TrainConfig, train
+    from morphoscale.train.fit import TrainConfig, train
 
     root = tmp_path_factory.mktemp("rel")
     ckpt = train(TrainConfig(model="mae_vit_tiny_patch8_64", model_overrides={"depth": 1}, batch_size=4, max_steps=2, warmup_steps=1),
@@ -139,8 +139,8 @@ def test_killed_training_resumes_to_the_same_weights(sim_store, tmp_path):
 
 def test_a_torn_stage_record_is_not_a_cache_hit(tmp_path):
     """`morphoscale run` trusts a stage only when its record parses, its key matches and its outputs exist."""
-    from morphoscale.run.config import RunConfig
-    from morphoscale.run.flow import Flow
+    from morphoscale.flow.config import RunConfig
+    from morphoscale.flow.pipeline import Flow
 
     cfg = RunConfig.model_validate({"data": {"simulate": {"preset": "tiny"}}, "encoders": [{"name": "f", "kind": "features"}]})
     flow = Flow(cfg, tmp_path / "r")

@@ -35,8 +35,8 @@ bench: {null_size: 200}
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from morphoscale.run.config import load_run_config
-    from morphoscale.run.flow import Flow
+    from morphoscale.flow.config import load_run_config
+    from morphoscale.flow.pipeline import Flow
 
     root = tmp_path_factory.mktemp("run")
     (root / "tiny.yaml").write_text(TINY)
@@ -207,10 +207,10 @@ def test_run_config_errors_name_the_key(tmp_path, capsys):
 
 
 def test_config_reference_is_current():
-    from morphoscale.run.reference import reference
+    from morphoscale.flow.reference import reference
 
     page = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
-    assert page.read_text() == reference(), "regenerate: python -m morphoscale.run.reference > docs/config-reference.md"
+    assert page.read_text() == reference(), "regenerate: python -m morphoscale.flow.reference > docs/config-reference.md"
 
 
 def test_nucleus_crops_are_centred_and_mirrored_at_the_border():
@@ -269,7 +269,7 @@ def test_the_report_draws_paired_differences_against_training_flops(tmp_path):
 
     import pandas as pd
 
-    from morphoscale.report.html import budget_section
+    from morphoscale.report.sections import budget_section
 
     rows, encoders = [], {}
     for k, (name, flops) in enumerate([("a", 1e12), ("b", 4e12), ("c", 1.6e13)]):
@@ -294,7 +294,7 @@ def test_report_tables_write_counts_as_counts():
     import numpy as np
     import pandas as pd
 
-    from morphoscale.report.html import _table
+    from morphoscale.report.elements import html_table as _table
 
     page = _table(pd.DataFrame({"n_pairs": [50.0, np.nan], "recall": [0.123, 1.0], "zero_or_one": [0.0, 1.0]}))
     assert "<td>50</td>" in page and "50.000" not in page and "<td>n/a</td>" in page

@@ -12,7 +12,7 @@ from cli_helpers import assert_one_line_error, run_cli
 from morphoscale.data.store import ImageStore
 from morphoscale.simulate.biology import PARAMETERS
 from morphoscale.simulate.render import Optics, Renderer
-from morphoscale.simulate.validate import oracle_embeddings
+from morphoscale.simulate.oracle import oracle_embeddings
 
 
 def _digest(folder):

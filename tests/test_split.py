@@ -80,8 +80,8 @@ workers: 2
 
 @pytest.fixture(scope="module")
 def split_run(tmp_path_factory):
-    from morphoscale.run.config import load_run_config
-    from morphoscale.run.flow import Flow
+    from morphoscale.flow.config import load_run_config
+    from morphoscale.flow.pipeline import Flow
 
     root = tmp_path_factory.mktemp("split")
     (root / "r.yaml").write_text(RUN)
@@ -147,7 +147,7 @@ def test_split_errors(split_run, tmp_path, capsys):
 def test_training_never_sees_a_held_out_perturbation(sim_store, tmp_path, monkeypatch):
     from morphoscale.data.datasets import CropDataset
     from morphoscale.data.store import ImageStore
-    from morphoscale.train.run import TrainConfig, train
+    from morphoscale.train.fit import TrainConfig, train
 
     seen: set[int] = set()
     original = CropDataset.__getitem__

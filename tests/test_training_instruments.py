@@ -216,7 +216,7 @@ def test_under_norm_pix_loss_the_interpolation_floor_compares_standardized_patch
     """A smooth image under norm_pix_loss: the floor is the interpolation standardized per patch and
     shrunk by its least-squares factor, which beats predicting zero; the raw-intensity guess
     against the standardized target (the floor before) does not, nor does the unshrunk one."""
-    from morphoscale.train.losses import standardize_patches
+    from morphoscale.models.losses import standardize_patches
 
     torch.manual_seed(0)
     m = TrainingModule("mae_vit_tiny_patch8_64", CH[:3], model_overrides={"norm_pix_loss": True, "depth": 1, "decoder_depth": 1, "fourier_weight": 0.0})

@@ -1,7 +1,6 @@
 """The `morphoscale` command: one verb per stage of the flow.
 
-Errors a user can act on print one line and exit 2 (3 for a verb not built yet);
-`--debug` shows the traceback instead.
+Errors a user can act on print one line and exit 2; `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import InputError, MorphoscaleError, NotBuiltError
+from .errors import InputError, MorphoscaleError
+from .maps import DEFAULT_ALIGNER, aligner_help
 
 _CLICK_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN", "path": "PATH", "file": "FILE", "directory": "DIRECTORY"}
 
@@ -48,9 +48,7 @@ datasets_app = typer.Typer(help="Real example data shipped inside public package
 
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True, markup=False)  # paths and names are printed as they are (a "[x]" in one is not markup)
-_state = {"debug": False}
 
-PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _version(value: bool):
@@ -64,23 +62,7 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ):
-    _state["debug"] = debug
-
-
-# --- verbs not built yet -------------------------------------------------------
-
-# verb -> (issue, what, help). Each is registered so `--help` lists the whole flow;
-# running one says it is not built and exits 3, never a silent no-op.
-PLANNED = {
-}
-
-
-def _register_planned(verb: str, issue: int, what: str, help_text: str) -> None:
-    def command(ctx: typer.Context):
-        raise NotBuiltError(f"`morphoscale {verb}` is not built yet ({what}; tracked in issue #{issue})")
-
-    command.__doc__ = help_text
-    app.command(name=verb, context_settings=PASS_THROUGH)(command)
+    """--debug is read by main() before the app runs; declared here so that help lists it."""
 
 
 @app.command()
@@ -166,7 +148,7 @@ def ingest(
 def map_(
     embeddings: Annotated[Path, typer.Option("--embeddings", help="Well- or site-level embeddings (.h5ad; obs: perturbation, perturbation_type, is_control, batch), or a table made elsewhere (.parquet/.csv: RxRx3-core, JUMP, or columns you name).")],
     out: Annotated[Path, typer.Option("--out", help="The map to write (.h5ad); aligned wells go beside it as <name>.wells.h5ad.")],
-    align: Annotated[str, typer.Option("--align", help="tvn_per_batch (default), tvn (efaar 1.0's exactly), sphering, pca_center_scale, center_scale, harmony or none; docs/map.md.")] = "tvn_per_batch",
+    align: Annotated[str, typer.Option("--align", help=aligner_help())] = DEFAULT_ALIGNER,
     aggregate: Annotated[str, typer.Option("--aggregate", help="mean or median.")] = "mean",
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Perturbations to leave out (repeatable).")] = None,
     held_out_of: Annotated[Optional[Path], typer.Option("--held-out-of", help="A train folder whose config has a split: keep only the wells it held out of training.")] = None,
@@ -225,46 +207,17 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", help="No line per metric as it finishes.")] = False,
 ):
     """Measure how well a map recovers known biology (relationship recall, mAP, ...), each number with its 95% interval."""
-    import pandas as pd
-    from rich.table import Table
-
     from .bench import summary as bench_summary
-    from .bench.run import run_bench
+    from .bench.suite import run_bench
+    from .report.console import bench_tables
 
     extra = {name: Path(path) for name, path in _assignments(pairs, "--pairs", "NAME=FILE").items()}
     log = None if quiet else (lambda line: err_console.print(line, markup=False, highlight=False))
     run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, null_size=null_size, seed=seed,
               overwrite=overwrite, truth=truth, metrics=metrics, quick=quick, log=log, protocol=protocol)
     res = bench_summary.read(out)
-    rec = res.recall()
-    from .bench.relationships import DEFAULT_THRESHOLDS, HEADLINE
-
-    (lo_a, hi_a), (lo_b, hi_b) = DEFAULT_THRESHOLDS
-    table = Table("source", f"recall {lo_a:g}/{hi_a:g} [95% CI]", "random", f"recall {lo_b:g}/{hi_b:g} [95% CI]", "random", "pairs", "genes", title="known-relationship recall")
-    for src in dict.fromkeys(rec["source"]):
-        a = rec[(rec["source"] == src) & (rec["lower"] == lo_a)].iloc[0]
-        b = rec[(rec["source"] == src) & (rec["lower"] == lo_b)].iloc[0]
-        table.add_row(src, bench_summary.fmt(a["recall"], a["ci_low"], a["ci_high"]), f"{a['random_recall']:.3f}",
-                      bench_summary.fmt(b["recall"], b["ci_low"], b["ci_high"]), f"{b['random_recall']:.3f}", str(a["n_pairs"]), str(a["n_genes"]))
-    if len(rec):
+    for table in bench_tables(res):
         _print_table(table)
-    published = res.summary.get("protocol", {}).get("published", {})
-    if published and len(rec):
-        ours = {r.source: r.recall for r in rec[rec["lower"] == HEADLINE[0]].itertuples()}
-        srcs = list(published["random"])
-        t = Table("source", *srcs, title=f"recall {HEADLINE[0]:g}/{HEADLINE[1]:g} beside the published numbers ({published['paper']})")
-        t.add_row("this map", *[f"{ours[s]:.3f}" if s in ours else "-" for s in srcs])
-        for name, vals in published.items():
-            if isinstance(vals, dict):
-                t.add_row(name, *[f"{vals[s]:.3f}" for s in srcs])
-        _print_table(t)
-    other = bench_summary.headline_table({"map": res})
-    other = other[~other["metric"].str.startswith("recall/")]
-    if len(other):
-        t2 = Table("metric", "value [95% CI]", "random", title="other metrics")
-        for r in other.itertuples():
-            t2.add_row(r.label, bench_summary.fmt(r.value, r.ci_low, r.ci_high), "" if pd.isna(r.random) else f"{r.random:.3f}")
-        _print_table(t2)
     for key, why in res.skipped().items():
         out_console.print(f"skipped {key}: {why}", markup=False, highlight=False)
     out_console.print(f"wrote {out}/summary.json and tables")
@@ -316,8 +269,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
     """Train an encoder (MAE, channel-agnostic MAE, MU-Net, or a baseline) on a store, on one or many devices."""
-    from .train.run import load_train_config
-    from .train.run import train as run_train
+    from .train.fit import load_train_config
+    from .train.fit import train as run_train
 
     dev = int(devices) if devices and devices.isdigit() else devices
     cfg = load_train_config(config, {"model": model, "max_steps": max_steps, "batch_size": batch_size, "devices": dev, "num_nodes": num_nodes,
@@ -328,7 +281,7 @@ def train(
 
 def _say_once(text: str) -> None:
     """Print from global rank 0 only (under DDP every process runs the command)."""
-    from .train.run import is_global_zero
+    from .train.fit import is_global_zero
 
     if is_global_zero():
         out_console.print(text)
@@ -391,14 +344,14 @@ def features(
     """Hand-crafted (CellProfiler-style) features of every site: segment, measure per cell, reduce to sites and wells."""
     import os
 
-    from .features.run import FeatureConfig, extract_features
+    from .features.extract import FeatureConfig, extract_features
 
     cfg = FeatureConfig(nuclear_channel, nucleus_diameter, flatfield, statistic, texture_levels)
     path = extract_features(store, out, cfg, level, workers or os.cpu_count() or 1, chunk_sites, fmt, overwrite, progress=not quiet)
     out_console.print(f"wrote {path}")
 
 
-# the options `run` and `compare` share: both drive the cached flow of run/flow.py
+# the options `run` and `compare` share: both drive the cached flow of flow/pipeline.py
 RunFolder = Annotated[Optional[Path], typer.Option("--out", help="The run folder (default: runs/<name>).")]
 FromStage = Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on: data, train, embed, map, bench or report.")]
 QuietStages = Annotated[bool, typer.Option("--quiet", help="No progress bars inside the stages.")]
@@ -413,13 +366,13 @@ def run_(
     check_reproducible: Annotated[Optional[list[str]], typer.Option("--check-reproducible", help="After the run, re-run this stage (an id such as train:wsl, or a kind such as embed; repeatable) and compare its outputs with the run's own; exit 1 when they differ.")] = None,
 ):
     """Run the whole flow from one config; unchanged stages are taken from the cache."""
-    from .run.config import load_run_config
-    from .run.flow import Flow
+    from .flow.config import load_run_config
+    from .flow.pipeline import Flow
 
     cfg = load_run_config(config)
     flow = Flow(cfg, out or Path("runs") / cfg.name)
     if check_reproducible:
-        from .run.reproduce import stages_to_check
+        from .flow.reproduce import stages_to_check
 
         stages_to_check(flow, check_reproducible)  # a wrong stage name fails before the run
     flow.run(start, progress=not quiet, console=err_console)
@@ -436,18 +389,11 @@ def run_(
 
 def print_reproducible(flow, names: list[str]) -> None:
     """Re-run the named stages, print what matched, exit 1 on any difference."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .run.reproduce import check_reproducible
+    from .flow.reproduce import check_reproducible
+    from .report.console import reproducible_table
 
     t = check_reproducible(flow, names, console=err_console)
-    table = Table(title="the same stage run again: outputs compared (times and memory left out)")
-    for c in ("stage", "output", "equal", "max |difference|", "detail"):
-        table.add_column(c)
-    for r in t.itertuples():
-        table.add_row(r.stage, escape(r.output), "yes" if r.equal else "[red]no[/red]", f"{r.max_abs_diff:.3g}", escape(str(r.detail)))
-    out_console.print(table)
+    out_console.print(reproducible_table(t))
     out_console.print(f"wrote {flow.out / 'reproducible.csv'}")
     if not t["equal"].all():
         err_console.print(f"error: {int((~t['equal']).sum())} of {len(t)} outputs differ when their stage runs again (reproduce/ holds the re-run)", markup=False)
@@ -456,73 +402,29 @@ def print_reproducible(flow, names: list[str]) -> None:
 
 def print_recall(path: Path) -> None:
     """The recall table of a run (recall.csv, the same numbers the report shows), with 95% intervals."""
-    import pandas as pd
-    from rich.table import Table
+    from .report.console import recall_table
 
-    from .bench.summary import fmt
-
-    t = pd.read_csv(path)
-    if not len(t):
+    table = recall_table(path)
+    if table is None:
         out_console.print("no relationship recall (no genes with annotated pairs in the maps)")
-        return
-    sources = list(dict.fromkeys(t["source"]))
-    table = Table(title="relationship recall (5% / 95%) [95% CI, delete-one-gene jackknife]")
-    table.add_column("encoder")
-    for src in sources:
-        table.add_column(src, justify="right")
-    for enc, g in t.groupby("encoder", sort=False):
-        g = g.set_index("source")
-        table.add_row(enc, *[fmt(g.loc[s, "recall"], g.loc[s, "ci_low"], g.loc[s, "ci_high"]) if s in g.index else "" for s in sources])
-    rnd = t.groupby("source", sort=False)["random"].first()
-    pairs = t.groupby("source", sort=False)["n_pairs"].first()
-    table.add_row("random", *[f"{rnd[s]:.3f}" for s in sources], style="dim")
-    table.add_row("pairs in map", *[str(pairs[s]) for s in sources], style="dim")
-    _print_table(table)
+    else:
+        _print_table(table)
 
 
 def print_paired(path: Path) -> None:
     """Each encoder minus its baseline (paired.csv): the difference and its 95% interval."""
-    import pandas as pd
-    from rich.table import Table
+    from .report.console import paired_table
 
-    from .bench.summary import fmt
-
-    if not path.exists():
-        return
-    t = pd.read_csv(path)
-    if not len(t):
-        return
-    table = Table(title="paired differences, encoder - baseline [95% CI]")
-    for c in ("encoder - baseline", "metric", "encoder", "baseline", "difference [95% CI]", ""):
-        table.add_column(c, justify="left" if c in ("encoder - baseline", "metric", "") else "right")
-    for r in t.itertuples():
-        table.add_row(f"{r.encoder} - {r.baseline}", r.label, f"{r.a:.3f}", f"{r.b:.3f}", fmt(r.difference, r.ci_low, r.ci_high),
-                      str(r.note) if isinstance(r.note, str) else "")
-    _print_table(table)
-
-
-def _print_wide(wide, title: str, index_name: str, last: tuple | None = None) -> None:
-    """A rows x columns table of numbers to 3 decimals, with an optional dim last row."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column(index_name)
-    for c in wide.columns:
-        table.add_column(str(c), justify="right")
-    for name, row in wide.iterrows():
-        table.add_row(str(name), *[f"{v:.3f}" for v in row])
-    if last is not None:
-        table.add_row(last[0], *[f"{v:.3f}" for v in last[1]], style="dim")
-    _print_table(table)
+    table = paired_table(path)
+    if table is not None:
+        _print_table(table)
 
 
 def print_probe(path: Path) -> None:
     """The nucleus-probe table of a real-data run (probe/r2.csv, as in the report)."""
-    import pandas as pd
+    from .report.console import probe_table
 
-    t = pd.read_csv(path)
-    wide = t.pivot_table(index="target", columns="embedding", values="r2", sort=False)
-    _print_wide(wide, f"cross-validated R2 of CellProfiler nucleus features ({int(t['nuclei'].iloc[0])} nuclei; 0 = the mean)", "target")
+    _print_table(probe_table(path))
 
 
 @app.command()
@@ -533,24 +435,14 @@ def compare(
     quiet: QuietStages = False,
 ):
     """Train and score a grid of setups under one budget (equal images seen by default), with time, memory and FLOPs."""
-    from rich.table import Table
-
     from .compare.grid import compare as run_compare
-    from .compare.grid import format_cell, load_compare_config
+    from .compare.grid import load_compare_config
+    from .report.console import grid_table
 
     cfg = load_compare_config(config)
     folder = out or Path("runs") / cfg.name
     results = run_compare(cfg, folder, start, progress=not quiet, console=err_console)
-    cols = [c for c in ("name", "images_seen", "wall_seconds", "training_flops", "recall_CORUM", "random_recall", "recall_CORUM_minus_baseline") if c in results.columns]
-    table = Table(title="comparison grid (CORUM recall at 5% / 95%, 95% CI; minus baseline: paired)")
-    for c in cols:
-        if c == "name":
-            table.add_column(c, no_wrap=True, min_width=int(results["name"].str.len().max()))
-        else:
-            table.add_column(c.replace("_", " "), justify="right")
-    for _, r in results.iterrows():
-        table.add_row(*[format_cell(r, c) for c in cols])
-    _print_table(table)
+    _print_table(grid_table(results))
     out_console.print(f"wrote {folder / 'compare' / 'results.csv'} and {folder / 'report.html'}")
 
 
@@ -562,10 +454,6 @@ def report(
     from .report.html import write_report
 
     out_console.print(f"wrote {write_report(run_dir)}")
-
-
-for _verb, (_issue, _what, _help) in PLANNED.items():
-    _register_planned(_verb, _issue, _what, _help)
 
 
 # --- datasets -----------------------------------------------------------------

@@ -34,12 +34,6 @@ class OutputExistsError(MorphoscaleError):
     """An output path exists and `--overwrite` was not given."""
 
 
-class NotBuiltError(MorphoscaleError):
-    """A verb of the flow that is planned but not built yet (exit code 3)."""
-
-    exit_code = 3
-
-
 class MorphoscaleWarning(UserWarning):
     """Something the user should know about a result that is still produced; the CLI prints one line."""
 

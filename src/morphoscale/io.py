@@ -141,6 +141,12 @@ def atomic_file(path: Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def write_text(path: Path, text: str) -> None:
+    """A small text output (a table, a record), replaced whole or not at all."""
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_text(text)
+
+
 def partial_dir(path: Path) -> Path:
     """Where a folder output is built before it is complete."""
     path = Path(path)
@@ -160,16 +166,6 @@ def open_partial(out: Path, settings: dict) -> tuple[Path, str]:
         part.mkdir(parents=True)
         manifest.write_text(json.dumps({**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "morphoscale_version": __version__}))
     return part, json.loads(manifest.read_text())["started"]
-
-
-def save_chunk(part: Path, i: int, result) -> None:
-    """One finished chunk of a resumable job (an array), landed atomically in its partial folder."""
-    import numpy as np
-
-    tmp = part / f".chunk{i:06d}.npy.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, result.astype(np.float32))
-    os.replace(tmp, part / f"chunk{i:06d}.npy")
 
 
 def commit_dir(partial: Path, final: Path) -> None:

@@ -1,12 +1,18 @@
 """How much of CellProfiler's per-nucleus measurements an embedding holds: embeddings of crops
 centred on each nucleus predict its real features (area, DNA intensity, DNA texture) by ridge
 regression, scored by cross-validated R2. For a real field with no perturbations, where the
-map benchmarks do not apply."""
+map benchmarks do not apply. Masked models also reconstruct crops from the part of the field
+their training never cropped (TrainConfig.holdout_width)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+
+from ..errors import InputError
 
 # CellProfiler Nuclei.csv columns, and whether to model their logarithm (positive, skewed)
 TARGETS = {
@@ -80,3 +86,68 @@ def probe_table(embeddings: dict[str, np.ndarray], nuclei: pd.DataFrame, folds: 
             m, s = cv_r2(X, y, folds, seed)
             rows.append({"target": target + (" (log)" if log else ""), "embedding": name, "r2": m, "r2_sd": s, "dims": X.shape[1], "nuclei": len(y)})
     return pd.DataFrame(rows)
+
+
+def heldout_reconstructions(model, site: np.ndarray, centers_xy: np.ndarray, size: int, holdout_width: float, n: int = 4, seed: int = 0) -> np.ndarray | None:
+    """Panels (masked | reconstruction | target per crop, one row per channel) of crops centred
+    on nuclei wholly inside the held-out right side of the field, as an (H, W) uint8 image."""
+    import torch
+
+    from ..data.transforms import self_standardize
+    from ..models.masked import MaskedReconstruction, reconstruction_images
+
+    if not isinstance(model, MaskedReconstruction):
+        return None
+    w = site.shape[2]
+    x0 = w * (1 - holdout_width) + size / 2
+    inside = centers_xy[(centers_xy[:, 0] >= x0) & (centers_xy[:, 0] <= w - size / 2)]
+    if holdout_width <= 0 or not len(inside):
+        return None
+    crops = nucleus_crops(site, inside[:n], size)
+    x = self_standardize(torch.from_numpy(crops.astype(np.float32)))
+    with torch.inference_mode():
+        _, pred, mask = model(x, generator=torch.Generator().manual_seed(seed))
+    panels = {k: v.float().numpy() for k, v in reconstruction_images(model, x, pred, mask).items()}
+    blocks = []
+    for i in range(len(crops)):
+        rows = []
+        for c in range(crops.shape[1]):
+            lo, hi = np.percentile(panels["target"][i, c], [1, 99])
+            rows.append(np.concatenate([np.clip((panels[k][i, c] - lo) / max(hi - lo, 1e-6), 0, 1) for k in ("masked", "reconstruction", "target")], axis=1))
+        blocks.append(np.pad(np.concatenate(rows, axis=0), ((0, 0), (0, 4)), constant_values=1))
+    return (np.concatenate(blocks, axis=1) * 255).astype(np.uint8)
+
+
+def run_probe(store_path: Path, nuclei_csv: Path, encoders: dict[str, Path], out: Path, crop_size: int = 64, folds: int = 5, seed: int = 0) -> pd.DataFrame:
+    """encoders: name -> train folder. Writes out/r2.csv and the reconstruction PNGs (report/probe.py draws them)."""
+    from PIL import Image
+
+    from ..data.store import ImageStore
+    from ..train.checkpoint import load_module
+
+    store = ImageStore(store_path)
+    if len(store) != 1:
+        raise InputError(f"{store_path}: the nucleus probe reads one field; this store has {len(store)} sites")
+    nuclei = pd.read_csv(nuclei_csv)
+    for col in ("Location_Center_X", "Location_Center_Y"):
+        if col not in nuclei.columns:
+            raise InputError(f"{nuclei_csv}: column '{col}' is missing")
+    site = store.read(0)
+    centers = nuclei[["Location_Center_X", "Location_Center_Y"]].to_numpy(np.float64)
+    crops = nucleus_crops(site, centers, crop_size)
+    out.mkdir(parents=True, exist_ok=True)
+    embeddings = {}
+    recon = {}
+    for name, train_dir in encoders.items():
+        module = load_module(train_dir / "model.ckpt")
+        model = module.model.eval()
+        embeddings[name] = embed_crops(model, crops)
+        holdout = json.loads((train_dir / "config.json").read_text())["train"].get("holdout_width", 0.0)
+        img = heldout_reconstructions(model, site.astype(np.float32), centers, crop_size, holdout, seed=seed)
+        if img is not None:
+            Image.fromarray(img).save(out / f"heldout_reconstructions_{name}.png")
+            recon[name] = out / f"heldout_reconstructions_{name}.png"
+    embeddings["raw pixels (16x16 block means)"] = pixel_features(crops)
+    table = probe_table(embeddings, nuclei, folds, seed)
+    table.to_csv(out / "r2.csv", index=False)
+    return table

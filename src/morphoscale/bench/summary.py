@@ -168,3 +168,14 @@ def fmt(value, ci_low=None, ci_high=None, digits: int = 3) -> str:
     if ci_low is not None and ci_high is not None and np.isfinite(ci_low) and np.isfinite(ci_high):
         s += f" [{ci_low:.{digits}f}, {ci_high:.{digits}f}]"
     return s
+
+
+# the columns of compare's results table: short name -> headline metric (each with _ci_low, _ci_high)
+RESULT_METRICS = {
+    **{f"recall_{src}": f"recall/{src}/5" for src in ("CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB")},
+    "map_activity_fraction": "map_activity/fraction_retrieved",
+    "consistency_fraction": "consistency/fraction_significant",
+    "decoding_r2": "decoding_r2",
+    "truth_cosine": "truth_cosine_spearman",
+}
+PAIRED_METRICS = ("recall_CORUM", "decoding_r2", "truth_cosine")  # also reported as differences from the baseline

@@ -27,25 +27,6 @@ from .intervals import Estimate, estimate, replicate_frame
 MAX_GENE_UNITS = 300
 
 
-def read_truth(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(wells, phenotypes, parameter names) of a simulated screen's ground_truth/ folder."""
-    import json
-
-    folder = Path(folder)
-    files = {n: folder / n for n in ("wells.csv", "phenotypes.csv", "config.json")}
-    for f in files.values():
-        if not f.exists():
-            raise InputError(f"{f}: not found (give the ground_truth/ folder of a simulated screen)")
-    params = json.loads(files["config.json"].read_text()).get("parameters")
-    wells, phen = pd.read_csv(files["wells.csv"]), pd.read_csv(files["phenotypes.csv"])
-    for name, df, cols in (("wells.csv", wells, ["experiment", "plate", "well", *params]), ("phenotypes.csv", phen, ["gene", *params])):
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise InputError(f"{folder / name}: missing column(s) {', '.join(missing[:3])}")
-    wells["_key"] = wells["experiment"].astype(str) + "_" + wells["plate"].astype(str) + "_" + wells["well"].astype(str)
-    return wells, phen, list(params)
-
-
 def _units(obs: pd.DataFrame) -> np.ndarray:
     """A perturbation's wells are one unit; each control well is its own."""
     pert = obs["perturbation"].astype(str).to_numpy()

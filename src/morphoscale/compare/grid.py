@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError
-from ..run.config import BenchSpec, DataSpec, EmbedSpec, EncoderSpec, MapSpec, RunConfig
+from ..bench.summary import PAIRED_METRICS, RESULT_METRICS
+from ..flow.config import BenchSpec, DataSpec, EmbedSpec, EncoderSpec, MapSpec, RunConfig
 
 
 class _Strict(BaseModel):
@@ -110,7 +111,7 @@ def load_compare_config(path: Path) -> CompareConfig:
 
 
 def images_per_step(train: dict) -> int:
-    from ..train.run import TrainConfig
+    from ..train.fit import TrainConfig
 
     t = TrainConfig(**{k: v for k, v in train.items() if k in TrainConfig.model_fields})
     return t.batch_size * ((t.n_global + t.n_local) if t.crop == "multi" else t.views)
@@ -118,14 +119,13 @@ def images_per_step(train: dict) -> int:
 
 def setups(cfg: CompareConfig) -> list[dict]:
     """Every cell of the grid: its name, axes and full train config."""
-    from ..models.registry import PRESETS
+    from ..models.registry import PRESETS, preset_info
 
     out = []
     for m in cfg.models:
-        preset = PRESETS.get(m.model)
-        if preset is None:
+        if m.model not in PRESETS:
             raise ConfigError(f"key 'models': unknown preset '{m.model}'")
-        multi_view = getattr(preset, "paradigm", None) == "byol"
+        multi_view = preset_info(m.model).multi_view
         for aug in cfg.augment:
             for crop in cfg.crop:
                 for seed in cfg.seeds:
@@ -163,17 +163,6 @@ def run_config(cfg: CompareConfig) -> RunConfig:
     return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "split": cfg.split.model_dump(), "map": cfg.map.model_dump(),
                                      "bench": cfg.bench.model_dump(), "workers": cfg.workers,
                                      "isolate_training": cfg.isolate, "parallel_training": cfg.parallel})
-
-
-# the columns of the results table: short name -> headline metric (each with _ci_low, _ci_high)
-RESULT_METRICS = {
-    **{f"recall_{src}": f"recall/{src}/5" for src in ("CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB")},
-    "map_activity_fraction": "map_activity/fraction_retrieved",
-    "consistency_fraction": "consistency/fraction_significant",
-    "decoding_r2": "decoding_r2",
-    "truth_cosine": "truth_cosine_spearman",
-}
-PAIRED_METRICS = ("recall_CORUM", "decoding_r2", "truth_cosine")  # also reported as differences from the baseline
 
 
 def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec] = (), baseline: str | None = None) -> pd.DataFrame:
@@ -281,66 +270,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def report_section(results: pd.DataFrame, summary: pd.DataFrame, figures: list[Path]) -> str:
-    from ..report.html import _file_img, _table
-
-    cols = table_columns(results)
-    figs = "".join(f"<figure>{_file_img(p, p.stem, 640)}</figure>" for p in figures)
-    return f"""
-<h2>Comparison grid: every setup under the same budget</h2>
-<p>Images seen, steps, time and memory as measured by each run (resources.json); FLOPs counted by torch over one
-training step, times the images seen. Random recall beside every recall; every metric with its 95% interval (jackknife),
-and the headline metrics as paired differences from each setup's untrained twin (column baseline) on the same genes and wells.</p>
-{_table(pd.DataFrame([{c.replace("_", " "): format_cell(r, c) for c in cols} for _, r in results.iterrows()]))}
-<h3>Mean and sd over seeds</h3>
-{_table(summary)}
-<div class=row>{figs}</div>
-"""
-
-
-def table_columns(results: pd.DataFrame) -> list[str]:
-    cols = ["name", "images_seen", "optimizer_steps", "wall_seconds", "images_per_second", "peak_rss_mb", "parameters", "training_flops"]
-    cols += [c for c in RESULT_METRICS if c.startswith("recall_")] + ["random_recall", "map_activity_fraction", "decoding_r2", "truth_cosine"]
-    cols += ["baseline"] + [f"{c}_minus_baseline" for c in PAIRED_METRICS]
-    return [c for c in cols if c in results.columns]
-
-
-def format_value(v) -> str:
-    """A number as tables show it: counts with thousands separators, small values to 3
-    decimals, FLOPs in e-notation, nothing for a missing value."""
-    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-        return ""
-    if isinstance(v, (float, np.floating)):
-        if abs(v) >= 1e9:
-            return f"{v:.3g}"
-        if float(v).is_integer() or abs(v) >= 1000:
-            return f"{v:,.0f}"
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
-
-
-def format_cell(row, col: str) -> str:
-    """A value with its 95% interval where the table has one (col_ci_low, col_ci_high)."""
-    from ..bench.summary import fmt
-
-    lo, hi = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
-    if lo is not None and hi is not None and not pd.isna(lo):
-        return fmt(row[col], lo, hi)
-    return format_value(row[col])
-
-
-def markdown_table(results: pd.DataFrame) -> str:
-    """The results as a Markdown table (compare/results.md), to paste into notes and docs."""
-    cols = table_columns(results)
-
-    lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "|".join("---" if c == "name" else "---:" for c in cols) + "|"]
-    lines += ["| " + " | ".join(format_cell(r, c) for c in cols) + " |" for _, r in results.iterrows()]
-    return "\n".join(lines) + "\n"
-
-
 def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: bool = True, console=None) -> pd.DataFrame:
+    from ..flow.pipeline import Flow
+    from ..io import write_text
+    from ..report.grid import markdown_table
     from ..report.html import write_report
-    from ..run.flow import Flow, _write_text
 
     cells = setups(cfg)
     flow = Flow(run_config(cfg), out)
@@ -349,11 +283,10 @@ def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: b
     summary = summarize(results)
     folder = flow.out / "compare"
     folder.mkdir(exist_ok=True)
-    _write_text(folder / "results.csv", results.to_csv(index=False))
-    _write_text(folder / "summary.csv", summary.to_csv(index=False))
-    _write_text(folder / "results.md", markdown_table(results))
-    figures = plots(results, folder)
-    _write_text(flow.out / "report_extra.html", report_section(results, summary, figures))
+    write_text(folder / "results.csv", results.to_csv(index=False))
+    write_text(folder / "summary.csv", summary.to_csv(index=False))
+    write_text(folder / "results.md", markdown_table(results))
+    plots(results, folder)
     write_report(flow.out)
     return results
 

@@ -22,10 +22,10 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import AlignmentWarning, InputError
+from . import ALIGNER_SUMMARIES
 
 
 # chosen on a second simulator seed and untrained representations (benchmarks/alignment_choice.py, docs/map.md)
-DEFAULT_ALIGNER = "tvn_per_batch"
 SUPPORT_RTOL = 1e-10  # a component whose control variance is below this fraction of the largest is numerical noise
 
 
@@ -383,7 +383,9 @@ class Harmony(Aligner):
         return out.T if out.shape[0] != X.shape[0] else out
 
 
-ALIGNERS: dict[str, type[Aligner]] = {cls.name: cls for cls in (NoAlign, CenterScale, PCACenterScale, TVN, TVNPerBatch, Sphering, Harmony)}
+ALIGNERS: dict[str, type[Aligner]] = {cls.name: cls for cls in (TVNPerBatch, TVN, Sphering, PCACenterScale, CenterScale, Harmony, NoAlign)}
+if list(ALIGNERS) != list(ALIGNER_SUMMARIES):
+    raise ImportError(f"maps/__init__.py ALIGNER_SUMMARIES {list(ALIGNER_SUMMARIES)} and maps/align.py ALIGNERS {list(ALIGNERS)} differ")
 
 
 def make_aligner(name: str, **params) -> Aligner:

@@ -13,7 +13,8 @@ from ..determinism import record
 from ..errors import InputError, why
 from ..io import atomic_file
 from .aggregate import aggregate
-from .align import DEFAULT_ALIGNER, make_aligner
+from . import DEFAULT_ALIGNER
+from .align import make_aligner
 
 REQUIRED_OBS = ("perturbation", "perturbation_type", "is_control", "batch")
 

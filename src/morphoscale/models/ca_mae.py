@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..train.losses import mae_loss
+from .losses import mae_loss
 from .mae_vit import MAEConfig, MAEViT
 from .readout import pool_channel_tokens
 

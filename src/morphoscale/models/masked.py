@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ..train.losses import mae_loss, standardize_patches
+from .losses import mae_loss, standardize_patches
 
 
 class MaskedReconstruction:
@@ -38,7 +38,7 @@ class MaskedReconstruction:
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], C, gh * p, gw * p)
 
     def forward_loss(self, imgs, pred, mask):
-        """The MAE loss (train/losses.py) of predicted patches against the image's, on the hidden ones."""
+        """The MAE loss (models/losses.py) of predicted patches against the image's, on the hidden ones."""
         return mae_loss(pred, self.patchify(imgs), mask, self.cfg.patch_size, self.cfg.in_chans, self.cfg.fourier_weight, self.cfg.norm_pix_loss)
 
     def training_loss(self, batch: dict, generator=None):

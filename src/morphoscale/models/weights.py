@@ -1,5 +1,5 @@
 """Pretrained weights from a local file (`embed --weights FILE`): OpenPhenom / maes_microscopy's
-layout, a timm ViT's, or a morphoscale training checkpoint; safetensors or torch files whatever
+layout, a timm ViT's, or a morphoscale training checkpoint (train/checkpoint.py loads those); safetensors or torch files whatever
 the extension (OpenPhenom's `model.safetensors` is a torch pickle of {"state_dict": ...}).
 
 Nothing is downloaded. A file that does not fit is one line naming the first key that does not.
@@ -56,27 +56,10 @@ def detect_layout(sd: dict, path: Path) -> str:
     raise InputError(f"{path}: weights of no known layout (first key '{keys[0] if keys else ''}'); give --weights-layout openphenom, timm or morphoscale")
 
 
-def load_pretrained(path: Path, channels: list[str], layout: str = "auto", arch: str | None = None):
-    """The encoder the weights at `path` define, loaded, in eval mode, for these channel names."""
-    if layout not in LAYOUTS:
-        raise InputError(f"--weights-layout {layout}: unknown; choose {', '.join(LAYOUTS)}")
-    path = Path(path)
-    how = "lightning checkpoint"
-    if layout != "morphoscale":
-        sd, how = read_state_dict(path)
-        layout = detect_layout(sd, path) if layout == "auto" else layout
-    if layout == "morphoscale":
-        model = _morphoscale(path)
-    else:
-        model = _openphenom(sd, path, channels) if layout == "openphenom" else _timm(sd, path, channels, arch)
-    model.weights_source = {"file": str(path), "read_as": how, "layout": layout}
-    return model.eval()
-
-
-def _morphoscale(path: Path):
-    from ..train.run import load_module
-
-    return load_module(path).model.eval()
+def foreign_encoder(sd: dict, path: Path, channels: list[str], layout: str, arch: str | None = None):
+    """The encoder an OpenPhenom or timm state dict defines, for these channel names (a
+    morphoscale checkpoint is read by train/checkpoint.py, which knows the training module)."""
+    return _openphenom(sd, path, channels) if layout == "openphenom" else _timm(sd, path, channels, arch)
 
 
 def _max_in_chans(path: Path) -> int:

@@ -1,5 +1,6 @@
-"""Training callbacks: reconstruction previews as PNG, a guard against NaN/inf losses, and the
-learning check's verdict at the end (train/learning_check.py)."""
+"""Training callbacks: the data stream resumed where a checkpoint left it, reconstruction
+previews as PNG, a guard against NaN/inf losses, and the learning check's verdict at the end
+(train/learning_check.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ import torch
 from ..errors import MorphoscaleError
 from ..io import atomic_file
 from .learning_check import sentence, summarize
+
+
+class ResumeDataStream(L.Callback):
+    """A resumed run continues the data stream at the restored step (the datamodule's sampler
+    skips what was seen), so a resumed run sees the same crops as an uninterrupted one."""
+
+    def on_train_start(self, trainer, pl_module):
+        dm = trainer.datamodule
+        if dm is not None and getattr(dm, "sampler", None) is not None:
+            dm.sampler.set_start(trainer.global_step * dm.batch_size)
 
 
 class NonFiniteLoss(MorphoscaleError):

@@ -135,11 +135,3 @@ class TrainingModule(L.LightningModule):
             return {"random_init": True, **{k: hp[k] for k in self._UNTRAINED_KEYS if k in hp}}
         return {**hp, "trained_steps": getattr(self, "trained_steps", None)}
 
-    def on_train_start(self) -> None:
-        # continue the data stream where the checkpoint left it
-        dm = self.trainer.datamodule
-        if dm is not None and hasattr(dm, "sampler"):
-            dm.sampler.set_start(self.global_step * dm.batch_size)
-
-
-MaskedModelingModule = TrainingModule  # the name of stop 12's checkpoints

@@ -103,7 +103,7 @@ class ProbeSet:
 
     @staticmethod
     def _truth(s: pd.DataFrame, folder: Path) -> np.ndarray | None:
-        from ..bench.truth import read_truth
+        from ..simulate.oracle import read_truth
 
         wells, _, params = read_truth(folder)
         key = wells.set_index("_key")[params]  # experiment_plate_well; a store's plate is experiment_plate

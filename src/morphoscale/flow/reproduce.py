@@ -196,7 +196,7 @@ def check_reproducible(flow, names: list[str], console=None) -> "pd.DataFrame":
     """Re-run each named stage of a finished run and compare; writes reproducible.csv."""
     import pandas as pd
 
-    from .flow import _write_text
+    from ..io import write_text
 
     stages = stages_to_check(flow, names)
     rows = []
@@ -205,5 +205,5 @@ def check_reproducible(flow, names: list[str], console=None) -> "pd.DataFrame":
             console.print(f"[bold]re-running {s.id}[/bold] to compare with the run's own outputs ...")
         rows += check_stage(flow, s)
     table = pd.DataFrame(rows, columns=["stage", "output", "equal", "max_abs_diff", "detail"])
-    _write_text(flow.out / "reproducible.csv", table.to_csv(index=False))
+    write_text(flow.out / "reproducible.csv", table.to_csv(index=False))
     return table

@@ -8,7 +8,6 @@ core."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,7 +143,7 @@ def _init(store_path: str, cfg: FeatureConfig) -> None:
 def _chunk(job: tuple[int, int, int, str]) -> tuple[int, int]:
     import warnings
 
-    from ..io import save_chunk
+    from ..chunked import save_chunk
 
     i, a, b, part = job
     store, cfg = _W["store"], _W["cfg"]
@@ -171,8 +170,8 @@ def extract_features(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..data.store import ImageStore
-    from ..embed import assemble
-    from ..io import open_partial
+    from ..chunked import ChunkedJob
+    from ..data.profiles import write_profiles
     from ..parallel import process_map
 
     if level not in ("site", "well"):
@@ -189,9 +188,8 @@ def extract_features(
     names = site_feature_names(store.channels)
     settings = {"kind": "hand-crafted features", **{k: v for k, v in asdict(cfg).items()}, "channels": json.dumps(store.channels),
                 "level": level, "store": str(Path(store_path).resolve()), "n_sites": n_sites, "n_features": len(names)}
-    part, started = open_partial(out, settings)
-    chunks = [(c, min(c + chunk_sites, n_sites)) for c in range(0, n_sites, chunk_sites)]
-    todo = [(i, a, b, str(part)) for i, (a, b) in enumerate(chunks) if not (part / f"chunk{i:06d}.npy").exists()]
+    job = ChunkedJob(out, settings, n_sites, chunk_sites)
+    todo = [(i, a, b, str(job.part)) for i, a, b in job.todo()]
     cols = (TextColumn("features"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
     with process_map(_chunk, todo, min(workers, max(len(todo), 1)), _init, (str(store_path), cfg)) as results:
         with Progress(*cols, disable=not progress) as bar:
@@ -199,32 +197,30 @@ def extract_features(
             for _, n in results:
                 bar.update(task, advance=n)
 
-    n_empty = fill_cellless_sites(part, len(chunks))
+    n_empty = fill_cellless_sites(job)
     uns = {"provenance": {**{k: ("" if v is None else v) for k, v in settings.items()}, "sites_without_cells": n_empty,
-                          "morphoscale_version": __version__, "time": started,
+                          "morphoscale_version": __version__, "time": job.started,
                           "determinism": json.dumps(record())}}
-    assemble(part, chunks, store, None, level, uns, out, fmt, var_names=cellprofiler_names(store.channels, cfg.texture_levels))
-    shutil.rmtree(part)
+    write_profiles(job, store, None, level, uns, out, fmt, var_names=cellprofiler_names(store.channels, cfg.texture_levels))
+    job.finish()
     return out
 
 
-def fill_cellless_sites(part: Path, n_chunks: int) -> int:
+def fill_cellless_sites(job) -> int:
     """Sites without a single nucleus have no per-cell features: give them each feature's median
     over the other sites (their cell count stays 0), so every row can be aligned and mapped.
     Returns how many sites that was."""
-    from ..io import save_chunk
-
-    blocks = [np.load(part / f"chunk{i:06d}.npy") for i in range(n_chunks)]
+    blocks = [job.load(i) for i in range(len(job.chunks))]
     X = np.concatenate(blocks)
     empty = np.isnan(X[:, 1:]).any(axis=1)
     if not empty.any():
         return 0
     if empty.all():
-        raise InputError(f"{part.name.removesuffix('.partial')}: no nuclei were found on any site (check --nuclear-channel and --nucleus-diameter)")
+        raise InputError(f"{job.part.name.removesuffix('.partial')}: no nuclei were found on any site (check --nuclear-channel and --nucleus-diameter)")
     fill = np.nanmedian(X, axis=0)
     for i, block in enumerate(blocks):
         holes = np.isnan(block)
         if holes.any():
             block[holes] = np.broadcast_to(fill, block.shape)[holes]
-            save_chunk(part, i, block)
+            job.save(i, block)
     return int(empty.sum())

@@ -15,7 +15,7 @@ from .. import __version__
 from ..compute import Precision, resolve_precision, wants_gpu
 from ..config import parse_model, read_yaml
 from ..data.split import Split
-from ..errors import ConfigError, InputError, OutputExistsError, why
+from ..errors import ConfigError, InputError, OutputExistsError
 from ..io import file_sha256, refuse_overlap
 
 
@@ -89,11 +89,11 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from ..data.store import ImageStore
-    from ..models.registry import PRESETS
+    from ..models.registry import PRESETS, preset_info
     from .accounting import ResourceAccounting
     from rich.console import Console
 
-    from .callbacks import LearningCheck, NonFiniteLossGuard, ReconstructionPreviews, step_progress_bar
+    from .callbacks import LearningCheck, NonFiniteLossGuard, ReconstructionPreviews, ResumeDataStream, step_progress_bar
     from .data import StoreDataModule
     from ..data.datasets import column_codes
     from ..data.split import training_sites
@@ -131,10 +131,9 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
         raise ConfigError(f"key 'probe_label': '{cfg.probe_label}' is not a column of {store}'s site table")
     if cfg.probe_truth is not None and not Path(cfg.probe_truth).is_dir():
         raise ConfigError(f"key 'probe_truth': {cfg.probe_truth} is not a folder (give a simulated screen's ground_truth/)")
-    preset = PRESETS.get(cfg.model)
-    if preset is None:
+    if cfg.model not in PRESETS:
         raise ConfigError(f"key 'model': unknown preset '{cfg.model}'")
-    crop = cfg.crop_size or getattr(preset, "img_size", 64)
+    crop = cfg.crop_size or preset_info(cfg.model).input_size
     h, w = st.image_size
     if crop > min(h, w):
         raise ConfigError(f"key 'crop_size': {crop} does not fit the store's {h}x{w} images")
@@ -185,9 +184,12 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
                                                  "morphoscale_version": __version__,
                                                  "determinism": record(deterministic=cfg.deterministic and not on_gpu)}, indent=2, default=str))
     if cfg.random_init:
-        return _save_untrained(module, out) if zero else out / "model.ckpt"
+        from .checkpoint import save_untrained
+
+        return save_untrained(module, out) if zero else out / "model.ckpt"
     loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
     callbacks = [
+        ResumeDataStream(),
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", every_n_train_steps=cfg.checkpoint_every, save_top_k=-1, save_last=True, auto_insert_metric_name=False),
         ReconstructionPreviews(out / "previews", cfg.preview_every),
         NonFiniteLossGuard(),
@@ -234,19 +236,6 @@ def is_global_zero() -> bool:
     return int(env.get("LOCAL_RANK", 0)) == 0 and int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) == 0
 
 
-def _save_untrained(module, out: Path) -> Path:
-    """model.ckpt of the seeded, untrained model, loadable like any trained checkpoint."""
-    import lightning as L
-    import torch
-
-    final = out / "model.ckpt"
-    tmp = out / ".model.ckpt.tmp"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0, "epoch": 0,
-                "pytorch-lightning_version": L.__version__, "random_init": True}, tmp)
-    os.replace(tmp, final)
-    return final
-
-
 def _quiet_lightning() -> None:
     """Hide Lightning's advertising tips and warnings that do not apply to this data path."""
     import logging
@@ -258,16 +247,3 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
-
-
-def load_module(checkpoint: Path):
-    """The trained module (and its model, preset and channel names) from any checkpoint of `train`."""
-    from .module import TrainingModule
-
-    checkpoint = Path(checkpoint)
-    if not checkpoint.exists():
-        raise InputError(f"{checkpoint}: checkpoint not found")
-    try:
-        return TrainingModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
-    except Exception as e:
-        raise InputError(f"{checkpoint}: not a morphoscale checkpoint ({why(e, 200)})") from None

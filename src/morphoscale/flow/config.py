@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError
-from ..maps.align import DEFAULT_ALIGNER
+from ..maps import ALIGNER_SUMMARIES, DEFAULT_ALIGNER
 
 STAGES = ("data", "train", "embed", "map", "bench", "report")
 
@@ -101,16 +101,14 @@ class EncoderSpec(_Strict):
 class MapSpec(_Strict):
     """Alignment on control wells and aggregation to perturbations (`morphoscale map`)."""
 
-    align: str = DEFAULT_ALIGNER  # one of maps.align.ALIGNERS; tvn is efaar 1.0's exactly (docs/map.md)
+    align: str = DEFAULT_ALIGNER  # one of maps.ALIGNER_SUMMARIES; tvn is efaar 1.0's exactly (docs/map.md)
     aggregate: Literal["mean", "median"] = "mean"
 
     @field_validator("align")
     @classmethod
     def _known_aligner(cls, v):
-        from ..maps.align import ALIGNERS
-
-        if v not in ALIGNERS:
-            raise ValueError(f"unknown alignment '{v}'; choose one of {', '.join(ALIGNERS)}")
+        if v not in ALIGNER_SUMMARIES:
+            raise ValueError(f"unknown alignment '{v}'; choose one of {', '.join(ALIGNER_SUMMARIES)}")
         return v
 
 
@@ -121,7 +119,7 @@ class BenchSpec(_Strict):
     truth: bool = True  # a simulated screen: decoding R2 and cosine correlation against its ground_truth/
     clustering: bool = False  # also UMAP + HDBSCAN cluster scores (slow)
     null_size: int = Field(10000, ge=100)  # draws of each mAP null (2,000 left the BH fraction swinging by seed: docs/bench.md)
-    metrics: list[str] | None = None  # only these (bench.run.METRICS); default: all the map supports but clustering
+    metrics: list[str] | None = None  # only these (bench.suite.METRICS); default: all the map supports but clustering
     quick: bool = False  # recall and the cheapest checks only
 
     @field_validator("metrics")

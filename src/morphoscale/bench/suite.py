@@ -153,7 +153,7 @@ def run_bench(
     W = read_embeddings(wells) if wells.exists() else None
     ann = Path(annotations) if annotations else examples.get("annotations")
     if truth is not None:
-        from .truth import read_truth
+        from ..simulate.oracle import read_truth
 
         truth = read_truth(Path(truth))
     part = partial_dir(out)

@@ -26,7 +26,7 @@ import yaml
 
 from .. import __version__
 from ..errors import ConfigError, InputError
-from ..io import remove
+from ..io import remove, write_text
 from .config import STAGES, EncoderSpec, RunConfig
 
 # first guesses of a stage's wall time on 2 CPU cores, for the ETA until one of its kind has run
@@ -81,7 +81,7 @@ class Flow:
         if cfg.probe is not None:
             self.stages += [self._train_stage(e) for e in cfg.encoders]
             self.stages.append(Stage("bench:probe", "bench", cfg.probe.model_dump(mode="json"), [f"train:{e.name}" for e in cfg.encoders], self._probe,
-                                     [self.out / "probe" / "r2.csv", self.out / "report_extra.html"]))
+                                     [self.out / "probe" / "r2.csv"]))
             self.stages.append(Stage("report", "report", {}, ["bench:probe"], self._report, [self.out / "recall.csv", self.out / "report.html"]))
             return
         for e in cfg.encoders:
@@ -130,7 +130,7 @@ class Flow:
             raise InputError(f"--from: '{start}' is not a stage; stages: {', '.join(STAGES)}")
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "stages").mkdir(exist_ok=True)
-        _write_text(self.out / "run.yaml", yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False))
+        write_text(self.out / "run.yaml", yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False))
         keys = self.keys()
         forced = set(STAGES[STAGES.index(start):]) if start else set()
         todo = [s for s in self.stages if s.kind in forced or not self._cached(s, keys[s.id])]
@@ -175,7 +175,7 @@ class Flow:
                 remove(p)
 
     def _finish(self, s: Stage, key: str, seconds: float) -> None:
-        _write_text(self._record_path(s), json.dumps({"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in s.outputs],
+        write_text(self._record_path(s), json.dumps({"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in s.outputs],
                                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
 
     def _train_parallel(self, batch: list[Stage], console) -> list[tuple[Stage, float]]:
@@ -260,7 +260,7 @@ class Flow:
 
     def _train(self, e: EncoderSpec, env: dict | None = None) -> None:
         from ..config import parse_model
-        from ..train.run import TrainConfig, load_train_config, train
+        from ..train.fit import TrainConfig, load_train_config, train
 
         tcfg = load_train_config(e.train) if isinstance(e.train, Path) else parse_model(TrainConfig, e.train, "run config", f"encoders.{e.name}.train")
         if self.cfg.split.active:
@@ -311,14 +311,14 @@ class Flow:
     def _features(self, e: EncoderSpec) -> None:
         import os
 
-        from ..features.run import FeatureConfig, extract_features
+        from ..features.extract import FeatureConfig, extract_features
 
         extract_features(self.store, self.enc_dir(e) / "embeddings.h5ad", FeatureConfig(**e.features.model_dump()), level="well",
                          workers=self.workers or os.cpu_count() or 1, overwrite=True, progress=self.progress)
 
     def _oracle(self, e: EncoderSpec) -> None:
         from ..maps.build import write_h5ad
-        from ..simulate.validate import oracle_embeddings
+        from ..simulate.oracle import oracle_embeddings
 
         path = self.enc_dir(e) / "embeddings.h5ad"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -357,7 +357,7 @@ class Flow:
         return gt if self.cfg.bench.truth and self.cfg.data.simulate and gt.exists() else None
 
     def _bench(self, e: EncoderSpec) -> None:
-        from ..bench.run import run_bench
+        from ..bench.suite import run_bench
 
         ed = self.enc_dir(e)
         run_bench(ed / "map.h5ad", ed / "bench", raw=ed / "embeddings.h5ad", compound_targets=self.compound_targets(),
@@ -372,11 +372,10 @@ class Flow:
         return examples.get("jump-pilot-field") / "Nuclei.csv"
 
     def _probe(self) -> None:
-        from .probe import report_section, run_probe
+        from ..bench.nuclei import run_probe
 
         p = self.cfg.probe
-        table = run_probe(self.store, self.nuclei_table(), {e.name: self.enc_dir(e) / "train" for e in self.cfg.encoders}, self.out / "probe", p.crop_size, p.folds)
-        _write_text(self.out / "report_extra.html", report_section(table, self.out / "probe", int(table["nuclei"].iloc[0]), p.crop_size))
+        run_probe(self.store, self.nuclei_table(), {e.name: self.enc_dir(e) / "train" for e in self.cfg.encoders}, self.out / "probe", p.crop_size, p.folds)
 
     def _report(self) -> None:
         from ..report.html import write_report
@@ -385,15 +384,6 @@ class Flow:
 
         names = [e.name for e in self.cfg.encoders]
         results = summary.run_results(self.out, names + list(self.baselines().values()))
-        _write_text(self.out / "recall.csv", summary.recall_table(results).to_csv(index=False))
-        _write_text(self.out / "paired.csv", summary.paired_table(results, self.baselines()).to_csv(index=False))
+        write_text(self.out / "recall.csv", summary.recall_table(results).to_csv(index=False))
+        write_text(self.out / "paired.csv", summary.paired_table(results, self.baselines()).to_csv(index=False))
         write_report(self.out)
-
-
-def _write_text(path: Path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-

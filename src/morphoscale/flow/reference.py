@@ -1,5 +1,5 @@
 """The config reference (docs/config-reference.md), generated from the config types so that
-it cannot drift from what the code accepts: `python -m morphoscale.run.reference > docs/config-reference.md`.
+it cannot drift from what the code accepts: `python -m morphoscale.flow.reference > docs/config-reference.md`.
 A field's note is the comment on its line in the class (or the line above it)."""
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ def model_section(model: type[BaseModel], heading: str, prefix: str, level: int 
 
 def reference() -> str:
     from ..data.ingest import IngestConfig
-    from ..train.run import TrainConfig
+    from ..train.fit import TrainConfig
     from .config import RunConfig
 
-    out = ["# Config reference", "", "Generated from the config types by `python -m morphoscale.run.reference > docs/config-reference.md`;",
+    out = ["# Config reference", "", "Generated from the config types by `python -m morphoscale.flow.reference > docs/config-reference.md`;",
            "a test keeps this page current. Unknown keys are errors that name the key.", ""]
     out.append(model_section(RunConfig, "Run config (`morphoscale run CONFIG.yaml`)", ""))
     out.append(model_section(TrainConfig, "Train config (`morphoscale train --config`, or `encoders[].train` of a run)", ""))

@@ -1,0 +1,114 @@
+"""Profiles of a store's sites, as the embed and features verbs write them: one row per
+crop, site or well with the site table's metadata (AnnData obs), assembled from the chunks
+of a resumable job into an AnnData .h5ad (X streamed into HDF5: memory does not grow with
+the store) or a parquet table with `Metadata_` columns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..chunked import ChunkedJob
+from ..errors import InputError
+from ..io import os_error_message
+
+LEVELS = ("crop", "site", "well")
+SITE_SPECIFIC = ("site_id", "site")
+
+
+def profile_obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Row metadata at the level, and for wells the site -> well index."""
+    sites = store.sites.copy()
+    sites = sites[[c for c in sites.columns if not c.startswith(("source_", "illum_"))]]  # file paths are the store's provenance, not metadata
+    if level == "site":
+        obs = sites
+        obs.index = sites["site_id"].astype(str).to_numpy()
+        return obs, None
+    if level == "crop":
+        rows = np.repeat(np.arange(len(sites)), tiles.tiles_per_site)
+        obs = sites.iloc[rows].reset_index(drop=True)
+        ys, xs = zip(*tiles.origins)
+        obs["tile_y"] = np.tile(ys, len(sites))
+        obs["tile_x"] = np.tile(xs, len(sites))
+        obs.index = (obs["site_id"].astype(str) + "_" + obs["tile_y"].astype(str) + "_" + obs["tile_x"].astype(str)).to_numpy()
+        return obs, None
+    key = sites["plate"].astype(str) + "_" + sites["well"].astype(str)
+    codes, uniques = pd.factorize(key)
+    first = sites.groupby(codes, sort=True).head(1).set_index(pd.Index(codes[sites.groupby(codes, sort=True).head(1).index]))
+    obs = first.sort_index().drop(columns=[c for c in SITE_SPECIFIC if c in first.columns])
+    obs["n_sites"] = np.bincount(codes)
+    obs.index = np.asarray(uniques).astype(str)
+    return obs, codes
+
+
+def profile_metadata(obs: pd.DataFrame) -> pd.DataFrame:
+    """obs as the metadata columns of a profile table: every name prefixed `Metadata_` (the
+    convention pycytominer and the JUMP profiles follow: features are the rest), the row
+    name as `Metadata_obs_name`; `map --embeddings` reads such a table back."""
+    meta = obs.reset_index(names="obs_name")
+    meta.columns = [c if str(c).startswith("Metadata_") else f"Metadata_{c}" for c in meta.columns]
+    return meta
+
+
+def write_profiles(job: ChunkedJob, store, tiles, level: str, uns: dict, out: Path, fmt: str, var_names: list[str] | None = None) -> None:
+    """Stream a finished job's chunks into the output, as AnnData .h5ad or a parquet profile
+    table (a temporary name, fsynced, renamed when complete)."""
+    import h5py
+    from anndata.io import write_elem
+
+    obs, codes = profile_obs(store, tiles, level)
+    dim = job.load(0, mmap=True).shape[-1]
+    var = pd.DataFrame(index=var_names or [f"emb_{k}" for k in range(dim)])
+
+    def row_blocks():
+        """The rows of X in order, one chunk at a time (wells: averaged over their sites first)."""
+        if level == "well":
+            sums = np.zeros((len(obs), dim), np.float64)
+            for i, (a, b) in enumerate(job.chunks):
+                np.add.at(sums, codes[a:b], job.load(i))
+            yield (sums / np.bincount(codes)[:, None]).astype(np.float32)
+            return
+        for i in range(len(job.chunks)):
+            yield job.load(i).reshape(-1, dim)
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        if fmt == "parquet":
+            df = pd.concat([profile_metadata(obs), pd.DataFrame(np.concatenate(list(row_blocks())), columns=var.index)], axis=1)
+            df.to_parquet(tmp, index=False)
+        else:
+            n = len(obs)
+            with h5py.File(tmp, "w") as f:
+                f.attrs["encoding-type"] = "anndata"
+                f.attrs["encoding-version"] = "0.1.0"
+                X = f.create_dataset("X", shape=(n, dim), dtype="float32", chunks=(min(n, 4096), dim))
+                X.attrs["encoding-type"] = "array"
+                X.attrs["encoding-version"] = "0.2.0"
+                start = 0
+                for block in row_blocks():
+                    X[start : start + len(block)] = block
+                    start += len(block)
+                write_elem(f, "obs", _h5_safe(obs))
+                write_elem(f, "var", var)
+                write_elem(f, "uns", uns)
+                for k in ("obsm", "varm", "obsp", "varp", "layers"):
+                    write_elem(f, k, {})
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        raise InputError(os_error_message(out, e)) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _h5_safe(obs: pd.DataFrame) -> pd.DataFrame:
+    obs = obs.copy()
+    for c in obs.columns:
+        if obs[c].dtype == object or str(obs[c].dtype) == "string":
+            obs[c] = obs[c].astype(str)
+    return obs

@@ -1,0 +1,51 @@
+"""Checkpoints of `train`, and the one loader of any weights file: a morphoscale checkpoint
+rebuilds its training module (model, preset, channel names); OpenPhenom's and timm's state
+dicts go to models/weights.py. Embed, the nucleus probe and training's own resume read here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InputError, why
+from ..models.weights import LAYOUTS, detect_layout, foreign_encoder, read_state_dict
+
+
+def load_module(checkpoint: Path):
+    """The trained module (and its model, preset and channel names) from any checkpoint of `train`."""
+    from .module import TrainingModule
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise InputError(f"{checkpoint}: checkpoint not found")
+    try:
+        return TrainingModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
+    except Exception as e:
+        raise InputError(f"{checkpoint}: not a morphoscale checkpoint ({why(e, 200)})") from None
+
+
+def load_pretrained(path: Path, channels: list[str], layout: str = "auto", arch: str | None = None):
+    """The encoder the weights at `path` define, loaded, in eval mode, for these channel names."""
+    if layout not in LAYOUTS:
+        raise InputError(f"--weights-layout {layout}: unknown; choose {', '.join(LAYOUTS)}")
+    path = Path(path)
+    how = "lightning checkpoint"
+    if layout != "morphoscale":
+        sd, how = read_state_dict(path)
+        layout = detect_layout(sd, path) if layout == "auto" else layout
+    model = load_module(path).model if layout == "morphoscale" else foreign_encoder(sd, path, channels, layout, arch)
+    model.weights_source = {"file": str(path), "read_as": how, "layout": layout}
+    return model.eval()
+
+
+def save_untrained(module, out: Path) -> Path:
+    """model.ckpt of the seeded, untrained model, loadable like any trained checkpoint."""
+    import lightning as L
+    import torch
+
+    final = out / "model.ckpt"
+    tmp = out / ".model.ckpt.tmp"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0, "epoch": 0,
+                "pytorch-lightning_version": L.__version__, "random_init": True}, tmp)
+    os.replace(tmp, final)
+    return final
