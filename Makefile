@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MS := $(VENV)/bin/morphoscale
 export MORPHOSCALE_CACHE ?= $(HOME)/.cache/morphoscale
 
-.PHONY: setup data browser test test-slow demo bench clean
+.PHONY: setup data browser lint format test test-slow demo bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,18 @@ browser:
 data: $(STAMP)
 	$(MS) datasets get all
 
-## test: the fast suite (CI runs this); slow tests are in test-slow
-test: setup
+## lint: ruff's checks and its formatting, as configured in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+## format: let ruff format the code and fix what it can
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+## test: the lint, then the fast suite (CI runs this); slow tests are in test-slow
+test: setup lint
 	$(PY) -m pytest -m "not slow" -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 

@@ -28,8 +28,11 @@ def load(path: Path = DEFAULT):
     if not (path / "mae_modules.py").exists():
         return None
     if "maes_microscopy" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("maes_microscopy", path / "__init__.py" if (path / "__init__.py").exists() else path / "mae_modules.py",
-                                                      submodule_search_locations=[str(path)])
+        spec = importlib.util.spec_from_file_location(
+            "maes_microscopy",
+            path / "__init__.py" if (path / "__init__.py").exists() else path / "mae_modules.py",
+            submodule_search_locations=[str(path)],
+        )
         pkg = importlib.util.module_from_spec(spec)
         sys.modules["maes_microscopy"] = pkg
     import importlib as il
@@ -40,8 +43,16 @@ def load(path: Path = DEFAULT):
 class ReferenceMAE(nn.Module):
     """A ViT-S/16 at 256 px MAE from the reference's parts; channel_agnostic: its CA-MAE."""
 
-    def __init__(self, ref: dict, channel_agnostic: bool, in_chans: int = 6, mask_ratio: float = 0.75,
-                 decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16):
+    def __init__(
+        self,
+        ref: dict,
+        channel_agnostic: bool,
+        in_chans: int = 6,
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+    ):
         super().__init__()
         vit, mods = ref["vit"], ref["mae_modules"]
         self.ref, self.ca, self.mask_ratio, self.chans, self.patch = ref, channel_agnostic, mask_ratio, in_chans, 16
@@ -51,11 +62,18 @@ class ReferenceMAE(nn.Module):
         self.encoder = mods.MAEEncoder(backbone, max_in_chans=in_chans, channel_agnostic=channel_agnostic)
         self.proj = nn.Linear(self.encoder.embed_dim, decoder_dim)
         if channel_agnostic:
-            self.decoder = mods.CAMAEDecoder(num_modalities=in_chans, tokens_per_modality=256, embed_dim=decoder_dim, depth=decoder_depth, num_heads=decoder_heads)
+            self.decoder = mods.CAMAEDecoder(
+                num_modalities=in_chans,
+                tokens_per_modality=256,
+                embed_dim=decoder_dim,
+                depth=decoder_depth,
+                num_heads=decoder_heads,
+            )
         else:
             self.decoder = mods.MAEDecoder(embed_dim=decoder_dim, depth=decoder_depth, num_heads=decoder_heads)
-        self.decoder.pos_embeddings = vit.generate_2d_sincos_pos_embeddings(decoder_dim, length=16, use_class_token=True,
-                                                                            num_modality=in_chans if channel_agnostic else 1)
+        self.decoder.pos_embeddings = vit.generate_2d_sincos_pos_embeddings(
+            decoder_dim, length=16, use_class_token=True, num_modality=in_chans if channel_agnostic else 1
+        )
         self.pred = nn.Linear(decoder_dim, self.patch**2 * (1 if channel_agnostic else in_chans))
         self.fourier = ref["loss"].FourierLoss(num_multimodal_modalities=in_chans if channel_agnostic else 1)
 
@@ -66,5 +84,7 @@ class ReferenceMAE(nn.Module):
         target = utils.flatten_images(x, self.patch, channel_agnostic=self.ca)
         mse = ((pred - target) ** 2).mean(-1)
         loss = (mse * mask).sum() / mask.sum()
-        image = utils.unflatten_tokens(pred, self.patch, num_modalities=self.chans if self.ca else 1, channel_agnostic=self.ca)
+        image = utils.unflatten_tokens(
+            pred, self.patch, num_modalities=self.chans if self.ca else 1, channel_agnostic=self.ca
+        )
         return loss + 0.01 * self.fourier(image.float(), x.float()).mean()

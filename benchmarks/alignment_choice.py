@@ -24,9 +24,9 @@ def score(run: Path, encoder: str, align: str) -> dict:
     from morphoscale.bench.relationships import HEADLINE, load_sources, recall_with_replicates
     from morphoscale.bench.suite import gene_profiles
     from morphoscale.bench.truth import decoding_r2, truth_cosine_correlation
-    from morphoscale.simulate.oracle import read_truth
     from morphoscale.data import examples
     from morphoscale.maps.build import build_map, read_embeddings
+    from morphoscale.simulate.oracle import read_truth
 
     emb = read_embeddings(run / "encoders" / encoder / "embeddings.h5ad")
     with warnings.catch_warnings(record=True) as caught:
@@ -38,9 +38,22 @@ def score(run: Path, encoder: str, align: str) -> dict:
     wells_truth, phen, params = read_truth(run / "screen" / "ground_truth")
     _, dec, _, _ = decoding_r2(np.asarray(wells.X), wells.obs.reset_index(drop=True), wells_truth, params)
     cos, _, _ = truth_cosine_correlation(G, genes, phen, params)
-    return {"encoder": encoder, "align": align, "dims": m.n_vars, "warned": len(caught) > 0,
-            "corum": r.recall, "corum_lo": r.ci_low, "corum_hi": r.ci_high, "random": r.random_recall,
-            "r2": dec.value, "r2_lo": dec.ci_low, "r2_hi": dec.ci_high, "cos": cos.value, "cos_lo": cos.ci_low, "cos_hi": cos.ci_high}
+    return {
+        "encoder": encoder,
+        "align": align,
+        "dims": m.n_vars,
+        "warned": len(caught) > 0,
+        "corum": r.recall,
+        "corum_lo": r.ci_low,
+        "corum_hi": r.ci_high,
+        "random": r.random_recall,
+        "r2": dec.value,
+        "r2_lo": dec.ci_low,
+        "r2_hi": dec.ci_high,
+        "cos": cos.value,
+        "cos_lo": cos.ci_low,
+        "cos_hi": cos.ci_high,
+    }
 
 
 def main() -> None:
@@ -56,12 +69,17 @@ def main() -> None:
     df = pd.DataFrame(rows)
     df.to_csv(args.run / "alignment_choice.csv", index=False)
     print(f"Command: `.venv/bin/python benchmarks/alignment_choice.py {args.run}`\n")
-    print("| encoder | align | dims | CORUM recall [95% CI] | decoding R2 [95% CI] | cosine correlation with the truth [95% CI] |")
+    print(
+        "| encoder | align | dims | CORUM recall [95% CI] | decoding R2 [95% CI] | cosine correlation with the truth [95% CI] |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for r in df.itertuples():
         flag = " (warned)" if r.warned else ""
-        print(f"| {r.encoder} | {r.align}{flag} | {r.dims} | {r.corum:.3f} [{r.corum_lo:.3f}, {r.corum_hi:.3f}] | {r.r2:.3f} [{r.r2_lo:.3f}, {r.r2_hi:.3f}] "
-              f"| {r.cos:.3f} [{r.cos_lo:.3f}, {r.cos_hi:.3f}] |")
+        print(
+            f"| {r.encoder} | {r.align}{flag} | {r.dims} | {r.corum:.3f} [{r.corum_lo:.3f}, {r.corum_hi:.3f}] | "
+            f"{r.r2:.3f} [{r.r2_lo:.3f}, {r.r2_hi:.3f}] "
+            f"| {r.cos:.3f} [{r.cos_lo:.3f}, {r.cos_hi:.3f}] |"
+        )
     print(f"\nrandom CORUM recall: {df['random'].iloc[0]:.3f}; random decoding R2 and cosine correlation: 0")
 
 

@@ -38,10 +38,23 @@ print(json.dumps({"step_s": sorted(times[2:])[len(times[2:]) // 2], "capability"
 
 
 def one(preset: str, native: bool, steps: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "ATEN_CPU_CAPABILITY",
+            "MKL_CBWR",
+            "ONEDNN_MAX_CPU_ISA",
+            "OPENBLAS_CORETYPE",
+            "NPY_DISABLE_CPU_FEATURES",
+        )
+    }
     if native:
         env["MORPHOSCALE_NATIVE_KERNELS"] = "1"
-    res = subprocess.run([sys.executable, "-c", CHILD, preset, str(steps)], env=env, capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, preset, str(steps)], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from bench_train import matmul_peak
 from torch.utils.flop_counter import FlopCounterMode
 
 from _report import cpu_name, write_section
-from bench_train import matmul_peak
 
 
 def make_store(root: Path, n_sites: int) -> Path:
@@ -56,7 +54,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = make_store(tmp, args.sites)
-        ckpt = train(TrainConfig(model="mae_vit_small_patch16_256", batch_size=1, max_steps=1, warmup_steps=0), store, tmp / "run", progress=False)
+        ckpt = train(
+            TrainConfig(model="mae_vit_small_patch16_256", batch_size=1, max_steps=1, warmup_steps=0),
+            store,
+            tmp / "run",
+            progress=False,
+        )
         model = load_module(ckpt).model.eval()
         x = torch.randn(args.batch, 6, 256, 256)
         peak = matmul_peak()
@@ -83,11 +86,13 @@ def main() -> None:
     mfu = flops / args.batch * model_rate / peak
     lines = [
         f"Command: `.venv/bin/python benchmarks/bench_embed.py --sites {args.sites} --batch {args.batch}`.",
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; matmul peak {peak / 1e9:.1f} GFLOP/s.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, fp32; matmul peak {peak / 1e9:.1f} GFLOP/s.",
         "",
         "| what | tiles/s (256 x 256 x 6) |",
         "|---|---:|",
-        f"| model only: mae_vit_small_patch16_256 `embed`, batch {args.batch}, {flops / args.batch / 1e9:.1f} GFLOP per tile | {model_rate:.2f} (MFU {mfu:.0%}) |",
+        f"| model only: mae_vit_small_patch16_256 `embed`, batch {args.batch}, {flops / args.batch / 1e9:.1f} GFLOP "
+        f"per tile | {model_rate:.2f} (MFU {mfu:.0%}) |",
         f"| loader alone, 0 workers | {loader_rates[0]:.1f} |",
         f"| loader alone, 2 workers | {loader_rates[2]:.1f} |",
         f"| `morphoscale embed` end to end ({args.sites} sites x 4 tiles, site level) | {e2e:.2f} |",

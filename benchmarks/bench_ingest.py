@@ -16,8 +16,6 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,12 +31,13 @@ from morphoscale.data.images import read_image, scale_to_uint8
 from morphoscale.data.ingest import ingest, load_ingest_config
 
 
-
 def make_jump_screen(root: Path, n_sites: int) -> Path:
     """n_sites copies of the real JUMP field (LZW-compressed 1080x1080 uint16 TIFFs), each its own files."""
     field = examples.get("jump-pilot-field")
     root.mkdir(parents=True)
-    header = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"] + [f"{p}Orig{ch}" for ch in JUMP_FIELD_FILES for p in ("FileName_", "PathName_")]
+    header = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"] + [
+        f"{p}Orig{ch}" for ch in JUMP_FIELD_FILES for p in ("FileName_", "PathName_")
+    ]
     lines = [",".join(header)]
     pm = ["well_position,broad_sample"]
     for i in range(n_sites):
@@ -71,7 +70,10 @@ def make_rxrx_screen(root: Path, n_sites: int) -> Path:
         for c, p in enumerate(planes, start=1):
             Image.fromarray(p[y : y + 512, x : x + 512]).save(folder / f"{well}_s{site}_w{c}.png")
         ctl = i % 10 == 0
-        rows.append(f"EXP-1_1_{well}_{site},EXP-1_1_{well},HUVEC,train,EXP-1,1,{well},{site},{'negative_control' if ctl else 'treatment'},{'EMPTY' if ctl else f's{i}'}")
+        rows.append(
+            f"EXP-1_1_{well}_{site},EXP-1_1_{well},HUVEC,train,EXP-1,1,{well},{site},"
+            f"{'negative_control' if ctl else 'treatment'},{'EMPTY' if ctl else f's{i}'}"
+        )
     (root / "metadata.csv").write_text("\n".join(rows) + "\n")
     return root
 
@@ -131,8 +133,16 @@ def main() -> None:
         rx_files = sorted((rxrx / "images" / "EXP-1" / "Plate1").glob("*.png"))
         rx_sites = [[str(p) for p in rx_files[k : k + 6]] for k in range(0, len(rx_files), 6)]
         cases = [
-            ("JUMP TIFF uint16 (LZW) -> uint8 (percentile scaled)", jump_sites, {"format": "jump", "source": str(load_data)}),
-            ("JUMP TIFF uint16 (LZW) -> uint16 (bit-exact)", jump_sites, {"format": "jump", "source": str(load_data), "dtype": "uint16"}),
+            (
+                "JUMP TIFF uint16 (LZW) -> uint8 (percentile scaled)",
+                jump_sites,
+                {"format": "jump", "source": str(load_data)},
+            ),
+            (
+                "JUMP TIFF uint16 (LZW) -> uint16 (bit-exact)",
+                jump_sites,
+                {"format": "jump", "source": str(load_data), "dtype": "uint16"},
+            ),
             ("RxRx PNG uint8 512x512 x6 -> uint8", rx_sites, {"format": "rxrx", "source": str(rxrx)}),
         ]
         for name, sites, overrides in cases:
@@ -151,12 +161,28 @@ def main() -> None:
                     ing.append(run_ingest(overrides, tmp / "store.zarr", args.workers))
                 ratios.append(dec[-1] / ing[-1])
             n, d, i = len(sites), min(dec), min(ing)
-            rows.append((name, n, n / d, nbytes / d / 1e6, n / i, nbytes / i / 1e6, float(np.median(ratios)), min(ratios), max(ratios)))
-            print(f"{name}: decode {n / d:.1f} sites/s, ingest {n / i:.1f} sites/s, paired ratios {' '.join(f'{x:.0%}' for x in ratios)}", flush=True)
+            rows.append(
+                (
+                    name,
+                    n,
+                    n / d,
+                    nbytes / d / 1e6,
+                    n / i,
+                    nbytes / i / 1e6,
+                    float(np.median(ratios)),
+                    min(ratios),
+                    max(ratios),
+                )
+            )
+            print(
+                f"{name}: decode {n / d:.1f} sites/s, ingest {n / i:.1f} sites/s, paired ratios {' '.join(f'{x:.0%}' for x in ratios)}",
+                flush=True,
+            )
     cpu = cpu_name()
     table = [
         f"Command: `.venv/bin/python benchmarks/bench_ingest.py --sites {args.sites} --workers {args.workers} --repeats {args.repeats}`.",
-        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; files in the page cache; glibc malloc thresholds fixed for both sides (`steady_allocator`).",
+        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; files in the page cache; glibc "
+        "malloc thresholds fixed for both sides (`steady_allocator`).",
         f"Rates: best of {args.repeats}. Ratio: median (and range) of {args.repeats} adjacent pairs of runs.",
         "",
         "| source | sites | plain decode sites/s | plain decode MB/s | ingest sites/s | ingest MB/s | ingest / decode, median (range) |",

@@ -77,14 +77,24 @@ def jump_store(root: Path) -> Path:
     from morphoscale.data import examples
     from morphoscale.data.ingest import ingest, load_ingest_config
 
-    return ingest(load_ingest_config(examples.get("jump-pilot-field") / "ingest.yaml", {}), root / "jump.zarr", progress=False)
+    return ingest(
+        load_ingest_config(examples.get("jump-pilot-field") / "ingest.yaml", {}), root / "jump.zarr", progress=False
+    )
 
 
 def loader_rate(store_path: Path, workers: int, device_transforms: bool, items: int, batch: int = 32) -> float:
     from morphoscale.train.data import StoreDataModule
 
-    dm = StoreDataModule(str(store_path), 256, batch, items // batch, augment="random", num_workers=workers, seed=0,
-                         device_transforms=device_transforms)
+    dm = StoreDataModule(
+        str(store_path),
+        256,
+        batch,
+        items // batch,
+        augment="random",
+        num_workers=workers,
+        seed=0,
+        device_transforms=device_transforms,
+    )
     dm.setup()
     it = iter(dm.train_dataloader())
     next(it)
@@ -114,14 +124,17 @@ def main() -> None:
             st = ImageStore(store)
             stored = sum(f.stat().st_size for f in (store / "images").rglob("*") if f.is_file())
             raw_bytes = int(np.prod(st.shape)) * st.dtype.itemsize
-            name = f"{len(st)} x {st.shape[2]} x {st.shape[3]} x {st.shape[1]} {st.dtype} ({'real JUMP field' if len(st) == 1 else 'synthetic'}; lz4 {raw_bytes / stored:.1f}x)"
+            kind = "real JUMP field" if len(st) == 1 else "synthetic"
+            name = f"{len(st)} x {st.shape[2]} x {st.shape[3]} x {st.shape[1]} {st.dtype} ({kind}; lz4 {raw_bytes / stored:.1f}x)"
             decode = decode_rate(store)
             rows = [(dt, w, loader_rate(store, w, dt, args.items)) for dt in (False, True) for w in (0, 1, 2)]
             decode = max(decode, decode_rate(store))
             for device_transforms, workers, rate in rows:
                 per = rate / max(workers, 1)
                 where = "on the device (raw out)" if device_transforms else "on the CPU (float32 out)"
-                lines.append(f"| {name} | {decode:.0f} | {where} | {workers} | {rate:.0f} | {per:.0f} | {per / decode:.0%} |")
+                lines.append(
+                    f"| {name} | {decode:.0f} | {where} | {workers} | {rate:.0f} | {per:.0f} | {per / decode:.0%} |"
+                )
     write_section("loader", "\n".join(lines))
     print("\n".join(lines))
 

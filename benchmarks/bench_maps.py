@@ -46,11 +46,23 @@ def make_wells(n: int, seed: int = 0):
     X_parts, obs_parts = [], []
     for b in range(N_BATCHES):
         sel = rows_pert[b::N_BATCHES]
-        Xb = np.vstack([effects[sel] + rng.normal(size=(len(sel), D)).astype(np.float32), rng.normal(size=(CONTROLS_PER_BATCH, D)).astype(np.float32)])
+        Xb = np.vstack(
+            [
+                effects[sel] + rng.normal(size=(len(sel), D)).astype(np.float32),
+                rng.normal(size=(CONTROLS_PER_BATCH, D)).astype(np.float32),
+            ]
+        )
         X_parts.append(Xb * rng.uniform(0.5, 2, D).astype(np.float32) + rng.normal(0, 3, D).astype(np.float32))
-        obs_parts.append(pd.DataFrame({"perturbation": [genes[i] for i in sel] + ["NTC"] * CONTROLS_PER_BATCH,
-                                       "perturbation_type": ["gene"] * len(sel) + ["control"] * CONTROLS_PER_BATCH,
-                                       "is_control": [False] * len(sel) + [True] * CONTROLS_PER_BATCH, "batch": f"b{b}"}))
+        obs_parts.append(
+            pd.DataFrame(
+                {
+                    "perturbation": [genes[i] for i in sel] + ["NTC"] * CONTROLS_PER_BATCH,
+                    "perturbation_type": ["gene"] * len(sel) + ["control"] * CONTROLS_PER_BATCH,
+                    "is_control": [False] * len(sel) + [True] * CONTROLS_PER_BATCH,
+                    "batch": f"b{b}",
+                }
+            )
+        )
     return np.vstack(X_parts), pd.concat(obs_parts, ignore_index=True)
 
 
@@ -70,13 +82,27 @@ def ours(n: int) -> dict:
     P, pobs = aggregate(Xa, obs, "mean")
     t2 = time.perf_counter()
     keep = ~pobs["is_control"].to_numpy()
-    rec, _ = recall_with_replicates(P[keep], pobs["perturbation"][keep].tolist(), load_sources(examples.get("annotations"), SOURCES))
+    rec, _ = recall_with_replicates(
+        P[keep], pobs["perturbation"][keep].tolist(), load_sources(examples.get("annotations"), SOURCES)
+    )
     t3 = time.perf_counter()
     r5 = rec[rec.lower == 5.0]
-    return {"n": n, "wells": len(X), "align_s": t1 - t0, "aggregate_s": t2 - t1, "recall_s": t3 - t2, "total_s": t3 - t0,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "pairs": int(r5["n_pairs"].sum()),
-            "recall": {f"{r.source}/{r.lower:g}": [float(r.recall), int(r.n_pairs)] for r in rec.itertuples()},
-            "corum": float(r5[r5.source == "CORUM"]["recall"].iloc[0]), "corum_ci": [float(r5[r5.source == "CORUM"]["ci_low"].iloc[0]), float(r5[r5.source == "CORUM"]["ci_high"].iloc[0])]}
+    return {
+        "n": n,
+        "wells": len(X),
+        "align_s": t1 - t0,
+        "aggregate_s": t2 - t1,
+        "recall_s": t3 - t2,
+        "total_s": t3 - t0,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "pairs": int(r5["n_pairs"].sum()),
+        "recall": {f"{r.source}/{r.lower:g}": [float(r.recall), int(r.n_pairs)] for r in rec.itertuples()},
+        "corum": float(r5[r5.source == "CORUM"]["recall"].iloc[0]),
+        "corum_ci": [
+            float(r5[r5.source == "CORUM"]["ci_low"].iloc[0]),
+            float(r5[r5.source == "CORUM"]["ci_high"].iloc[0]),
+        ],
+    }
 
 
 def reference(n: int) -> dict:
@@ -97,8 +123,15 @@ def reference(n: int) -> dict:
     for _, r in res.iterrows():
         rec[f"{r['source']}/5"] = [float(r["recall_0.05_0.95"]), int(r["query_distribution_size"])]
         rec[f"{r['source']}/10"] = [float(r["recall_0.1_0.9"]), int(r["query_distribution_size"])]
-    return {"n": n, "align_s": t1 - t0, "aggregate_s": t2 - t1, "recall_s": t3 - t2, "total_s": t3 - t0,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "recall": rec}
+    return {
+        "n": n,
+        "align_s": t1 - t0,
+        "aggregate_s": t2 - t1,
+        "recall_s": t3 - t2,
+        "total_s": t3 - t0,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "recall": rec,
+    }
 
 
 def run(n: int, impl: str) -> dict:
@@ -132,22 +165,31 @@ def main() -> None:
     lines = [
         f"Command: `.venv/bin/python benchmarks/bench_maps.py --sizes {' '.join(map(str, args.sizes))}`.",
         f"Machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}. Times exclude imports and include reading the "
-        "five annotation files; peak memory is the whole process (Python, numpy, torch and the data). efaar-benchmarking 1.0 ran in the same "
+        "five annotation files; peak memory is the whole process (Python, numpy, torch and the data). "
+        "efaar-benchmarking 1.0 ran in the same "
         "run on the same wells (its tvn_on_controls, aggregate and known_relationship_benchmark).",
         "",
-        "| perturbations x 384 | wells | TVN s | aggregate s | recall + intervals (5 sources, 5/95 and 10/90) s | total s | peak RSS MB | known pairs | "
+        "| perturbations x 384 | wells | TVN s | aggregate s | recall + intervals (5 sources, 5/95 and 10/90) s | "
+        "total s | peak RSS MB | known pairs | "
         "CORUM recall [95% CI] | efaar 1.0 total s | efaar peak RSS MB | recalls equal to efaar's |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for a, b in rows:
         if b is not None:
             diffs = [abs(a["recall"][k][0] - b["recall"][k][0]) * a["recall"][k][1] for k in b["recall"]]
-            same = "all 10" if max(diffs) == 0 else f"{sum(d == 0 for d in diffs)} of 10 (largest difference {max(diffs):.0f} pairs)"
+            same = (
+                "all 10"
+                if max(diffs) == 0
+                else f"{sum(d == 0 for d in diffs)} of 10 (largest difference {max(diffs):.0f} pairs)"
+            )
             ref = f"{b['total_s']:.2f} | {b['peak_mb']:.0f} | {same}"
         else:
             ref = "- | - | -"
-        lines.append(f"| {a['n']} | {a['wells']} | {a['align_s']:.2f} | {a['aggregate_s']:.2f} | {a['recall_s']:.2f} | {a['total_s']:.2f} | {a['peak_mb']:.0f} | "
-                     f"{a['pairs']} | {a['corum']:.3f} [{a['corum_ci'][0]:.3f}, {a['corum_ci'][1]:.3f}] | {ref} |")
+        lines.append(
+            f"| {a['n']} | {a['wells']} | {a['align_s']:.2f} | {a['aggregate_s']:.2f} | {a['recall_s']:.2f} | "
+            f"{a['total_s']:.2f} | {a['peak_mb']:.0f} | "
+            f"{a['pairs']} | {a['corum']:.3f} [{a['corum_ci'][0]:.3f}, {a['corum_ci'][1]:.3f}] | {ref} |"
+        )
     write_section("maps", "\n".join(lines))
     print("\n".join(lines))
 

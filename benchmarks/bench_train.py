@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -30,9 +29,17 @@ from morphoscale.compute import autocast, compiled
 from morphoscale.models.registry import create_model
 
 CH6 = ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"]
-CASES = [("mae_vit_tiny_patch8_64", 64, 32), ("mae_vit_small_patch16_256", 256, 16), ("ca_mae_vit_small_patch16_256", 256, 16)]
+CASES = [
+    ("mae_vit_tiny_patch8_64", 64, 32),
+    ("mae_vit_small_patch16_256", 256, 16),
+    ("ca_mae_vit_small_patch16_256", 256, 16),
+]
 # on a GPU: the OpenPhenom-like CA-MAE and the paper's headline MAE ViT-L/8 at 256 px
-GPU_CASES = [("mae_vit_small_patch16_256", 256, 64), ("ca_mae_vit_small_patch16_256", 256, 32), ("mae_vit_large_patch8_256", 256, 16)]
+GPU_CASES = [
+    ("mae_vit_small_patch16_256", 256, 64),
+    ("ca_mae_vit_small_patch16_256", 256, 32),
+    ("mae_vit_large_patch8_256", 256, 16),
+]
 REFERENCE_OF = {"mae_vit_small_patch16_256", "ca_mae_vit_small_patch16_256"}  # the reference's models of these kinds
 
 
@@ -57,14 +64,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def train_rate(name: str, size: int, batch: int, steps: int, device: str = "cpu", precision: str = "32", compile: bool = False,
-               reference: dict | None = None) -> dict:
+def train_rate(
+    name: str,
+    size: int,
+    batch: int,
+    steps: int,
+    device: str = "cpu",
+    precision: str = "32",
+    compile: bool = False,
+    reference: dict | None = None,
+) -> dict:
     """Images/s of full optimizer steps of a preset (or, with `reference`, of the reference's
     model of that preset's kind)."""
     torch.manual_seed(0)
     if reference is not None:
-        model = _maes_reference.ReferenceMAE(reference, channel_agnostic=name.startswith("ca_"),
-                                             **({"decoder_dim": 256, "decoder_depth": 4, "decoder_heads": 8} if name.startswith("ca_") else {}))
+        model = _maes_reference.ReferenceMAE(
+            reference,
+            channel_agnostic=name.startswith("ca_"),
+            **({"decoder_dim": 256, "decoder_depth": 4, "decoder_heads": 8} if name.startswith("ca_") else {}),
+        )
         eager_loss = model
     else:
         model = create_model(name, CH6)
@@ -90,8 +108,17 @@ def train_rate(name: str, size: int, batch: int, steps: int, device: str = "cpu"
     step()
     t = _timed(lambda: [step() for _ in range(steps)], device)
     peak_mem = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    return {"name": ("reference " if reference is not None else "") + name, "size": size, "batch": batch, "precision": precision, "compile": compile,
-            "img_s": batch * steps / t, "flops_per_img": flops / batch, "flop_s": flops * steps / t, "peak_mem_mb": peak_mem}
+    return {
+        "name": ("reference " if reference is not None else "") + name,
+        "size": size,
+        "batch": batch,
+        "precision": precision,
+        "compile": compile,
+        "img_s": batch * steps / t,
+        "flops_per_img": flops / batch,
+        "flop_s": flops * steps / t,
+        "peak_mem_mb": peak_mem,
+    }
 
 
 def main() -> None:
@@ -100,13 +127,24 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16-mixed", "16-mixed"])
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd step")
-    ap.add_argument("--reference", type=Path, default=_maes_reference.DEFAULT, help="a checkout of recursionpharma/maes_microscopy")
-    ap.add_argument("--cases", nargs="+", default=None, help="PRESET:CROP:BATCH (default: the CPU trio; on a GPU the paper's presets)")
+    ap.add_argument(
+        "--reference", type=Path, default=_maes_reference.DEFAULT, help="a checkout of recursionpharma/maes_microscopy"
+    )
+    ap.add_argument(
+        "--cases",
+        nargs="+",
+        default=None,
+        help="PRESET:CROP:BATCH (default: the CPU trio; on a GPU the paper's presets)",
+    )
     ap.add_argument("--peak-size", type=int, default=4096, help="side of the matmul that measures the peak")
     ap.add_argument("--section", default=None, help="BENCHMARKS.md section to write (default: train, or train-DEVICE)")
     args = ap.parse_args()
     gpu = args.device.startswith("cuda")
-    cases = [(c.split(":")[0], int(c.split(":")[1]), int(c.split(":")[2])) for c in args.cases] if args.cases else (GPU_CASES if gpu else CASES)
+    cases = (
+        [(c.split(":")[0], int(c.split(":")[1]), int(c.split(":")[2])) for c in args.cases]
+        if args.cases
+        else (GPU_CASES if gpu else CASES)
+    )
     ref = _maes_reference.load(args.reference)
     peaks = {p: matmul_peak(args.peak_size, device=args.device, precision=p) for p in args.precision}
     rows = []
@@ -123,24 +161,46 @@ def main() -> None:
     peaks = {p: max(v, matmul_peak(args.peak_size, device=args.device, precision=p)) for p, v in peaks.items()}
     device_name = torch.cuda.get_device_name() if gpu else f"{cpu_name()}, {os.cpu_count()} cores"
     env = "MORPHOSCALE_NATIVE_KERNELS=1 " if os.environ.get("MORPHOSCALE_NATIVE_KERNELS") == "1" else ""
-    flags = " ".join([f"--steps {args.steps}"] + ([f"--device {args.device}"] if gpu else []) + [f"--precision {' '.join(args.precision)}"] + (["--compile"] if args.compile else [])
-                     + ([f"--cases {' '.join(args.cases)}"] if args.cases else []) + ([f"--section {args.section}"] if args.section else []) + ([f"--peak-size {args.peak_size}"] if args.peak_size != 4096 else []))
+    flags = " ".join(
+        [f"--steps {args.steps}"]
+        + ([f"--device {args.device}"] if gpu else [])
+        + [f"--precision {' '.join(args.precision)}"]
+        + (["--compile"] if args.compile else [])
+        + ([f"--cases {' '.join(args.cases)}"] if args.cases else [])
+        + ([f"--section {args.section}"] if args.section else [])
+        + ([f"--peak-size {args.peak_size}"] if args.peak_size != 4096 else [])
+    )
     lines = [
         f"Command: `{env}.venv/bin/python benchmarks/bench_train.py {flags}`.",
         f"Machine: {device_name}, torch {torch.__version__}, {torch.get_num_threads()} threads; CPU kernels "
-        + ("native (MORPHOSCALE_NATIVE_KERNELS=1: AVX-512 / AMX where the CPU has them)." if os.environ.get("MORPHOSCALE_NATIVE_KERNELS") == "1"
-           else "pinned to AVX2 (morphoscale's default, docs/reliability.md: same numbers on every machine)."),
-        f"Matmul peak ({args.peak_size}^3, best of the runs before and after): " + ", ".join(f"{p}: {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()) + ".",
-        f"Reference: {'recursionpharma/maes_microscopy at ' + str(args.reference) if ref is not None else 'not found (no checkout at ' + str(args.reference) + ')'}.",
+        + (
+            "native (MORPHOSCALE_NATIVE_KERNELS=1: AVX-512 / AMX where the CPU has them)."
+            if os.environ.get("MORPHOSCALE_NATIVE_KERNELS") == "1"
+            else "pinned to AVX2 (morphoscale's default, docs/reliability.md: same numbers on every machine)."
+        ),
+        f"Matmul peak ({args.peak_size}^3, best of the runs before and after): "
+        + ", ".join(f"{p}: {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items())
+        + ".",
+        "Reference: "
+        + (
+            f"recursionpharma/maes_microscopy at {args.reference}"
+            if ref is not None
+            else f"not found (no checkout at {args.reference})"
+        )
+        + ".",
         "",
         "| model | crop | batch | precision | compiled | images/s | GFLOP per image (fwd+bwd) | achieved GFLOP/s | MFU | vs reference |",
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        base = next((q for q in rows if q["name"] == "reference " + r["name"] and q["precision"] == r["precision"]), None)
+        base = next(
+            (q for q in rows if q["name"] == "reference " + r["name"] and q["precision"] == r["precision"]), None
+        )
         vs = f"{r['img_s'] / base['img_s']:.2f}x" if base is not None else "-"
-        lines.append(f"| {r['name']} | {r['size']} | {r['batch']} | {r['precision']} | {'yes' if r['compile'] else 'no'} | {r['img_s']:.2f} | "
-                     f"{r['flops_per_img'] / 1e9:.1f} | {r['flop_s'] / 1e9:.1f} | {r['flop_s'] / peaks[r['precision']]:.0%} | {vs} |")
+        lines.append(
+            f"| {r['name']} | {r['size']} | {r['batch']} | {r['precision']} | {'yes' if r['compile'] else 'no'} | {r['img_s']:.2f} | "
+            f"{r['flops_per_img'] / 1e9:.1f} | {r['flop_s'] / 1e9:.1f} | {r['flop_s'] / peaks[r['precision']]:.0%} | {vs} |"
+        )
     write_section(args.section or ("train" if not gpu else "train-gpu"), "\n".join(lines))
     print("\n".join(lines))
 

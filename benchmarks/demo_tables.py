@@ -27,7 +27,11 @@ def main() -> None:
     print("| encoder | " + " | ".join(sources) + " |\n|---|" + "---:|" * len(sources))
     for n in names:
         r = rec[rec.encoder == n].set_index("source")
-        print(f"| {n} | " + " | ".join(summary.fmt(r.loc[s, "recall"], r.loc[s, "ci_low"], r.loc[s, "ci_high"]) for s in sources) + " |")
+        print(
+            f"| {n} | "
+            + " | ".join(summary.fmt(r.loc[s, "recall"], r.loc[s, "ci_low"], r.loc[s, "ci_high"]) for s in sources)
+            + " |"
+        )
     rnd = rec.groupby("source", sort=False)["random"].first()
     pairs = rec.groupby("source", sort=False)["n_pairs"].first()
     print("| random | " + " | ".join(f"{rnd[s]:.3f}" for s in sources) + " |")
@@ -44,9 +48,14 @@ def main() -> None:
         print(f"| {label} | " + " | ".join(cells) + (f" | {rnd.iloc[0]:.3f} |" if len(rnd) else " | |"))
     p = pd.read_csv(args.run / "paired.csv") if (args.run / "paired.csv").exists() else pd.DataFrame()
     if len(p):
-        print("\n| encoder - baseline | metric | encoder | baseline | difference [95% CI] | |\n|---|---|---:|---:|---:|---|")
+        print(
+            "\n| encoder - baseline | metric | encoder | baseline | difference [95% CI] | |\n|---|---|---:|---:|---:|---|"
+        )
         for r in p.itertuples():
-            print(f"| {r.encoder} - {r.baseline} | {r.label} | {r.a:.3f} | {r.b:.3f} | {summary.fmt(r.difference, r.ci_low, r.ci_high)} | {r.note} |")
+            print(
+                f"| {r.encoder} - {r.baseline} | {r.label} | {r.a:.3f} | {r.b:.3f} | "
+                f"{summary.fmt(r.difference, r.ci_low, r.ci_high)} | {r.note} |"
+            )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,10 @@ def correlation_table(folder) -> pd.DataFrame:
 
 def best_assignment(table: pd.DataFrame) -> dict[str, str]:
     """stain -> file maximizing the summed correlation over one-to-one assignments."""
-    best = max(itertools.permutations(table.index, len(STAINS)), key=lambda files: sum(table.at[f, s] for f, s in zip(files, STAINS)))
+    best = max(
+        itertools.permutations(table.index, len(STAINS)),
+        key=lambda files: sum(table.at[f, s] for f, s in zip(files, STAINS)),
+    )
     return dict(zip(STAINS, best))
 
 
@@ -57,4 +60,7 @@ if __name__ == "__main__":
     print(table.round(3).to_string())
     found = best_assignment(table)
     for s in STAINS:
-        print(f"{s:5s} best file {found[s]}  morphoscale uses {examples.JUMP_FIELD_FILES[s]}  {'agrees' if found[s] == examples.JUMP_FIELD_FILES[s] else 'DIFFERS'}")
+        print(
+            f"{s:5s} best file {found[s]}  morphoscale uses {examples.JUMP_FIELD_FILES[s]}  "
+            f"{'agrees' if found[s] == examples.JUMP_FIELD_FILES[s] else 'DIFFERS'}"
+        )

@@ -26,8 +26,12 @@ FAMILIES = {
     "MIDL CNN (WSL)": ("wsl", "wsl_random_init", [(-1, "mean"), (-1, "concat"), (-1, "flatten")]),
     "MU-Net small": ("mu_net", "mu_net_random_init", [(-1, "mean"), (-1, "concat"), (2, "mean")]),
 }
-METRICS = {"decoding_r2": "decoding R2", "truth_cosine_spearman": "cosine correlation with the truth", "recall/CORUM/5": "CORUM recall",
-           "map_activity/fraction_retrieved": "mAP activity: fraction retrieved"}
+METRICS = {
+    "decoding_r2": "decoding R2",
+    "truth_cosine_spearman": "cosine correlation with the truth",
+    "recall/CORUM/5": "CORUM recall",
+    "map_activity/fraction_retrieved": "mAP activity: fraction retrieved",
+}
 
 
 def readout_bench(run: Path, encoder: str, layer: int, pooling: str) -> Path:
@@ -43,14 +47,29 @@ def readout_bench(run: Path, encoder: str, layer: int, pooling: str) -> Path:
     if (folder / "bench" / "summary.json").exists():
         return folder / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    emb = embed(enc / "train" / "model.ckpt", run / "store.zarr", folder / "embeddings.h5ad", layer=layer, pooling=pooling, overwrite=True, progress=False)
+    emb = embed(
+        enc / "train" / "model.ckpt",
+        run / "store.zarr",
+        folder / "embeddings.h5ad",
+        layer=layer,
+        pooling=pooling,
+        overwrite=True,
+        progress=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m, wells = build_map(read_embeddings(emb), align="tvn_per_batch", method="mean")
     write_h5ad(wells, folder / "map.wells.h5ad", overwrite=True)
     write_h5ad(m, folder / "map.h5ad", overwrite=True)
     gt = run / "screen" / "ground_truth"
-    run_bench(folder / "map.h5ad", folder / "bench", raw=emb, compound_targets=gt / "compound_targets.csv", overwrite=True, truth=gt)
+    run_bench(
+        folder / "map.h5ad",
+        folder / "bench",
+        raw=emb,
+        compound_targets=gt / "compound_targets.csv",
+        overwrite=True,
+        truth=gt,
+    )
     return folder / "bench"
 
 
@@ -58,7 +77,9 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     ap = argparse.ArgumentParser()
     ap.add_argument("run", type=Path)
-    ap.add_argument("--pair", action="append", default=[], help="TRAINED:UNTRAINED encoders of the run, read at the ViT readouts")
+    ap.add_argument(
+        "--pair", action="append", default=[], help="TRAINED:UNTRAINED encoders of the run, read at the ViT readouts"
+    )
     args = ap.parse_args()
     import pandas as pd
 
@@ -77,17 +98,30 @@ def main() -> None:
                 if key not in p.index:
                     continue
                 r, ea, eb = p.loc[key], a.estimates[key], b.estimates[key]
-                rows.append({"family": family, "layer": layer, "pooling": pooling, "metric": label,
-                             "trained": summary.fmt(ea["value"], ea["ci_low"], ea["ci_high"]), "untrained": summary.fmt(eb["value"], eb["ci_low"], eb["ci_high"]),
-                             "difference": summary.fmt(r.difference, r.ci_low, r.ci_high), "note": r.note})
+                rows.append(
+                    {
+                        "family": family,
+                        "layer": layer,
+                        "pooling": pooling,
+                        "metric": label,
+                        "trained": summary.fmt(ea["value"], ea["ci_low"], ea["ci_high"]),
+                        "untrained": summary.fmt(eb["value"], eb["ci_low"], eb["ci_high"]),
+                        "difference": summary.fmt(r.difference, r.ci_low, r.ci_high),
+                        "note": r.note,
+                    }
+                )
     df = pd.DataFrame(rows)
     df.to_csv(args.run / ("readout_pairs.csv" if args.pair else "readout_choice.csv"), index=False)
     pairs = "".join(f" --pair {p}" for p in args.pair)
     print(f"Command: `.venv/bin/python benchmarks/readout_choice.py {args.run}{pairs}`\n")
-    print("| model | layer | pooling | metric | trained [95% CI] | untrained [95% CI] | trained - untrained, paired [95% CI] | |")
+    print(
+        "| model | layer | pooling | metric | trained [95% CI] | untrained [95% CI] | trained - untrained, paired [95% CI] | |"
+    )
     print("|---|---:|---|---|---:|---:|---:|---|")
     for r in df.itertuples():
-        print(f"| {r.family} | {r.layer} | {r.pooling} | {r.metric} | {r.trained} | {r.untrained} | {r.difference} | {r.note} |")
+        print(
+            f"| {r.family} | {r.layer} | {r.pooling} | {r.metric} | {r.trained} | {r.untrained} | {r.difference} | {r.note} |"
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ def main() -> None:
         p = paired[(paired["encoder"] == n) & (paired["baseline"] == args.twin)].set_index("metric")
         cells = [n, str(res["optimizer_steps"]), f"{flops[n] / 1e12:,.0f}", f"{res['wall_seconds'] / 60:.1f}"]
         for m in BUDGET_METRICS:
-            cells.append(f"{p.loc[m, 'difference']:+.3f} [{p.loc[m, 'ci_low']:.3f}, {p.loc[m, 'ci_high']:.3f}]" if m in p.index else "-")
+            cells.append(
+                f"{p.loc[m, 'difference']:+.3f} [{p.loc[m, 'ci_low']:.3f}, {p.loc[m, 'ci_high']:.3f}]"
+                if m in p.index
+                else "-"
+            )
         print("| " + " | ".join(cells) + " |")
 
 

@@ -21,8 +21,8 @@ from _report import ROOT, write_section
 from morphoscale.data.ingest import ingest, load_ingest_config
 from morphoscale.maps import DEFAULT_ALIGNER
 from morphoscale.simulate.biology import PARAMETERS
-from morphoscale.simulate.render import CHANNELS, Optics, Renderer
 from morphoscale.simulate.oracle import oracle_embeddings
+from morphoscale.simulate.render import CHANNELS, Optics, Renderer
 from morphoscale.simulate.screen import simulate
 
 
@@ -40,7 +40,10 @@ def intensity_mean_embeddings(store_path: Path):
     df["_key"] = key.to_numpy()
     X = df.groupby("_key", sort=False).mean()
     first = sites.assign(_key=key.to_numpy()).drop_duplicates("_key").set_index("_key").loc[X.index]
-    obs = first[["perturbation", "perturbation_type", "is_control", "batch", "plate", "well"] + (["concentration"] if "concentration" in first else [])].copy()
+    obs = first[
+        ["perturbation", "perturbation_type", "is_control", "batch", "plate", "well"]
+        + (["concentration"] if "concentration" in first else [])
+    ].copy()
     obs.index = X.index.astype(str)
     return ad.AnnData(X=X.to_numpy(np.float32), obs=obs, uns={"provenance": {"embedding": "intensity_means"}})
 
@@ -60,7 +63,10 @@ def corum_recall(emb, align: str) -> dict:
 
 def properties(sim_dir: Path, store_path: Path) -> pd.DataFrame:
     rows = []
-    for name, emb in (("oracle", oracle_embeddings(sim_dir)), ("per-channel intensity means", intensity_mean_embeddings(store_path))):
+    for name, emb in (
+        ("oracle", oracle_embeddings(sim_dir)),
+        ("per-channel intensity means", intensity_mean_embeddings(store_path)),
+    ):
         for align in ("none", DEFAULT_ALIGNER):
             rows.append({"embedding": name, "align": align, **corum_recall(emb, align)})
     return pd.DataFrame(rows)
@@ -68,9 +74,21 @@ def properties(sim_dir: Path, store_path: Path) -> pd.DataFrame:
 
 # the channel each parameter shows best in
 SHOWN_IN = {
-    "nucleus_area": "DNA", "nucleus_eccentricity": "DNA", "dna_texture": "DNA", "cell_area": "Actin", "cell_eccentricity": "Actin",
-    "actin_density": "Actin", "actin_coherence": "Actin", "mito_fragmentation": "Mito", "er_intensity": "ER", "er_texture": "ER",
-    "nucleoli_count": "RNA", "nucleoli_size": "RNA", "golgi_dispersion": "Golgi", "cell_count": "DNA", "multinucleation": "DNA",
+    "nucleus_area": "DNA",
+    "nucleus_eccentricity": "DNA",
+    "dna_texture": "DNA",
+    "cell_area": "Actin",
+    "cell_eccentricity": "Actin",
+    "actin_density": "Actin",
+    "actin_coherence": "Actin",
+    "mito_fragmentation": "Mito",
+    "er_intensity": "ER",
+    "er_texture": "ER",
+    "nucleoli_count": "RNA",
+    "nucleoli_size": "RNA",
+    "golgi_dispersion": "Golgi",
+    "cell_count": "DNA",
+    "multinucleation": "DNA",
 }
 
 
@@ -108,7 +126,10 @@ def gallery(path: Path) -> None:
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("one morphology parameter at a time (same cells per row); composite: DNA blue, Mito green, Actin red", fontsize=7)
+    fig.suptitle(
+        "one morphology parameter at a time (same cells per row); composite: DNA blue, Mito green, Actin red",
+        fontsize=7,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=72)
     plt.close(fig)
@@ -126,7 +147,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             sim = simulate(Path(tmp) / f"demo{seed}", "demo", seed=seed, progress=False)
-            store = ingest(load_ingest_config(None, {"format": "rxrx", "source": str(sim)}), Path(tmp) / f"demo{seed}.zarr", progress=False)
+            store = ingest(
+                load_ingest_config(None, {"format": "rxrx", "source": str(sim)}),
+                Path(tmp) / f"demo{seed}.zarr",
+                progress=False,
+            )
             t = properties(sim, store)
             t.insert(0, "seed", seed)
             rows.append(t)

@@ -25,5 +25,9 @@ def assert_one_line_error(rc: int, err: str, *needles: str, code: int = 2) -> No
 
 def nothing_written(out: Path) -> bool:
     out = Path(out)
-    leftovers = [p for p in out.parent.iterdir() if p.name.startswith(out.name) or p.name.startswith("." + out.name)] if out.parent.exists() else []
+    leftovers = (
+        [p for p in out.parent.iterdir() if p.name.startswith(out.name) or p.name.startswith("." + out.name)]
+        if out.parent.exists()
+        else []
+    )
     return not leftovers

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fixtures import write_csv_screen, write_rxrx_screen
 
 
@@ -48,4 +46,8 @@ def sim_store(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny")
     sim = simulate(root / "tiny", "tiny", seed=0, workers=2, progress=False)
-    return ingest(load_ingest_config(None, {"format": "rxrx", "source": str(sim), "workers": 2}), root / "tiny.zarr", progress=False)
+    return ingest(
+        load_ingest_config(None, {"format": "rxrx", "source": str(sim), "workers": 2}),
+        root / "tiny.zarr",
+        progress=False,
+    )

@@ -45,7 +45,9 @@ def test_mae_flops_per_image_scale_with_the_encoder():
     # two more encoder blocks on the 16 visible of 64 tokens: each block costs the same
     block = deep - small
     assert block > 0
-    assert count_training_flops(create_model("mae_vit_tiny_patch8_64", ch, depth=6), batch) == pytest.approx(small + 2 * block, rel=1e-9)
+    assert count_training_flops(create_model("mae_vit_tiny_patch8_64", ch, depth=6), batch) == pytest.approx(
+        small + 2 * block, rel=1e-9
+    )
 
 
 def test_peak_memory_sees_a_known_allocation():
@@ -53,9 +55,11 @@ def test_peak_memory_sees_a_known_allocation():
     import subprocess
     import sys
 
-    code = ("import os, numpy as np\nfrom morphoscale.memory import peak_rss_mb\n"
-            "now = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20\n"
-            "peak = peak_rss_mb()\nx = np.ones(600 * 2**20 // 8)\nprint(now, peak, peak_rss_mb())")
+    code = (
+        "import os, numpy as np\nfrom morphoscale.memory import peak_rss_mb\n"
+        "now = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20\n"
+        "peak = peak_rss_mb()\nx = np.ones(600 * 2**20 // 8)\nprint(now, peak, peak_rss_mb())"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     now, peak_before, after = map(float, r.stdout.split())
     # 600 MiB touched on top of the resident set: the high-water mark rises to it, no further
@@ -68,8 +72,8 @@ def test_wall_time_and_images_of_a_run_agree_with_the_clock(sim_store, tmp_path,
     import json
     import time
 
-    from morphoscale.train.module import TrainingModule
     from morphoscale.train.fit import TrainConfig, train
+    from morphoscale.train.module import TrainingModule
 
     real = TrainingModule.training_step
 
@@ -79,7 +83,14 @@ def test_wall_time_and_images_of_a_run_agree_with_the_clock(sim_store, tmp_path,
 
     monkeypatch.setattr(TrainingModule, "training_step", slow)
     t0 = time.perf_counter()
-    train(TrainConfig(model="mae_vit_tiny_patch8_64", model_overrides={"depth": 1}, batch_size=4, max_steps=5, warmup_steps=1), sim_store, tmp_path / "r", progress=False)
+    train(
+        TrainConfig(
+            model="mae_vit_tiny_patch8_64", model_overrides={"depth": 1}, batch_size=4, max_steps=5, warmup_steps=1
+        ),
+        sim_store,
+        tmp_path / "r",
+        progress=False,
+    )
     outside = time.perf_counter() - t0
     rec = json.loads((tmp_path / "r" / "resources.json").read_text())
     assert 1.0 <= rec["wall_seconds"] <= outside

@@ -7,8 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morphoscale.maps.align import ALIGNERS, TVN, CenterScale, Harmony, PCACenterScale, Sphering, TVNPerBatch, make_aligner
 from morphoscale.errors import InputError
+from morphoscale.maps.align import (
+    ALIGNERS,
+    TVN,
+    CenterScale,
+    Harmony,
+    PCACenterScale,
+    Sphering,
+    TVNPerBatch,
+    make_aligner,
+)
 
 
 def distorted_screen(seed=0, n_ctrl=300, n_pert=20, reps=3, d=6, n_batches=3):
@@ -99,7 +108,7 @@ def test_tvn_per_batch_steps_match_the_definition():
         rows = batch == b
         cov = np.cov(Q[rows & ctrl], rowvar=False) + 0.5 * np.eye(Q.shape[1])
         w, v = np.linalg.eigh(cov)
-        expected[rows] = Q[rows] @ (v @ np.diag(w ** -0.5) @ v.T)
+        expected[rows] = Q[rows] @ (v @ np.diag(w**-0.5) @ v.T)
     got = TVNPerBatch().fit_transform(X, batch, ctrl)
     # PCA may flip a component's sign; the result is then flipped in the same component
     np.testing.assert_allclose(got @ got.T, expected @ expected.T, atol=1e-8)
@@ -190,9 +199,13 @@ def test_rank_safe_aligners_keep_only_what_the_controls_support_and_say_so():
     from morphoscale.errors import AlignmentWarning
 
     X, batch, ctrl = few_controls_screen()
-    with pytest.warns(AlignmentWarning, match="pca_center_scale: kept 29 of 192 dimensions, the components 30 control wells support"):
+    with pytest.warns(
+        AlignmentWarning, match="pca_center_scale: kept 29 of 192 dimensions, the components 30 control wells support"
+    ):
         a = PCACenterScale().fit(X, batch, ctrl)
-    assert a.n_components_out_ == 29 and a.summary_["dropped_components"] == 163  # 30 centred controls span 29 directions
+    assert (
+        a.n_components_out_ == 29 and a.summary_["dropped_components"] == 163
+    )  # 30 centred controls span 29 directions
     with pytest.warns(AlignmentWarning, match=r"kept 9 of 192 dimensions.*10 in the smallest batch"):
         t = TVNPerBatch().fit(X, batch, ctrl)
     assert t.n_components_out_ == 9 and t.summary_["warnings"]
@@ -211,7 +224,9 @@ def test_reference_tvn_keeps_its_definition_with_few_controls_and_warns():
         Y = TVN().fit_transform(X, batch, ctrl)
     messages = [str(w.message) for w in record]
     assert any("30 control wells of 192 dimensions support 29 of the 30 components" in m for m in messages)
-    assert any("3 of 3 batches have fewer control wells than the 30 components (first: 'b0' (10))" in m for m in messages)
+    assert any(
+        "3 of 3 batches have fewer control wells than the 30 components (first: 'b0' (10))" in m for m in messages
+    )
     assert scale_ratio(Y, ctrl) > 1e3
 
 
@@ -246,9 +261,15 @@ def test_map_columns_are_named_by_what_they_are():
 
     rng = np.random.default_rng(0)
     n = 60
-    obs = pd.DataFrame({"perturbation": [f"g{i % 5}" if i % 3 else "ctrl" for i in range(n)],
-                        "perturbation_type": ["gene" if i % 3 else "control" for i in range(n)],
-                        "is_control": [i % 3 == 0 for i in range(n)], "batch": ["b1"] * 30 + ["b2"] * 30}, index=[str(i) for i in range(n)])
+    obs = pd.DataFrame(
+        {
+            "perturbation": [f"g{i % 5}" if i % 3 else "ctrl" for i in range(n)],
+            "perturbation_type": ["gene" if i % 3 else "control" for i in range(n)],
+            "is_control": [i % 3 == 0 for i in range(n)],
+            "batch": ["b1"] * 30 + ["b2"] * 30,
+        },
+        index=[str(i) for i in range(n)],
+    )
     emb = ad.AnnData(X=rng.standard_normal((n, 8)).astype(np.float32), obs=obs)
     emb.var_names = [f"Cells_F{k}" for k in range(8)]
     for align, first in (("center_scale", "Cells_F0"), ("none", "Cells_F0"), ("tvn_per_batch", "tvn_per_batch_0")):

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
-
 from cli_helpers import assert_one_line_error, nothing_written, run_cli
 from fixtures import rxrx_path, rxrx_rows, write_metadata, write_rxrx_screen
+from PIL import Image
 
 
 def _rxrx(tmp: Path, rows=None, **kw) -> Path:
@@ -71,7 +70,10 @@ def case_rich_markup_in_a_value(tmp):
 
 def case_unknown_control_label(tmp):
     src = _rxrx(tmp)
-    return _ingest_rxrx(src) + ["--config", _yaml(tmp, "columns: {control_values: [negative_control, NTC]}")], ["column 'well_type'", "unknown control label 'NTC'"]
+    return _ingest_rxrx(src) + ["--config", _yaml(tmp, "columns: {control_values: [negative_control, NTC]}")], [
+        "column 'well_type'",
+        "unknown control label 'NTC'",
+    ]
 
 
 def case_missing_channel_file(tmp):
@@ -133,7 +135,10 @@ def case_unknown_config_key(tmp):
 
 def case_unknown_column_key(tmp):
     src = _rxrx(tmp)
-    return _ingest_rxrx(src) + ["--config", _yaml(tmp, "columns: {perturbaton: sirna}")], ["ingest.yaml", "key 'columns.perturbaton': unknown key"]
+    return _ingest_rxrx(src) + ["--config", _yaml(tmp, "columns: {perturbaton: sirna}")], [
+        "ingest.yaml",
+        "key 'columns.perturbaton': unknown key",
+    ]
 
 
 def case_wrong_type_in_config(tmp):
@@ -143,7 +148,10 @@ def case_wrong_type_in_config(tmp):
 
 def case_bad_clip_percentiles(tmp):
     src = _rxrx(tmp)
-    return _ingest_rxrx(src) + ["--config", _yaml(tmp, "clip_percentiles: [99, 1]")], ["key 'clip_percentiles'", "need 0 <= low < high <= 100"]
+    return _ingest_rxrx(src) + ["--config", _yaml(tmp, "clip_percentiles: [99, 1]")], [
+        "key 'clip_percentiles'",
+        "need 0 <= low < high <= 100",
+    ]
 
 
 def case_invalid_yaml(tmp):
@@ -165,13 +173,31 @@ def case_jump_missing_channel_column(tmp, examples_dir):
     field = examples_dir / "jump-pilot-field"
     text = (field / "load_data.csv").read_text().replace("FileName_OrigER", "FileName_OrigERR")
     (tmp / "load_data.csv").write_text(text.replace(",.,", f",{field},").replace(",.\n", f",{field}\n"))
-    return ["ingest", "--format", "jump", "--source", tmp / "load_data.csv", "--platemap", field / "platemap.csv", "--no-controls-ok"], ["load_data.csv", "missing column 'FileName_OrigER' for channel ER"]
+    return [
+        "ingest",
+        "--format",
+        "jump",
+        "--source",
+        tmp / "load_data.csv",
+        "--platemap",
+        field / "platemap.csv",
+        "--no-controls-ok",
+    ], ["load_data.csv", "missing column 'FileName_OrigER' for channel ER"]
 
 
 def case_jump_well_not_in_platemap(tmp, examples_dir):
     field = examples_dir / "jump-pilot-field"
     (tmp / "pm.csv").write_text("well_position,broad_sample\nA02,DMSO\n")
-    return ["ingest", "--format", "jump", "--source", field / "load_data.csv", "--platemap", tmp / "pm.csv", "--no-controls-ok"], ["load_data.csv line 2 column 'Metadata_Well'", "well A01 is not in the platemap pm.csv"]
+    return [
+        "ingest",
+        "--format",
+        "jump",
+        "--source",
+        field / "load_data.csv",
+        "--platemap",
+        tmp / "pm.csv",
+        "--no-controls-ok",
+    ], ["load_data.csv line 2 column 'Metadata_Well'", "well A01 is not in the platemap pm.csv"]
 
 
 def case_csv_missing_path_column(tmp):
@@ -180,7 +206,10 @@ def case_csv_missing_path_column(tmp):
     csv = write_csv_screen(tmp / "c")
     cfg = (csv.parent / "ingest.yaml").read_text().replace("Mito: mito", "Mito: mitochondria")
     (csv.parent / "ingest.yaml").write_text(cfg)
-    return ["ingest", "--config", csv.parent / "ingest.yaml"], ["sites.csv", "missing path column 'mitochondria' for channel Mito"]
+    return ["ingest", "--config", csv.parent / "ingest.yaml"], [
+        "sites.csv",
+        "missing path column 'mitochondria' for channel Mito",
+    ]
 
 
 def case_csv_without_channel_columns(tmp):
@@ -194,7 +223,16 @@ def case_remote_path_in_load_data(tmp, examples_dir):
     field = examples_dir / "jump-pilot-field"
     text = (field / "load_data.csv").read_text().replace(",.,", ",s3://cellpainting-gallery/x,", 1)
     (tmp / "load_data.csv").write_text(text)
-    return ["ingest", "--format", "jump", "--source", tmp / "load_data.csv", "--platemap", field / "platemap.csv", "--no-controls-ok"], ["s3://cellpainting-gallery/x", "a remote path", "--path-map PREFIX=LOCAL_DIR"]
+    return [
+        "ingest",
+        "--format",
+        "jump",
+        "--source",
+        tmp / "load_data.csv",
+        "--platemap",
+        field / "platemap.csv",
+        "--no-controls-ok",
+    ], ["s3://cellpainting-gallery/x", "a remote path", "--path-map PREFIX=LOCAL_DIR"]
 
 
 def case_several_problems_in_one_report(tmp):
@@ -204,7 +242,12 @@ def case_several_problems_in_one_report(tmp):
     rows[1]["site"] = "-"
     rows[2]["sirna"] = ""
     write_metadata(src / "metadata.csv", rows)
-    return _ingest_rxrx(src), ["3 problems", "line 2 column 'well'", "line 3 column 'site'", "line 4 column 'sirna': empty value"]
+    return _ingest_rxrx(src), [
+        "3 problems",
+        "line 2 column 'well'",
+        "line 3 column 'site'",
+        "line 4 column 'sirna': empty value",
+    ]
 
 
 # Problems only a full decode can find (headers are fine); all others are found before writing.
@@ -221,7 +264,9 @@ def _yaml(tmp: Path, text: str) -> Path:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(name, tmp_path, capsys, request):
     fn = CASES[name]
-    kwargs = {"examples_dir": request.getfixturevalue("examples_dir")} if "examples_dir" in fn.__code__.co_varnames else {}
+    kwargs = (
+        {"examples_dir": request.getfixturevalue("examples_dir")} if "examples_dir" in fn.__code__.co_varnames else {}
+    )
     args, needles = fn(tmp_path, **kwargs)
     out = tmp_path / "out" / "store.zarr"
     rc, _, err = run_cli(capsys, *args, "--out", out, "--quiet")

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from cli_helpers import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -29,7 +28,10 @@ def test_the_midl_simple_cnn_encoder_has_24888_parameters_and_a_2048_d_embedding
     ae = create_model("ae_midl_cnn_64", CH6)
     assert encoder_parameters(ae) == 24_888 + 5 * 64 * 9
     assert ae.embed(torch.zeros(3, 6, 64, 64), pooling="flatten").shape == (3, 2048)  # the paper's readout
-    assert ae.embed(torch.zeros(3, 6, 64, 64)).shape == (3, 64 + 32 + 16 + 8)  # the default: every stage pooled over positions
+    assert ae.embed(torch.zeros(3, 6, 64, 64)).shape == (
+        3,
+        64 + 32 + 16 + 8,
+    )  # the default: every stage pooled over positions
     z, recon = ae(torch.zeros(3, 6, 64, 64))
     assert recon.shape == (3, 6, 64, 64)
 
@@ -66,7 +68,14 @@ def test_one_optimizer_step_changes_the_encoder_differently_with_the_classifier_
 
     weights = {}
     for w in (0.0, 1.0):
-        cfg = TrainConfig(model="rae_midl_cnn_64", model_overrides={"classifier_weight": w}, batch_size=8, max_steps=1, warmup_steps=0, lr=1e-3)
+        cfg = TrainConfig(
+            model="rae_midl_cnn_64",
+            model_overrides={"classifier_weight": w},
+            batch_size=8,
+            max_steps=1,
+            warmup_steps=0,
+            lr=1e-3,
+        )
         ckpt = train(cfg, sim_store, tmp_path / f"w{w}", progress=False)
         weights[w] = load_module(ckpt).model.encoder.state_dict()
     init = TrainConfig(model="rae_midl_cnn_64", random_init=True)
@@ -153,7 +162,9 @@ def test_by_batch_order_draws_every_mini_batch_from_one_experimental_batch(sim_s
     groups = np.asarray([ds.batches[s] for s in sites]).reshape(20, 8)
     assert (groups == groups[:, :1]).all()
     assert set(groups[:, 0]) == {0, 1}  # both batches take turns
-    assert sites == [CropDataset(sim_store, 32, seed=3, order="by_batch", group_size=8).site_of(i) for i in range(len(ds))]
+    assert sites == [
+        CropDataset(sim_store, 32, seed=3, order="by_batch", group_size=8).site_of(i) for i in range(len(ds))
+    ]
     # within a batch, sites are drawn without replacement until the batch is used up
     b0 = [s for s, g in zip(sites, groups.ravel()) if g == 0]
     n0 = int((ds.batches == 0).sum())
@@ -166,7 +177,7 @@ def test_adabn_estimates_exact_per_batch_statistics():
     net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).eval()
     net[0].running_mean.fill_(7.0)
     chunks = [torch.randn(5, 3, 4, 4) * 2 + 1 for _ in range(3)]
-    (mean, var), = estimate_batchnorm_state(net, chunks)
+    ((mean, var),) = estimate_batchnorm_state(net, chunks)
     x = torch.cat(chunks)
     torch.testing.assert_close(mean, x.mean(dim=(0, 2, 3)))
     # momentum None averages the per-chunk unbiased variances (chunks of equal size)
@@ -220,7 +231,9 @@ def test_each_paradigm_trains_from_its_config_and_goes_through_map_and_bench(nam
     steps, bs = 40, 8 if name == "ca_mae" else 16  # CA-MAE: 6x the tokens of a ViT
     cfg.update(max_steps=steps, batch_size=bs, log_every=1, checkpoint_every=steps, preview_every=steps, warmup_steps=5)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", tmp_path / "c.yaml", "--quiet")
+    rc, _, err = run_cli(
+        capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", tmp_path / "c.yaml", "--quiet"
+    )
     assert rc == 0, err
     losses = _losses(tmp_path / "run")
     assert len(losses) == steps and all(math.isfinite(v) for v in losses)
@@ -236,7 +249,17 @@ def test_random_init_writes_the_untrained_seeded_model_and_embeds(sim_store, tmp
     from morphoscale.models.registry import create_model
     from morphoscale.train.checkpoint import load_module
 
-    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--config", CONFIGS / "random_init.yaml", "--quiet")
+    rc, _, err = run_cli(
+        capsys,
+        "train",
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "r",
+        "--config",
+        CONFIGS / "random_init.yaml",
+        "--quiet",
+    )
     assert rc == 0, err
     model = load_module(tmp_path / "r" / "model.ckpt").model
     # seeded like a training run of seed 0 (seed_everything before the model is built)
@@ -253,9 +276,13 @@ def test_random_init_writes_the_untrained_seeded_model_and_embeds(sim_store, tmp
 def _embed_map_bench(ckpt, store, tmp_path, capsys):
     import json
 
-    rc, _, err = run_cli(capsys, "embed", "--checkpoint", ckpt, "--store", store, "--out", tmp_path / "e.h5ad", "--quiet")
+    rc, _, err = run_cli(
+        capsys, "embed", "--checkpoint", ckpt, "--store", store, "--out", tmp_path / "e.h5ad", "--quiet"
+    )
     assert rc == 0, err
-    rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "e.h5ad", "--align", "tvn", "--out", tmp_path / "m.h5ad")
+    rc, _, err = run_cli(
+        capsys, "map", "--embeddings", tmp_path / "e.h5ad", "--align", "tvn", "--out", tmp_path / "m.h5ad"
+    )
     assert rc == 0, err
     rc, _, err = run_cli(capsys, "bench", "--map", tmp_path / "m.h5ad", "--out", tmp_path / "b")
     assert rc == 0, err
@@ -275,7 +302,17 @@ def test_baseline_config_errors_name_the_key(sim_store, tmp_path, capsys):
     ]
     for i, (text, expected) in enumerate(cases):
         (tmp_path / f"c{i}.yaml").write_text(text)
-        rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / f"o{i}", "--config", tmp_path / f"c{i}.yaml", "--quiet")
+        rc, _, err = run_cli(
+            capsys,
+            "train",
+            "--store",
+            sim_store,
+            "--out",
+            tmp_path / f"o{i}",
+            "--config",
+            tmp_path / f"c{i}.yaml",
+            "--quiet",
+        )
         assert_one_line_error(rc, err, expected)
 
 
@@ -284,10 +321,34 @@ def test_baselines_refuse_poolings_and_layers_they_do_not_have(sim_store, tmp_pa
 
     cfg = {"model": "ae_midl_cnn_64", "random_init": True}
     (tmp_path / "ae.yaml").write_text(yaml.safe_dump(cfg))
-    run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "ae", "--config", tmp_path / "ae.yaml", "--quiet")
-    rc, _, err = run_cli(capsys, "embed", "--checkpoint", tmp_path / "ae" / "model.ckpt", "--store", sim_store, "--out", tmp_path / "x.h5ad", "--pooling", "cls")
+    run_cli(
+        capsys, "train", "--store", sim_store, "--out", tmp_path / "ae", "--config", tmp_path / "ae.yaml", "--quiet"
+    )
+    rc, _, err = run_cli(
+        capsys,
+        "embed",
+        "--checkpoint",
+        tmp_path / "ae" / "model.ckpt",
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "x.h5ad",
+        "--pooling",
+        "cls",
+    )
     assert_one_line_error(rc, err, "--pooling/--layer", "pooling 'cls'")
     assert not (tmp_path / "x.h5ad").exists()
-    rc, _, err = run_cli(capsys, "embed", "--checkpoint", tmp_path / "ae" / "model.ckpt", "--store", sim_store, "--out", tmp_path / "x.h5ad", "--layer", "4")
+    rc, _, err = run_cli(
+        capsys,
+        "embed",
+        "--checkpoint",
+        tmp_path / "ae" / "model.ckpt",
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "x.h5ad",
+        "--layer",
+        "4",
+    )
     assert_one_line_error(rc, err, "--pooling/--layer", "layer 4 is out of range", "4 (0..3")
     assert not (tmp_path / "x.h5ad").exists()

@@ -1,15 +1,18 @@
 import subprocess
 import sys
 
-import pytest
-
 from cli_helpers import assert_one_line_error, run_cli
 
 VERBS = ["simulate", "ingest", "train", "features", "embed", "map", "bench", "compare", "report", "run", "datasets"]
 
 
 def test_help_lists_every_verb_of_the_flow():
-    res = subprocess.run([sys.executable, "-m", "morphoscale", "--help"], capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    res = subprocess.run(
+        [sys.executable, "-m", "morphoscale", "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
     assert res.returncode == 0
     listed = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 1]
     for verb in VERBS:

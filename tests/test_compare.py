@@ -50,8 +50,12 @@ def test_every_setup_sees_the_same_number_of_images(grid):
     assert steps["mae-none-one-s0"] == 12 and steps["byol-none-one-s0"] == 6 and steps["mae-none-multi-s0"] == 3
     assert (r["training_flops"] > 0).all() and (r["wall_seconds"] > 0).all() and (r["peak_rss_mb"] > 0).all()
     np.testing.assert_allclose(r["training_flops"], r["flops_per_image"] * 96)
-    assert r["recall_CORUM"].notna().all() and ((r["random_recall"] - 0.1).abs() < 0.01).all()  # the rank rule on the tiny map's null
-    assert (r["recall_CORUM_ci_low"] <= r["recall_CORUM"]).all() and (r["recall_CORUM"] <= r["recall_CORUM_ci_high"]).all()
+    assert (
+        r["recall_CORUM"].notna().all() and ((r["random_recall"] - 0.1).abs() < 0.01).all()
+    )  # the rank rule on the tiny map's null
+    assert (r["recall_CORUM_ci_low"] <= r["recall_CORUM"]).all() and (
+        r["recall_CORUM"] <= r["recall_CORUM_ci_high"]
+    ).all()
 
 
 def test_summary_is_mean_and_sd_over_seeds_and_the_outputs_exist(grid):
@@ -60,7 +64,9 @@ def test_summary_is_mean_and_sd_over_seeds_and_the_outputs_exist(grid):
     assert len(s) == 5 and list(s["n_seeds"]) == [2, 2, 2, 2, 1]
     row = s[(s.model == "mae") & (s.crop == "one")].iloc[0]
     seeds = r[(r.model == "mae") & (r.crop == "one")]["recall_CORUM"]
-    assert row["recall_CORUM_mean"] == pytest.approx(seeds.mean()) and row["recall_CORUM_sd"] == pytest.approx(seeds.std(ddof=1))
+    assert row["recall_CORUM_mean"] == pytest.approx(seeds.mean()) and row["recall_CORUM_sd"] == pytest.approx(
+        seeds.std(ddof=1)
+    )
     for f in ("results.csv", "recall_vs_flops.png", "recall_vs_cost.png"):
         assert (root / "run" / "compare" / f).exists(), f
     md = (root / "run" / "compare" / "results.md").read_text().splitlines()
@@ -83,7 +89,10 @@ def test_grid_config_errors(tmp_path, capsys):
         (GRID.replace("budget: {images: 96}", "budget: {images: 100}"), "key 'budget.images'"),
         (GRID.replace("budget: {images: 96}", "budget: {images: 96, steps: 3}"), "exactly one of"),
         (GRID.replace("model: byol_midl_cnn_64", "model: byol_huge"), "unknown preset 'byol_huge'"),
-        (GRID.replace("train: {batch_size: 8", "train: {max_steps: 3, batch_size: 8"), "train.max_steps is set by the grid"),
+        (
+            GRID.replace("train: {batch_size: 8", "train: {max_steps: 3, batch_size: 8"),
+            "train.max_steps is set by the grid",
+        ),
         (GRID + "colour: red\n", "key 'colour'"),
         (GRID.replace("name: oracle", "name: mae-none-one-s1"), "reference name 'mae-none-one-s1'"),
     ]
@@ -147,13 +156,20 @@ train: {{batch_size: 8, warmup_steps: 1}}
 bench: {{null_size: 200}}
 parallel: {parallel}
 """)
-        results[parallel] = compare(load_compare_config(tmp_path / f"p{parallel}.yaml"), tmp_path / f"run{parallel}", progress=False)
+        results[parallel] = compare(
+            load_compare_config(tmp_path / f"p{parallel}.yaml"), tmp_path / f"run{parallel}", progress=False
+        )
         for seed in (0, 1):
             assert (tmp_path / f"run{parallel}" / "stages" / f"train--ae-none-one-s{seed}.json").exists()
     a, b = results[1].set_index("name"), results[2].set_index("name")
     pd.testing.assert_series_equal(a["recall_CORUM"], b["recall_CORUM"])
     assert (b["optimizer_steps"] == 3).all()
     for seed in (0, 1):
-        w1, w2 = (torch.load(tmp_path / f"run{p}" / "encoders" / f"ae-none-one-s{seed}" / "train" / "model.ckpt", weights_only=False)["state_dict"] for p in (1, 2))
+        w1, w2 = (
+            torch.load(
+                tmp_path / f"run{p}" / "encoders" / f"ae-none-one-s{seed}" / "train" / "model.ckpt", weights_only=False
+            )["state_dict"]
+            for p in (1, 2)
+        )
         for k in w1:
             torch.testing.assert_close(w1[k], w2[k])

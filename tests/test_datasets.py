@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
 from scipy import ndimage
 from torch.utils.data import DataLoader
 
-from cli_helpers import run_cli
 from morphoscale.data.datasets import CropDataset, TileDataset, tile_origins
 from morphoscale.data.store import ImageStore
 from morphoscale.data.transforms import Augment, MultiCrop, gaussian_blur, self_standardize
@@ -17,7 +17,19 @@ from morphoscale.errors import InputError
 
 @pytest.fixture
 def store(rxrx_screen, tmp_path, capsys) -> ImageStore:
-    rc, _, err = run_cli(capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", tmp_path / "s.zarr", "--quiet", "--workers", "1")
+    rc, _, err = run_cli(
+        capsys,
+        "ingest",
+        "--format",
+        "rxrx",
+        "--source",
+        rxrx_screen,
+        "--out",
+        tmp_path / "s.zarr",
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert rc == 0, err
     return ImageStore(tmp_path / "s.zarr")
 
@@ -37,7 +49,12 @@ def test_crop_is_a_standardized_window_of_the_site(store):
     assert img.shape == (6, 32, 32) and img.dtype == torch.float32
     site = torch.from_numpy(store.read(5)).float()
     # find the window: exactly one position reproduces the crop
-    hits = [(y, x) for y in range(33) for x in range(33) if torch.allclose(self_standardize(site[:, y : y + 32, x : x + 32]), img, atol=1e-5)]
+    hits = [
+        (y, x)
+        for y in range(33)
+        for x in range(33)
+        if torch.allclose(self_standardize(site[:, y : y + 32, x : x + 32]), img, atol=1e-5)
+    ]
     assert len(hits) == 1
     assert item["site"] == 5 and item["label"] == ds.label_names.index(store.sites.perturbation[5])
 
@@ -68,7 +85,9 @@ def test_channel_subset_and_unknown_channel(store):
 
 
 def test_multicrop_views_have_their_sizes(store):
-    ds = CropDataset(store, 0, Augment.random(), multicrop=MultiCrop(global_size=48, n_global=2, local_size=16, n_local=4))
+    ds = CropDataset(
+        store, 0, Augment.random(), multicrop=MultiCrop(global_size=48, n_global=2, local_size=16, n_local=4)
+    )
     views = ds[0]["views"]
     assert [v.shape[-1] for v in views] == [48, 48, 16, 16, 16, 16]
     assert all(v.shape[0] == 6 for v in views)
@@ -81,7 +100,11 @@ def test_augment_none_is_identity_and_flips_rotations_keep_values():
     y = Augment(flips=True, rot90=True)(x, g)
     torch.testing.assert_close(torch.sort(y.flatten()).values, torch.sort(x.flatten()).values)
     # each channel moves with the others
-    assert any(torch.equal(y, torch.rot90(x.flip(d) if d is not None else x, k, (-2, -1))) for k in range(4) for d in (None, -1, -2))
+    assert any(
+        torch.equal(y, torch.rot90(x.flip(d) if d is not None else x, k, (-2, -1)))
+        for k in range(4)
+        for d in (None, -1, -2)
+    )
 
 
 def test_gaussian_blur_matches_scipy():
@@ -91,17 +114,25 @@ def test_gaussian_blur_matches_scipy():
     t = np.arange(-radius, radius + 1)
     k = np.exp(-0.5 * (t / sigma) ** 2)
     k /= k.sum()
-    ref = np.stack([ndimage.correlate1d(ndimage.correlate1d(c, k, axis=1, mode="mirror"), k, axis=0, mode="mirror") for c in x.numpy()])
+    ref = np.stack(
+        [
+            ndimage.correlate1d(ndimage.correlate1d(c, k, axis=1, mode="mirror"), k, axis=0, mode="mirror")
+            for c in x.numpy()
+        ]
+    )
     np.testing.assert_allclose(gaussian_blur(x, sigma).numpy(), ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("length,tile,stride,remainder,expected", [
-    (64, 32, 32, "shift", [0, 32]),
-    (70, 32, 32, "shift", [0, 32, 38]),
-    (70, 32, 32, "center", [3, 35]),
-    (70, 32, 32, "drop", [0, 32]),
-    (64, 32, 16, "shift", [0, 16, 32]),
-])
+@pytest.mark.parametrize(
+    "length,tile,stride,remainder,expected",
+    [
+        (64, 32, 32, "shift", [0, 32]),
+        (70, 32, 32, "shift", [0, 32, 38]),
+        (70, 32, 32, "center", [3, 35]),
+        (70, 32, 32, "drop", [0, 32]),
+        (64, 32, 16, "shift", [0, 16, 32]),
+    ],
+)
 def test_tile_origins(length, tile, stride, remainder, expected):
     assert tile_origins(length, tile, stride, remainder) == expected
 
@@ -146,7 +177,9 @@ def test_jump_field_channel_files_are_the_stains_cellprofiler_measured(examples_
     nuclei = nuclei[nuclei["Location_Center_X"].between(7, 1072) & nuclei["Location_Center_Y"].between(7, 1072)]
     yy, xx = np.mgrid[-6:7, -6:7]
     disk = yy**2 + xx**2 <= 36
-    centres = list(zip(nuclei["Location_Center_X"].round().astype(int), nuclei["Location_Center_Y"].round().astype(int)))
+    centres = list(
+        zip(nuclei["Location_Center_X"].round().astype(int), nuclei["Location_Center_Y"].round().astype(int))
+    )
     stains = list(JUMP_FIELD_FILES)
     files = sorted(set(JUMP_FIELD_FILES.values()))
     rho = {}

@@ -81,7 +81,13 @@ def test_thread_invariant_restores_the_model_and_the_backend():
 
 def _cli(args: list, threads: int, tmp: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    res = subprocess.run([sys.executable, "-m", "morphoscale", *map(str, args), "--quiet"], env=env, capture_output=True, text=True, cwd=tmp)
+    res = subprocess.run(
+        [sys.executable, "-m", "morphoscale", *map(str, args), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
 
 
@@ -89,7 +95,9 @@ def test_wsl_training_and_features_of_a_tiny_screen_are_equal_on_one_and_two_thr
     import anndata as ad
 
     cfg = tmp_path / "wsl.yaml"
-    cfg.write_text("model: wsl_midl_cnn_64\nbatch_size: 16\nmax_steps: 6\nwarmup_steps: 2\nlr: 1.0e-3\ncheckpoint_every: 100\npreview_every: 100\n")
+    cfg.write_text(
+        "model: wsl_midl_cnn_64\nbatch_size: 16\nmax_steps: 6\nwarmup_steps: 2\nlr: 1.0e-3\ncheckpoint_every: 100\npreview_every: 100\n"
+    )
     states, feats = [], []
     for threads in (1, 2):
         run = tmp_path / f"wsl{threads}"
@@ -100,13 +108,22 @@ def test_wsl_training_and_features_of_a_tiny_screen_are_equal_on_one_and_two_thr
         _cli(["features", "--store", sim_store, "--out", out, "--workers", threads], threads, tmp_path)
         feats.append(ad.read_h5ad(out).X)
     differ = [k for k in states[0] if not torch.equal(states[0][k], states[1][k])]
-    assert not differ, f"{len(differ)} of {len(states[0])} trained tensors differ between 1 and 2 threads, e.g. {differ[:3]}"
+    assert not differ, (
+        f"{len(differ)} of {len(states[0])} trained tensors differ between 1 and 2 threads, e.g. {differ[:3]}"
+    )
     assert feats[0].shape == feats[1].shape and np.array_equal(feats[0], feats[1], equal_nan=True)
 
 
 def _environment(extra: dict) -> dict:
-    code = "import json, os, morphoscale; print(json.dumps({k: os.environ.get(k) for k in ('MKL_CBWR', 'ATEN_CPU_CAPABILITY', 'MKL_DYNAMIC')}))"
-    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "MKL_DYNAMIC", "MORPHOSCALE_NATIVE_KERNELS")}
+    code = (
+        "import json, os, morphoscale; "
+        "print(json.dumps({k: os.environ.get(k) for k in ('MKL_CBWR', 'ATEN_CPU_CAPABILITY', 'MKL_DYNAMIC')}))"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "MKL_DYNAMIC", "MORPHOSCALE_NATIVE_KERNELS")
+    }
     res = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, check=True)
     return json.loads(res.stdout)
 
@@ -115,9 +132,17 @@ def test_importing_morphoscale_pins_the_kernels_unless_told_otherwise():
     pinned = _environment({})
     assert pinned["MKL_DYNAMIC"] == "FALSE"
     if "avx2" in Path("/proc/cpuinfo").read_text():
-        assert pinned["ATEN_CPU_CAPABILITY"] == "avx2" and pinned["MKL_CBWR"] == "AVX2,STRICT"  # AUTO would follow the CPU
-    assert _environment({"ATEN_CPU_CAPABILITY": "default"})["ATEN_CPU_CAPABILITY"] == "default"  # the user's choice stays
-    assert _environment({"MORPHOSCALE_NATIVE_KERNELS": "1"}) == {"MKL_CBWR": None, "ATEN_CPU_CAPABILITY": None, "MKL_DYNAMIC": None}
+        assert (
+            pinned["ATEN_CPU_CAPABILITY"] == "avx2" and pinned["MKL_CBWR"] == "AVX2,STRICT"
+        )  # AUTO would follow the CPU
+    assert (
+        _environment({"ATEN_CPU_CAPABILITY": "default"})["ATEN_CPU_CAPABILITY"] == "default"
+    )  # the user's choice stays
+    assert _environment({"MORPHOSCALE_NATIVE_KERNELS": "1"}) == {
+        "MKL_CBWR": None,
+        "ATEN_CPU_CAPABILITY": None,
+        "MKL_DYNAMIC": None,
+    }
 
 
 @pytest.mark.parametrize("dims", [(64, 24), (8, 6, 9, 9)])
@@ -138,6 +163,17 @@ def test_the_thread_invariant_batch_norm_is_batch_norm(dims):
         y.pow(3).sum().backward()
         bn(x.detach() * 2)  # a second step: the running statistics' average
         bn.eval()
-        results.append((y.detach(), x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var, bn.num_batches_tracked, bn(x).detach()))
+        results.append(
+            (
+                y.detach(),
+                x.grad,
+                bn.weight.grad,
+                bn.bias.grad,
+                bn.running_mean,
+                bn.running_var,
+                bn.num_batches_tracked,
+                bn(x).detach(),
+            )
+        )
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -31,7 +31,9 @@ def _cli(*args, timeout=240):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    r = subprocess.run([sys.executable, "-m", "morphoscale", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "morphoscale", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -45,8 +47,36 @@ def _losses(run) -> pd.DataFrame:
 def runs(sim_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     (root / "c.yaml").write_text(CONFIG)
-    _cli("train", "--store", sim_store, "--out", root / "one", "--config", root / "c.yaml", "--devices", "1", "--accelerator", "cpu", "--quiet")
-    _cli("train", "--store", sim_store, "--out", root / "two", "--config", root / "c.yaml", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--quiet")
+    _cli(
+        "train",
+        "--store",
+        sim_store,
+        "--out",
+        root / "one",
+        "--config",
+        root / "c.yaml",
+        "--devices",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--quiet",
+    )
+    _cli(
+        "train",
+        "--store",
+        sim_store,
+        "--out",
+        root / "two",
+        "--config",
+        root / "c.yaml",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--quiet",
+    )
     return root
 
 
@@ -54,7 +84,9 @@ def test_ddp_training_follows_the_single_process_loss_curve(runs):
     one, two = _losses(runs / "one"), _losses(runs / "two")
     assert list(one.index) == list(two.index) == [0, 1, 2, 3]
     np.testing.assert_allclose(two["train/loss"], one["train/loss"], atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(two["train/images_seen"], one["train/images_seen"])  # counted over both ranks: 8 per step
+    np.testing.assert_array_equal(
+        two["train/images_seen"], one["train/images_seen"]
+    )  # counted over both ranks: 8 per step
     assert one["train/loss"].iloc[-1] < one["train/loss"].iloc[0]
     a = torch.load(runs / "one" / "model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     b = torch.load(runs / "two" / "model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
@@ -66,8 +98,22 @@ def test_ddp_training_follows_the_single_process_loss_curve(runs):
 def test_a_ddp_checkpoint_resumes_in_one_process_on_the_same_curve(runs, sim_store):
     ckpt = runs / "two" / "checkpoints" / "step0000002.ckpt"
     assert ckpt.exists()
-    _cli("train", "--store", sim_store, "--out", runs / "resumed", "--config", runs / "c.yaml", "--devices", "1", "--accelerator", "cpu",
-         "--resume-from", ckpt, "--quiet")
+    _cli(
+        "train",
+        "--store",
+        sim_store,
+        "--out",
+        runs / "resumed",
+        "--config",
+        runs / "c.yaml",
+        "--devices",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--resume-from",
+        ckpt,
+        "--quiet",
+    )
     one, resumed = _losses(runs / "one"), _losses(runs / "resumed")
     assert list(resumed.index) == [2, 3]
     np.testing.assert_allclose(resumed["train/loss"], one.loc[[2, 3], "train/loss"], atol=1e-4, rtol=0)
@@ -121,8 +167,25 @@ def test_sharded_masking_noise_is_the_single_process_noise():
 def test_a_global_batch_that_does_not_split_is_a_config_error(sim_store, tmp_path, capsys):
     from cli_helpers import assert_one_line_error, run_cli
 
-    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "x", "--batch-size", "7", "--devices", "2",
-                         "--strategy", "ddp", "--accelerator", "cpu", "--max-steps", "1", "--quiet")
+    rc, _, err = run_cli(
+        capsys,
+        "train",
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "x",
+        "--batch-size",
+        "7",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--max-steps",
+        "1",
+        "--quiet",
+    )
     assert_one_line_error(rc, err, "key 'batch_size'")
     assert not (tmp_path / "x").exists()
 

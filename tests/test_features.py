@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
+from morphoscale.features.extract import FeatureConfig, cellprofiler_names, measure_site, site_feature_names
 from morphoscale.features.flatfield import radial_flatfield
 from morphoscale.features.measure import haralick, intensity_features, object_glcms, radial_features
-from morphoscale.features.extract import FeatureConfig, cellprofiler_names, measure_site, site_feature_names
 from morphoscale.features.segment import estimate_diameter, segment_nuclei
 
 
@@ -39,7 +39,9 @@ def test_glcm_and_haralick_match_scikit_image_per_object():
     ours = object_glcms(labels, q, 2, levels)
     stats = haralick(ours)
     for k, (ys, xs) in enumerate(((slice(2, 38), slice(1, 29)), (slice(5, 30), slice(33, 58)))):
-        g = graycomatrix(q[ys, xs].astype(np.uint8), distances=[1], angles=[0, np.pi / 2], levels=levels, symmetric=True)
+        g = graycomatrix(
+            q[ys, xs].astype(np.uint8), distances=[1], angles=[0, np.pi / 2], levels=levels, symmetric=True
+        )
         summed = g.sum(axis=3, keepdims=True)
         np.testing.assert_array_equal(ours[k], summed[:, :, 0, 0])
         for prop in ("contrast", "homogeneity", "energy", "correlation"):
@@ -105,7 +107,9 @@ def test_radial_flatfield_undoes_vignetting_and_leaves_a_flat_field_alone():
     field = radial_flatfield(centers, means, shape)
     corrected = means / field[:, centers[:, 0].astype(int), centers[:, 1].astype(int)].T
     assert np.std(np.log(corrected[:, 0])) < 0.5 * np.std(np.log(means[:, 0]))
-    assert field[0, 100, 100] == pytest.approx(1.0, abs=1e-3) and field[0, 0, 0] == pytest.approx(np.exp(-0.7), rel=0.15)
+    assert field[0, 100, 100] == pytest.approx(1.0, abs=1e-3) and field[0, 0, 0] == pytest.approx(
+        np.exp(-0.7), rel=0.15
+    )
     assert np.all(field[1] > 0.9)  # the second channel had no falloff
     np.testing.assert_array_equal(radial_flatfield(centers[:5], means[:5], shape), 1.0)  # too few nuclei: no fit
 
@@ -123,11 +127,17 @@ def test_nucleus_features_agree_with_cellprofiler_on_the_real_jump_field(example
     image = np.stack([tifffile.imread(field / ld[f"FileName_Orig{c}"][0]) for c in channels])
     ref = pd.read_csv(field / "Nuclei.csv")
     cells = measure_site(image, channels, FeatureConfig(flatfield="radial"))
-    dist, idx = cKDTree(cells[["nucleus_center_x", "nucleus_center_y"]].to_numpy()).query(ref[["Location_Center_X", "Location_Center_Y"]].to_numpy())
+    dist, idx = cKDTree(cells[["nucleus_center_x", "nucleus_center_y"]].to_numpy()).query(
+        ref[["Location_Center_X", "Location_Center_Y"]].to_numpy()
+    )
     ok = dist < 5
     assert ok.sum() >= 0.9 * len(ref)
     ours, theirs = cells.iloc[idx[ok]], ref[ok]
-    for a, b in (("nucleus_area", "AreaShape_Area"), ("nucleus_DNA_integrated", "Intensity_IntegratedIntensity_DNA"), ("nucleus_DNA_mean", "Intensity_MeanIntensity_DNA")):
+    for a, b in (
+        ("nucleus_area", "AreaShape_Area"),
+        ("nucleus_DNA_integrated", "Intensity_IntegratedIntensity_DNA"),
+        ("nucleus_DNA_mean", "Intensity_MeanIntensity_DNA"),
+    ):
         rho = spearmanr(ours[a], theirs[b])[0]
         assert rho >= 0.8, (a, rho)
 
@@ -147,7 +157,19 @@ def test_measure_site_has_fixed_columns_and_handles_an_empty_site():
 def test_features_verb_writes_embedding_layout_that_maps_and_benches(sim_store, tmp_path, capsys):
     import anndata as ad
 
-    rc, _, err = run_cli(capsys, "features", "--store", sim_store, "--out", tmp_path / "f.h5ad", "--workers", "2", "--chunk-sites", "50", "--quiet")
+    rc, _, err = run_cli(
+        capsys,
+        "features",
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "f.h5ad",
+        "--workers",
+        "2",
+        "--chunk-sites",
+        "50",
+        "--quiet",
+    )
     assert rc == 0, err
     f = ad.read_h5ad(tmp_path / "f.h5ad")
     assert list(f.var_names) == cellprofiler_names(["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"], 8)
@@ -156,10 +178,26 @@ def test_features_verb_writes_embedding_layout_that_maps_and_benches(sim_store, 
     assert f.uns["provenance"]["kind"] == "hand-crafted features"
 
     # one worker, site level, then averaged by hand: the same wells
-    rc, _, err = run_cli(capsys, "features", "--store", sim_store, "--out", tmp_path / "s.h5ad", "--level", "site", "--workers", "1", "--quiet")
+    rc, _, err = run_cli(
+        capsys,
+        "features",
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "s.h5ad",
+        "--level",
+        "site",
+        "--workers",
+        "1",
+        "--quiet",
+    )
     assert rc == 0, err
     s = ad.read_h5ad(tmp_path / "s.h5ad")
-    by_well = pd.DataFrame(s.X, index=(s.obs.plate.astype(str) + "_" + s.obs.well.astype(str)).to_numpy()).groupby(level=0).mean()
+    by_well = (
+        pd.DataFrame(s.X, index=(s.obs.plate.astype(str) + "_" + s.obs.well.astype(str)).to_numpy())
+        .groupby(level=0)
+        .mean()
+    )
     np.testing.assert_allclose(by_well.loc[f.obs_names].to_numpy(), f.X, rtol=1e-5, atol=1e-5)
 
     rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "f.h5ad", "--out", tmp_path / "m.h5ad")
@@ -176,7 +214,9 @@ def test_features_resume_from_finished_chunks(sim_store, tmp_path, monkeypatch):
 
     import morphoscale.features.extract as fr
 
-    X = ad.read_h5ad(fr.extract_features(sim_store, tmp_path / "full.h5ad", level="site", chunk_sites=64, workers=2, progress=False)).X
+    X = ad.read_h5ad(
+        fr.extract_features(sim_store, tmp_path / "full.h5ad", level="site", chunk_sites=64, workers=2, progress=False)
+    ).X
     out, part = tmp_path / "r.h5ad", tmp_path / "r.h5ad.partial"
 
     def killed(*args):
@@ -200,7 +240,18 @@ def test_features_resume_from_finished_chunks(sim_store, tmp_path, monkeypatch):
         fr.extract_features(sim_store, out, level="site", chunk_sites=64, workers=2, overwrite=True, progress=False)
     monkeypatch.undo()
     np.save(part / "chunk000000.npy", planted)
-    R = ad.read_h5ad(fr.extract_features(sim_store, out, FeatureConfig(statistic="mean"), level="site", chunk_sites=64, workers=2, overwrite=True, progress=False)).X
+    R = ad.read_h5ad(
+        fr.extract_features(
+            sim_store,
+            out,
+            FeatureConfig(statistic="mean"),
+            level="site",
+            chunk_sites=64,
+            workers=2,
+            overwrite=True,
+            progress=False,
+        )
+    ).X
     assert not (R[:64, 1] == -7.0).any()
 
 
@@ -240,7 +291,10 @@ def test_profile_features_are_named_the_cellprofiler_way():
     assert len(cp) == len(ours) == len(set(cp))
     pairs = dict(zip(ours, cp))
     assert pairs["n_cells"] == "Image_Count_Cells"
-    assert pairs["nucleus_area"] == "Nuclei_AreaShape_Area" and pairs["cell_major_axis_length"] == "Cells_AreaShape_MajorAxisLength"
+    assert (
+        pairs["nucleus_area"] == "Nuclei_AreaShape_Area"
+        and pairs["cell_major_axis_length"] == "Cells_AreaShape_MajorAxisLength"
+    )
     assert pairs["nucleus_DNA_integrated"] == "Nuclei_Intensity_IntegratedIntensity_DNA"
     assert pairs["cell_AGP_mean"] == "Cells_Intensity_MeanIntensity_AGP"
     assert pairs["cell_AGP_texture_homogeneity"] == "Cells_Texture_InverseDifferenceMoment_AGP_1_avg_8"

@@ -20,8 +20,16 @@ from morphoscale.models.registry import create_model
 
 CH = ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"]
 # one preset per model family, small enough for a CPU test
-FAMILIES = ["mae_vit_tiny_patch8_64", "ca_mae_vit_tiny_patch8_64", "mu_net_small", "wsl_midl_cnn_64", "wsl_vit_tiny_patch8_64",
-            "ae_midl_cnn_64", "byol_midl_cnn_64", "byol_vit_tiny_patch8_64"]
+FAMILIES = [
+    "mae_vit_tiny_patch8_64",
+    "ca_mae_vit_tiny_patch8_64",
+    "mu_net_small",
+    "wsl_midl_cnn_64",
+    "wsl_vit_tiny_patch8_64",
+    "ae_midl_cnn_64",
+    "byol_midl_cnn_64",
+    "byol_vit_tiny_patch8_64",
+]
 
 
 def _batch(model, n=4, size=64):
@@ -78,7 +86,11 @@ def test_a_failing_compile_warns_once_and_runs_eager(monkeypatch):
     x = torch.randn(5)
     assert torch.equal(f(x), torch.sin(x) * 2)
     assert torch.equal(f(x), torch.sin(x) * 2)
-    assert len(said) == 1 and said[0].startswith("warning: torch.compile of a test function failed") and "\n" not in said[0]
+    assert (
+        len(said) == 1
+        and said[0].startswith("warning: torch.compile of a test function failed")
+        and "\n" not in said[0]
+    )
     torch._dynamo.reset()
 
 
@@ -92,10 +104,21 @@ def test_a_model_error_is_not_taken_for_a_compile_failure():
     torch._dynamo.reset()
 
 
-@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler for torch.compile's CPU backend")
+@pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler for torch.compile's CPU backend"
+)
 def test_the_compiled_training_step_of_a_tiny_mae_equals_eager():
     torch.manual_seed(0)
-    model = create_model("mae_vit_tiny_patch8_64", CH[:2], depth=1, decoder_depth=1, embed_dim=48, num_heads=3, decoder_embed_dim=32, decoder_num_heads=2)
+    model = create_model(
+        "mae_vit_tiny_patch8_64",
+        CH[:2],
+        depth=1,
+        decoder_depth=1,
+        embed_dim=48,
+        num_heads=3,
+        decoder_embed_dim=32,
+        decoder_num_heads=2,
+    )
     x = torch.randn(2, 2, 64, 64)
     eager, _ = model.training_loss({"image": x}, torch.Generator().manual_seed(3))
     said = []
@@ -108,7 +131,12 @@ def test_the_compiled_training_step_of_a_tiny_mae_equals_eager():
     torch._dynamo.reset()
 
 
-VIT_PRESETS = ["mae_vit_tiny_patch8_64", "ca_mae_vit_tiny_patch8_64", "wsl_vit_tiny_patch8_64", "byol_vit_tiny_patch8_64"]
+VIT_PRESETS = [
+    "mae_vit_tiny_patch8_64",
+    "ca_mae_vit_tiny_patch8_64",
+    "wsl_vit_tiny_patch8_64",
+    "byol_vit_tiny_patch8_64",
+]
 
 
 @pytest.mark.parametrize("preset", VIT_PRESETS)
@@ -126,7 +154,10 @@ def test_every_attention_block_takes_the_fused_path(preset, monkeypatch):
         if model.multi_view:
             model.embed(x)
         else:
-            model.training_loss({"image": x, "label": torch.zeros(2, dtype=torch.long), "batch": torch.zeros(2, dtype=torch.long)}, torch.Generator().manual_seed(0))
+            model.training_loss(
+                {"image": x, "label": torch.zeros(2, dtype=torch.long), "batch": torch.zeros(2, dtype=torch.long)},
+                torch.Generator().manual_seed(0),
+            )
     assert ran and len(calls) == len(ran)  # every attention that ran went through the fused kernel
 
 
@@ -156,7 +187,9 @@ def test_the_loader_gives_the_same_batches_with_0_and_2_workers(sim_store):
     from morphoscale.train.data import StoreDataModule
 
     def batches(workers, device_transforms=False):
-        dm = StoreDataModule(str(sim_store), 32, 8, 4, augment="random", num_workers=workers, seed=2, device_transforms=device_transforms)
+        dm = StoreDataModule(
+            str(sim_store), 32, 8, 4, augment="random", num_workers=workers, seed=2, device_transforms=device_transforms
+        )
         dm.setup()
         out = []
         for b in dm.train_dataloader():
@@ -178,7 +211,14 @@ def test_train_and_embed_under_bf16_on_the_cpu(sim_store, tmp_path):
     from morphoscale.embed import embed
     from morphoscale.train.fit import TrainConfig, train
 
-    cfg = TrainConfig(model="mae_vit_tiny_patch8_64", batch_size=8, max_steps=3, warmup_steps=1, precision="bf16-mixed", probe_every=None)
+    cfg = TrainConfig(
+        model="mae_vit_tiny_patch8_64",
+        batch_size=8,
+        max_steps=3,
+        warmup_steps=1,
+        precision="bf16-mixed",
+        probe_every=None,
+    )
     ckpt = train(cfg, sim_store, tmp_path / "run", progress=False)
     e32 = embed(ckpt, sim_store, tmp_path / "e32.h5ad", progress=False)
     e16 = embed(ckpt, sim_store, tmp_path / "e16.h5ad", progress=False, precision="bf16-mixed")
@@ -239,8 +279,17 @@ def test_a_config_error_leaves_no_output_folder(sim_store, tmp_path):
     assert (tmp_path / "old" / "keep.txt").exists()  # --overwrite removes nothing until the config passed
 
 
-@pytest.mark.parametrize("overrides, key", [({"mask_ratio": 1.2}, "mask_ratio"), ({"mask_ratio": 0.0}, "mask_ratio"), ({"patch_size": 7}, "patch_size"),
-                                            ({"num_heads": 5}, "num_heads"), ({"decoder_num_heads": 3}, "decoder_num_heads"), ({"depth": 0}, "depth")])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"mask_ratio": 1.2}, "mask_ratio"),
+        ({"mask_ratio": 0.0}, "mask_ratio"),
+        ({"patch_size": 7}, "patch_size"),
+        ({"num_heads": 5}, "num_heads"),
+        ({"decoder_num_heads": 3}, "decoder_num_heads"),
+        ({"depth": 0}, "depth"),
+    ],
+)
 def test_an_impossible_vit_config_names_its_key(overrides, key):
     with pytest.raises(ConfigError, match=f"key 'model.{key}'"):
         create_model("mae_vit_tiny_patch8_64", CH, **overrides)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from cli_helpers import run_cli
+from fixtures import rxrx_path, rxrx_rows, write_rxrx_screen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cli_helpers import run_cli
-from fixtures import rxrx_path, rxrx_rows, write_rxrx_screen
 from morphoscale.data.examples import JUMP_FIELD_FILES
 from morphoscale.data.images import percentiles_uint, scale_to_uint8
 from morphoscale.data.store import ImageStore
@@ -33,7 +32,9 @@ def documented_uint8(x: np.ndarray, lo_p=0.1, hi_p=99.9) -> np.ndarray:
 
 def test_jump_field_uint8_matches_documented_scaling(examples_dir, tmp_path, capsys):
     field = examples_dir / "jump-pilot-field"
-    rc, out, err = run_cli(capsys, "ingest", "--config", field / "ingest.yaml", "--out", tmp_path / "jf.zarr", "--quiet")
+    rc, out, err = run_cli(
+        capsys, "ingest", "--config", field / "ingest.yaml", "--out", tmp_path / "jf.zarr", "--quiet"
+    )
     assert rc == 0, err
     store = ImageStore(tmp_path / "jf.zarr")
     assert store.shape == (1, 5, 1080, 1080) and store.dtype == np.uint8
@@ -52,7 +53,17 @@ def test_jump_field_uint8_matches_documented_scaling(examples_dir, tmp_path, cap
 
 def test_jump_field_uint16_is_bit_exact(examples_dir, tmp_path, capsys):
     field = examples_dir / "jump-pilot-field"
-    rc, _, err = run_cli(capsys, "ingest", "--config", field / "ingest.yaml", "--dtype", "uint16", "--out", tmp_path / "jf16.zarr", "--quiet")
+    rc, _, err = run_cli(
+        capsys,
+        "ingest",
+        "--config",
+        field / "ingest.yaml",
+        "--dtype",
+        "uint16",
+        "--out",
+        tmp_path / "jf16.zarr",
+        "--quiet",
+    )
     assert rc == 0, err
     store = ImageStore(tmp_path / "jf16.zarr")
     assert store.dtype == np.uint16
@@ -61,7 +72,9 @@ def test_jump_field_uint16_is_bit_exact(examples_dir, tmp_path, capsys):
 
 
 def test_rxrx_fixture_is_bit_exact(rxrx_screen, tmp_path, capsys):
-    rc, _, err = run_cli(capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", tmp_path / "r.zarr", "--quiet")
+    rc, _, err = run_cli(
+        capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", tmp_path / "r.zarr", "--quiet"
+    )
     assert rc == 0, err
     store = ImageStore(tmp_path / "r.zarr")
     rows = rxrx_rows()
@@ -79,7 +92,9 @@ def test_csv_fixture_uint16_bit_exact_and_uint8_scaled(csv_screen, tmp_path, cap
     cfg = csv_screen.parent / "ingest.yaml"
     for dtype in ("uint16", "uint8"):
         out = tmp_path / f"c{dtype}.zarr"
-        rc, _, err = run_cli(capsys, "ingest", "--config", cfg, "--dtype", dtype, "--out", out, "--quiet", "--workers", "2")
+        rc, _, err = run_cli(
+            capsys, "ingest", "--config", cfg, "--dtype", dtype, "--out", out, "--quiet", "--workers", "2"
+        )
         assert rc == 0, err
         store = ImageStore(out)
         table = pd.read_csv(csv_screen)
@@ -123,7 +138,19 @@ def test_killed_ingest_resumes_to_the_same_store(tmp_path):
     """SIGKILL an ingest mid-way: no complete-looking store; the re-run skips done sites and matches."""
     rows = rxrx_rows(experiments=("E1", "E2"), wells=tuple(f"B{k:02d}" for k in range(2, 22)), sites=(1, 2, 3))
     src = write_rxrx_screen(tmp_path / "big", size=256, rows=rows)
-    cmd = [sys.executable, "-m", "morphoscale", "ingest", "--format", "rxrx", "--source", str(src), "--quiet", "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "morphoscale",
+        "ingest",
+        "--format",
+        "rxrx",
+        "--source",
+        str(src),
+        "--quiet",
+        "--workers",
+        "1",
+    ]
     out = tmp_path / "killed.zarr"
     partial = tmp_path / "killed.zarr.partial"
     proc = subprocess.Popen(cmd + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -166,11 +193,15 @@ def test_resume_skips_finished_sites(rxrx_screen, tmp_path, capsys, monkeypatch)
         return real(job)
 
     monkeypatch.setattr(ingest_mod, "_ingest_site", boom)
-    rc, _, _ = run_cli(capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", out, "--workers", "1", "--quiet")
+    rc, _, _ = run_cli(
+        capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", out, "--workers", "1", "--quiet"
+    )
     assert rc == 130 and not out.exists()
     calls.clear()
     monkeypatch.setattr(ingest_mod, "_ingest_site", lambda job: (calls.append(job[0]), real(job))[1])
-    rc, _, err = run_cli(capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", out, "--workers", "1", "--quiet")
+    rc, _, err = run_cli(
+        capsys, "ingest", "--format", "rxrx", "--source", rxrx_screen, "--out", out, "--workers", "1", "--quiet"
+    )
     assert rc == 0, err
     assert sorted(calls) == list(range(4, 16))  # the 4 finished sites were skipped
 
@@ -268,11 +299,12 @@ def test_new_files_hold_exactly_the_bytes_written(tmp_path, monkeypatch, direct,
     plainly, and later writes stop trying."""
     import errno
 
-    from morphoscale import io as msio
+    from morphoscale.data import direct_io as msio
 
     monkeypatch.setattr(msio, "_direct_refused", False)
     real_open = os.open
     if not direct:
+
         def refusing_open(path, flags, *args):
             if flags & getattr(os, "O_DIRECT", 0):
                 raise OSError(errno.EINVAL, "Invalid argument")
@@ -296,12 +328,20 @@ def test_site_chunks_are_what_zarr_reads(tmp_path, dtype, separator):
     under flat chunk names (what ingest makes) or nested ones."""
     import zarr
 
+    from morphoscale.data.direct_io import aligned_buffer
     from morphoscale.data.store import SiteChunks, blosc_codec
-    from morphoscale.io import aligned_buffer
 
     group = zarr.open_group(tmp_path / "s.zarr", mode="w")
     keys = {"name": "default", "separator": separator}
-    group.create_array("images", shape=(4, 3, 37, 41), chunks=(1, 3, 37, 41), dtype=dtype, compressors=[blosc_codec(dtype)], fill_value=0, chunk_key_encoding=keys)
+    group.create_array(
+        "images",
+        shape=(4, 3, 37, 41),
+        chunks=(1, 3, 37, 41),
+        dtype=dtype,
+        compressors=[blosc_codec(dtype)],
+        fill_value=0,
+        chunk_key_encoding=keys,
+    )
     writer = SiteChunks(tmp_path / "s.zarr" / "images")
     rng = np.random.default_rng(2)
     x = rng.integers(0, 3000 if dtype == "uint16" else 255, (4, 3, 37, 41)).astype(dtype)

@@ -9,9 +9,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import run_cli
 from scipy.stats import spearmanr
 
-from cli_helpers import run_cli
 from morphoscale.bench import summary
 from morphoscale.bench.intervals import estimate, mean_replicates, paired_difference, ratio_replicates
 from morphoscale.bench.truth import _r2_by_unit, truth_cosine_correlation
@@ -85,7 +85,10 @@ def test_cosine_correlation_is_spearman_over_gene_pairs_with_a_phenotype():
     phen = pd.DataFrame(T, columns=params).assign(gene=genes)
     est, reps, n = truth_cosine_correlation(G, genes, phen, params)
     keep = np.r_[0:4, 5:30]
-    U, V = G[keep] / np.linalg.norm(G[keep], axis=1, keepdims=True), T[keep] / np.linalg.norm(T[keep], axis=1, keepdims=True)
+    U, V = (
+        G[keep] / np.linalg.norm(G[keep], axis=1, keepdims=True),
+        T[keep] / np.linalg.norm(T[keep], axis=1, keepdims=True),
+    )
     iu = np.triu_indices(len(keep), 1)
     assert n == 29 and est.value == pytest.approx(spearmanr((U @ U.T)[iu], (V @ V.T)[iu]).statistic)
     assert est.ci_low < est.value < est.ci_high and len(reps) == 29
@@ -100,10 +103,28 @@ def small_map(tmp_path):
     for p in range(2):
         for g in ["POLR2A", "POLR2B", "SNRPE", "PSMA1", "c1", "c2"]:
             X.append(rng.normal(size=6))
-            rows.append(dict(perturbation=g, perturbation_type="compound" if g.startswith("c") else "gene", is_control=False, batch=f"b{p}", plate=f"P{p}", well=f"A{len(rows)}"))
+            rows.append(
+                dict(
+                    perturbation=g,
+                    perturbation_type="compound" if g.startswith("c") else "gene",
+                    is_control=False,
+                    batch=f"b{p}",
+                    plate=f"P{p}",
+                    well=f"A{len(rows)}",
+                )
+            )
         for _ in range(6):
             X.append(rng.normal(size=6))
-            rows.append(dict(perturbation="NTC", perturbation_type="control", is_control=True, batch=f"b{p}", plate=f"P{p}", well=f"A{len(rows)}"))
+            rows.append(
+                dict(
+                    perturbation="NTC",
+                    perturbation_type="control",
+                    is_control=True,
+                    batch=f"b{p}",
+                    plate=f"P{p}",
+                    well=f"A{len(rows)}",
+                )
+            )
     obs = pd.DataFrame(rows)
     obs.index = [f"w{i}" for i in range(len(obs))]
     ad.AnnData(X=np.array(X, np.float32), obs=obs).write_h5ad(tmp_path / "emb.h5ad")
@@ -115,14 +136,26 @@ def test_bench_on_a_small_screen_skips_what_cannot_run_and_says_why(tmp_path, ca
     (tmp_path / "targets.csv").write_text("compound,target\nc1,NOTINMAP\nc2,NOTINMAP\n")
     rc, _, err = run_cli(capsys, "map", "--embeddings", emb, "--out", tmp_path / "m.h5ad")
     assert rc == 0, err
-    rc, out, err = run_cli(capsys, "bench", "--map", tmp_path / "m.h5ad", "--out", tmp_path / "b", "--compound-targets", tmp_path / "targets.csv")
+    rc, out, err = run_cli(
+        capsys,
+        "bench",
+        "--map",
+        tmp_path / "m.h5ad",
+        "--out",
+        tmp_path / "b",
+        "--compound-targets",
+        tmp_path / "targets.csv",
+    )
     assert rc == 0, err
     s = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert s["recall"][0]["source"] == "CORUM"  # recall runs on 4 genes
     skipped = summary.read(tmp_path / "b").skipped()
     assert "complexes" in skipped and "10 or more genes" in skipped["complexes"]
     assert "annotated target" in skipped["compound_gene"] and all("\n" not in v for v in skipped.values())
-    assert [r["probe"] for r in s["drug_vs_control"]] == ["linear", "mlp"]  # 8 wells a fold: the MLP without early stopping
+    assert [r["probe"] for r in s["drug_vs_control"]] == [
+        "linear",
+        "mlp",
+    ]  # 8 wells a fold: the MLP without early stopping
     for key in skipped:
         assert f"skipped {key}:" in out
 

@@ -11,7 +11,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "morphoscale"
 
 # Each layer imports only itself and the layers before it. The first is the package's
 # root modules (errors, io, config, compute, ...): shared by every stage.
-LAYERS = ["", "data", "simulate", "models", "train", "embed", "features", "maps", "bench", "report", "flow", "compare", "cli", "__main__"]
+LAYERS = [
+    "",
+    "data",
+    "simulate",
+    "models",
+    "train",
+    "embed",
+    "features",
+    "maps",
+    "bench",
+    "report",
+    "flow",
+    "compare",
+    "cli",
+    "__main__",
+]
 ROOT_MODULES = {"__init__", "chunked", "compute", "config", "determinism", "errors", "io", "memory", "parallel"}
 
 
@@ -75,12 +90,23 @@ def test_no_private_name_crosses_a_package():
         for line, target, names in imports(path):
             if layer_of(target) == layer_of(here):
                 continue
-            crossing += [f"{path.relative_to(PACKAGE)}:{line} imports {target}.{n}" for n in names if n.startswith("_") and n != "__version__"]
+            crossing += [
+                f"{path.relative_to(PACKAGE)}:{line} imports {target}.{n}"
+                for n in names
+                if n.startswith("_") and n != "__version__"
+            ]
     assert not crossing, "private names used across packages:\n" + "\n".join(crossing)
 
 
-@pytest.mark.parametrize("source, expected", [("from ..bench.summary import fmt", "morphoscale.bench.summary"), ("from . import x", "morphoscale.report"),
-                                              ("from .elements import y", "morphoscale.report.elements"), ("import morphoscale.io", "morphoscale.io")])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from ..bench.summary import fmt", "morphoscale.bench.summary"),
+        ("from . import x", "morphoscale.report"),
+        ("from .elements import y", "morphoscale.report.elements"),
+        ("import morphoscale.io", "morphoscale.io"),
+    ],
+)
 def test_relative_imports_resolve(source, expected):
     """The checker itself: an import in report/html.py, at any depth, resolves to the module it names."""
     text = "def f():\n    " + source + "\n"

@@ -5,19 +5,29 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli_helpers import assert_one_line_error, run_cli
+from morphoscale.models.losses import fourier_l1, mae_loss
 from morphoscale.models.mae_vit import MAEConfig, MAEViT
 from morphoscale.models.registry import PRESETS, create_model, encoder_parameters
-from morphoscale.models.losses import fourier_l1, mae_loss
 
 CH6 = ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"]
 
 
 def small_mae(**kw):
-    cfg = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+    cfg = dict(
+        img_size=32,
+        patch_size=8,
+        in_chans=3,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
     cfg.update(kw)
     return MAEViT(MAEConfig(**cfg))
 
@@ -73,7 +83,9 @@ def test_fourier_term_matches_numpy():
     for n in range(N):
         for l in range(L):
             a, b = pred[n, l].reshape(p, p, C), target[n, l].reshape(p, p, C)
-            expected[n, l] = np.mean([np.abs(np.abs(np.fft.fft2(a[..., c])) - np.abs(np.fft.fft2(b[..., c]))).mean() for c in range(C)])
+            expected[n, l] = np.mean(
+                [np.abs(np.abs(np.fft.fft2(a[..., c])) - np.abs(np.fft.fft2(b[..., c]))).mean() for c in range(C)]
+            )
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     mask = torch.tensor(rng.random((N, L)) < 0.5, dtype=torch.float32)
     mask[0, 0] = 1
@@ -84,8 +96,16 @@ def test_fourier_term_matches_numpy():
     assert out["loss"].item() == pytest.approx(exp_loss, rel=1e-5)
 
 
-@pytest.mark.parametrize("name,millions", [("mae_vit_small_patch16_256", 22), ("mae_vit_base_patch16_256", 86), ("mae_vit_large_patch16_256", 304),
-                                           ("mae_vit_base_patch8_256", 86), ("ca_mae_vit_small_patch16_256", 22)])
+@pytest.mark.parametrize(
+    "name,millions",
+    [
+        ("mae_vit_small_patch16_256", 22),
+        ("mae_vit_base_patch16_256", 86),
+        ("mae_vit_large_patch16_256", 304),
+        ("mae_vit_base_patch8_256", 86),
+        ("ca_mae_vit_small_patch16_256", 22),
+    ],
+)
 def test_encoder_sizes_are_the_known_vit_sizes(name, millions):
     with torch.device("meta"):
         model = create_model(name, CH6)
@@ -93,11 +113,29 @@ def test_encoder_sizes_are_the_known_vit_sizes(name, millions):
 
 
 def test_every_named_preset_exists():
-    for n in ["mae_vit_tiny_patch8_64", "mae_vit_tiny_patch16_128", "mae_vit_small_patch16_256", "mae_vit_base_patch16_256", "mae_vit_base_patch8_256",
-              "mae_vit_large_patch16_256", "mae_vit_large_patch8_256", "ca_mae_vit_tiny_patch8_64", "ca_mae_vit_small_patch16_256", "mu_net_small", "mu_net_medium", "mu_net_large"]:
+    for n in [
+        "mae_vit_tiny_patch8_64",
+        "mae_vit_tiny_patch16_128",
+        "mae_vit_small_patch16_256",
+        "mae_vit_base_patch16_256",
+        "mae_vit_base_patch8_256",
+        "mae_vit_large_patch16_256",
+        "mae_vit_large_patch8_256",
+        "ca_mae_vit_tiny_patch8_64",
+        "ca_mae_vit_small_patch16_256",
+        "mu_net_small",
+        "mu_net_medium",
+        "mu_net_large",
+    ]:
         assert n in PRESETS
-    assert PRESETS["mae_vit_small_patch16_256"].decoder_embed_dim == 512 and PRESETS["mae_vit_small_patch16_256"].decoder_depth == 8
-    assert PRESETS["mae_vit_small_patch16_256"].mask_ratio == 0.75 and PRESETS["mae_vit_small_patch16_256"].fourier_weight == 0.01
+    assert (
+        PRESETS["mae_vit_small_patch16_256"].decoder_embed_dim == 512
+        and PRESETS["mae_vit_small_patch16_256"].decoder_depth == 8
+    )
+    assert (
+        PRESETS["mae_vit_small_patch16_256"].mask_ratio == 0.75
+        and PRESETS["mae_vit_small_patch16_256"].fourier_weight == 0.01
+    )
 
 
 def test_any_crop_size_and_embedding_layers():
@@ -140,7 +178,9 @@ def _jump_crops(examples_dir, n=16, size=64, seed=0):
     from morphoscale.data.examples import JUMP_FIELD_FILES
     from morphoscale.data.transforms import self_standardize
 
-    field = np.stack([tifffile.imread(examples_dir / "jump-pilot-field" / f) for f in JUMP_FIELD_FILES.values()]).astype(np.float32)
+    field = np.stack(
+        [tifffile.imread(examples_dir / "jump-pilot-field" / f) for f in JUMP_FIELD_FILES.values()]
+    ).astype(np.float32)
     rng = np.random.default_rng(seed)
     crops = []
     for _ in range(n):
@@ -178,10 +218,25 @@ def _weights(path):
 def test_resume_from_step_k_gives_the_same_weights(sim_store, tmp_path):
     from morphoscale.train.fit import TrainConfig, train
 
-    cfg = TrainConfig(model="mae_vit_tiny_patch8_64", model_overrides={"depth": 2, "drop_path": 0.1}, batch_size=4, max_steps=12,
-                      warmup_steps=3, checkpoint_every=5, preview_every=6, augment="random", lr=1e-3)
+    cfg = TrainConfig(
+        model="mae_vit_tiny_patch8_64",
+        model_overrides={"depth": 2, "drop_path": 0.1},
+        batch_size=4,
+        max_steps=12,
+        warmup_steps=3,
+        checkpoint_every=5,
+        preview_every=6,
+        augment="random",
+        lr=1e-3,
+    )
     full = train(cfg, sim_store, tmp_path / "full", progress=False)
-    resumed = train(cfg, sim_store, tmp_path / "resumed", resume_from=tmp_path / "full" / "checkpoints" / "step0000005.ckpt", progress=False)
+    resumed = train(
+        cfg,
+        sim_store,
+        tmp_path / "resumed",
+        resume_from=tmp_path / "full" / "checkpoints" / "step0000005.ckpt",
+        progress=False,
+    )
     a, b = _weights(full), _weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -196,13 +251,19 @@ def test_train_cli_errors(sim_store, tmp_path, capsys):
     rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--model", "mae_vit_huge")
     assert_one_line_error(rc, err, "key 'model': unknown preset 'mae_vit_huge'")
     (tmp_path / "bad.yaml").write_text("model: mae_vit_tiny_patch8_64\nlearning_rate: 0.1\n")
-    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--config", tmp_path / "bad.yaml")
+    rc, _, err = run_cli(
+        capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--config", tmp_path / "bad.yaml"
+    )
     assert_one_line_error(rc, err, "bad.yaml: key 'learning_rate': unknown key")
     (tmp_path / "big.yaml").write_text("model: mae_vit_tiny_patch16_128\n")
-    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--config", tmp_path / "big.yaml")
+    rc, _, err = run_cli(
+        capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--config", tmp_path / "big.yaml"
+    )
     assert_one_line_error(rc, err, "key 'crop_size': 128 does not fit the store's 64x64 images")
     (tmp_path / "ch.yaml").write_text("channels: [DNA, GFP]\n")
-    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--config", tmp_path / "ch.yaml")
+    rc, _, err = run_cli(
+        capsys, "train", "--store", sim_store, "--out", tmp_path / "r", "--config", tmp_path / "ch.yaml"
+    )
     assert_one_line_error(rc, err, "unknown channel(s) GFP")
     (tmp_path / "r2").mkdir()
     (tmp_path / "r2" / "x").write_text("x")
@@ -224,8 +285,12 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(sim
         return losses, preview
 
     monkeypatch.setattr(TrainingModule, "forward", poisoned)
-    (tmp_path / "c.yaml").write_text("model_overrides: {depth: 1}\nbatch_size: 2\nmax_steps: 10\ncheckpoint_every: 2\nwarmup_steps: 1\n")
-    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", tmp_path / "c.yaml", "--quiet")
+    (tmp_path / "c.yaml").write_text(
+        "model_overrides: {depth: 1}\nbatch_size: 2\nmax_steps: 10\ncheckpoint_every: 2\nwarmup_steps: 1\n"
+    )
+    rc, _, err = run_cli(
+        capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", tmp_path / "c.yaml", "--quiet"
+    )
     assert_one_line_error(rc, err, "non-finite loss or gradient at step 4", "checkpoints")
     good = _weights(tmp_path / "run" / "checkpoints" / "step0000004.ckpt")
     assert all(torch.isfinite(v).all() for v in good.values() if v.is_floating_point())

@@ -8,9 +8,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import assert_one_line_error, run_cli
 from scipy.stats import ks_2samp
 
-from cli_helpers import assert_one_line_error, run_cli
 from morphoscale.bench.complexes import complex_ks
 from morphoscale.bench.compounds import compound_gene_retrieval, drug_similarity_score
 from morphoscale.bench.probes import drug_vs_control
@@ -27,10 +27,14 @@ def wells(seed=0, n_genes=12, reps=4, n_ctrl=30, d=5, n_plates=3):
             effect = np.full(d, 3.0 * (g % 3 == 0)) * (1 + g % 2)
             for r in range(reps // n_plates + 1):
                 X.append(effect + rng.normal(size=d))
-                rows.append(dict(perturbation=f"G{g}", perturbation_type="gene", is_control=False, batch=f"b{p}", plate=f"P{p}"))
+                rows.append(
+                    dict(perturbation=f"G{g}", perturbation_type="gene", is_control=False, batch=f"b{p}", plate=f"P{p}")
+                )
         for c in range(n_ctrl // n_plates):
             X.append(rng.normal(size=d))
-            rows.append(dict(perturbation="NTC", perturbation_type="control", is_control=True, batch=f"b{p}", plate=f"P{p}"))
+            rows.append(
+                dict(perturbation="NTC", perturbation_type="control", is_control=True, batch=f"b{p}", plate=f"P{p}")
+            )
     return np.array(X), pd.DataFrame(rows)
 
 
@@ -47,8 +51,14 @@ def test_aggregate_mean_and_median_per_perturbation_with_controls_apart():
 
 def test_aggregate_keeps_compound_concentrations_apart():
     X = np.arange(12, dtype=float).reshape(6, 2)
-    obs = pd.DataFrame({"perturbation": ["c1", "c1", "c1", "g1", "g1", "NTC"], "perturbation_type": ["compound"] * 3 + ["gene"] * 2 + ["control"],
-                        "is_control": [False] * 5 + [True], "concentration": [0.1, 0.1, 1.0, np.nan, np.nan, np.nan]})
+    obs = pd.DataFrame(
+        {
+            "perturbation": ["c1", "c1", "c1", "g1", "g1", "NTC"],
+            "perturbation_type": ["compound"] * 3 + ["gene"] * 2 + ["control"],
+            "is_control": [False] * 5 + [True],
+            "concentration": [0.1, 0.1, 1.0, np.nan, np.nan, np.nan],
+        }
+    )
     P, pobs = aggregate(X, obs, "mean")
     assert list(pobs.index) == ["c1@0.1", "c1@1.0", "g1", "NTC"]
     np.testing.assert_allclose(P[0], X[:2].mean(0))
@@ -91,7 +101,9 @@ def test_complex_ks_matches_scipy():
     within = S[:12, :12][np.triu_indices(12, 1)]
     between = S[:12, 12:].ravel()
     ref = ks_2samp(within, between)
-    assert res["ks_statistic"].item() == pytest.approx(ref.statistic) and res["p_value"].item() == pytest.approx(ref.pvalue)
+    assert res["ks_statistic"].item() == pytest.approx(ref.statistic) and res["p_value"].item() == pytest.approx(
+        ref.pvalue
+    )
 
 
 def test_compound_gene_auc_is_the_rank_statistic():
@@ -155,10 +167,25 @@ def _write_embeddings(path, X, obs):
 
 def _bench_inputs(tmp_path, capsys):
     X, obs = wells(n_genes=12)
-    genes = ["POLR2A", "POLR2B", "POLR2C", "POLR2D", "POLR2E", "POLR2F", "SNRPE", "SNRPF", "SNRPG", "PSMA1", "PSMA2", "PSMA3"]
+    genes = [
+        "POLR2A",
+        "POLR2B",
+        "POLR2C",
+        "POLR2D",
+        "POLR2E",
+        "POLR2F",
+        "SNRPE",
+        "SNRPF",
+        "SNRPG",
+        "PSMA1",
+        "PSMA2",
+        "PSMA3",
+    ]
     obs["perturbation"] = obs["perturbation"].map(lambda p: genes[int(p[1:])] if p.startswith("G") else p)
     _write_embeddings(tmp_path / "emb.h5ad", X, obs)
-    rc, _, err = run_cli(capsys, "map", "--embeddings", tmp_path / "emb.h5ad", "--align", "tvn", "--out", tmp_path / "m.h5ad")
+    rc, _, err = run_cli(
+        capsys, "map", "--embeddings", tmp_path / "emb.h5ad", "--align", "tvn", "--out", tmp_path / "m.h5ad"
+    )
     assert rc == 0, err
     return tmp_path / "m.h5ad"
 
@@ -167,11 +194,28 @@ def test_map_and_bench_end_to_end(tmp_path, capsys, examples_dir):
     m = ad.read_h5ad(_bench_inputs(tmp_path, capsys))
     assert m.n_obs == 13 and m.obs["is_control"].sum() == 1 and m.uns["provenance"]["align"] == "tvn"
     kept = m.uns["alignment"]  # what the aligner kept, for the record
-    assert kept["method"] == "tvn" and kept["n_features_in"] == 5 and kept["n_components"] == 5 and kept["n_controls"] == 30
-    assert dict(kept["controls_per_batch"]) == {"b0": 10, "b1": 10, "b2": 10} and "fewer control wells than the 5" not in kept["warnings"]
+    assert (
+        kept["method"] == "tvn"
+        and kept["n_features_in"] == 5
+        and kept["n_components"] == 5
+        and kept["n_controls"] == 30
+    )
+    assert (
+        dict(kept["controls_per_batch"]) == {"b0": 10, "b1": 10, "b2": 10}
+        and "fewer control wells than the 5" not in kept["warnings"]
+    )
     assert (tmp_path / "m.wells.h5ad").exists()
     (tmp_path / "mine.csv").write_text("entity1,entity2\nPOLR2A,POLR2B\nPOLR2A,SNRPE\n")
-    rc, out, err = run_cli(capsys, "bench", "--map", tmp_path / "m.h5ad", "--out", tmp_path / "b", "--pairs", f"mine={tmp_path / 'mine.csv'}")
+    rc, out, err = run_cli(
+        capsys,
+        "bench",
+        "--map",
+        tmp_path / "m.h5ad",
+        "--out",
+        tmp_path / "b",
+        "--pairs",
+        f"mine={tmp_path / 'mine.csv'}",
+    )
     assert rc == 0, err
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     sources = {r["source"] for r in summary["recall"]}
@@ -258,7 +302,9 @@ def test_drug_similarity_pairs_are_all_pairs_sharing_a_target():
     compounds = [f"c{i}" for i in range(40)]
     targets = {c: list(rng.choice(list("ABCDEFGH"), rng.integers(0, 3), replace=False)) for c in compounds}
     i, j = shared_target_pairs(compounds, targets)
-    brute = [(a, b) for a in range(40) for b in range(a + 1, 40) if set(targets[compounds[a]]) & set(targets[compounds[b]])]
+    brute = [
+        (a, b) for a in range(40) for b in range(a + 1, 40) if set(targets[compounds[a]]) & set(targets[compounds[b]])
+    ]
     assert list(zip(i.tolist(), j.tolist())) == brute
 
 
@@ -280,8 +326,12 @@ def test_bench_runs_the_metrics_asked_for_and_records_what_each_cost(tmp_path, c
     quick = json.loads((tmp_path / "q" / "summary.json").read_text())
     assert rc == 0 and "map_activity" not in quick and quick["consistency"] == full["consistency"]
     # named but not supported by this map: skipped with the reason; left out silently only by default
-    rc, _, err = run_cli(capsys, "bench", "--map", m, "--out", tmp_path / "c", "--metrics", "recall,compound_gene", "--quiet")
-    assert rc == 0 and "compound" in json.loads((tmp_path / "c" / "summary.json").read_text())["compound_gene"]["skipped"]
+    rc, _, err = run_cli(
+        capsys, "bench", "--map", m, "--out", tmp_path / "c", "--metrics", "recall,compound_gene", "--quiet"
+    )
+    assert (
+        rc == 0 and "compound" in json.loads((tmp_path / "c" / "summary.json").read_text())["compound_gene"]["skipped"]
+    )
     assert "compound_gene" not in full
     rc, _, err = run_cli(capsys, "bench", "--map", m, "--out", tmp_path / "bad", "--metrics", "recall,recal")
     assert_one_line_error(rc, err, "--metrics: unknown metric 'recal'", "map_activity")

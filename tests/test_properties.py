@@ -13,13 +13,29 @@ FAST = settings(max_examples=25, deadline=None)
 
 
 @FAST
-@given(c=st.integers(1, 6), gh=st.integers(1, 5), gw=st.integers(1, 5), p=st.sampled_from([2, 4, 8]), seed=st.integers(0, 10**6))
+@given(
+    c=st.integers(1, 6),
+    gh=st.integers(1, 5),
+    gw=st.integers(1, 5),
+    p=st.sampled_from([2, 4, 8]),
+    seed=st.integers(0, 10**6),
+)
 def test_patchify_then_unpatchify_is_the_identity(c, gh, gw, p, seed):
     from morphoscale.models.ca_mae import CAMAEViT
     from morphoscale.models.mae_vit import MAEConfig, MAEViT
 
     imgs = torch.randn(2, c, gh * p, gw * p, generator=torch.Generator().manual_seed(seed))
-    cfg = MAEConfig(img_size=max(gh, gw) * p, patch_size=p, in_chans=c, embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    cfg = MAEConfig(
+        img_size=max(gh, gw) * p,
+        patch_size=p,
+        in_chans=c,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
     mae = MAEViT(cfg)
     tokens = mae.patchify(imgs)
     assert tokens.shape == (2, gh * gw, p * p * c)
@@ -27,7 +43,12 @@ def test_patchify_then_unpatchify_is_the_identity(c, gh, gw, p, seed):
     # token k holds the pixels of patch (k // gw, k % gw)
     k = (gh * gw) // 2
     y, x = divmod(k, gw)
-    torch.testing.assert_close(tokens[0, k].reshape(p, p, c).permute(2, 0, 1), imgs[0, :, y * p : (y + 1) * p, x * p : (x + 1) * p], rtol=0, atol=0)
+    torch.testing.assert_close(
+        tokens[0, k].reshape(p, p, c).permute(2, 0, 1),
+        imgs[0, :, y * p : (y + 1) * p, x * p : (x + 1) * p],
+        rtol=0,
+        atol=0,
+    )
     ca = CAMAEViT(cfg, [f"c{i}" for i in range(c)])
     t = ca.patchify(imgs)
     assert t.shape == (2, c * gh * gw, p * p)
@@ -47,25 +68,42 @@ def test_recall_ignores_the_order_of_genes_and_of_pairs(n, d, n_pairs, seed):
     pairs = pd.DataFrame({"entity1": [genes[i] for i in a], "entity2": [genes[j] for j in b]})
     ref = relationship_recall(X, genes, {"S": pairs}, dtype=torch.float64)
     perm = rng.permutation(n)
-    flipped = pairs.sample(frac=1.0, random_state=seed).rename(columns={"entity1": "entity2", "entity2": "entity1"})  # shuffled, reversed
-    got = relationship_recall(X[perm], [genes[i] for i in perm], {"S": pd.concat([flipped, pairs.iloc[:3]])}, dtype=torch.float64)  # duplicates too
+    flipped = pairs.sample(frac=1.0, random_state=seed).rename(
+        columns={"entity1": "entity2", "entity2": "entity1"}
+    )  # shuffled, reversed
+    got = relationship_recall(
+        X[perm], [genes[i] for i in perm], {"S": pd.concat([flipped, pairs.iloc[:3]])}, dtype=torch.float64
+    )  # duplicates too
     pd.testing.assert_series_equal(got["recall"], ref["recall"])
     pd.testing.assert_series_equal(got["n_pairs"], ref["n_pairs"])
 
 
 @FAST
-@given(n_pert=st.integers(2, 6), reps=st.integers(1, 4), d=st.integers(1, 5), method=st.sampled_from(["mean", "median"]), seed=st.integers(0, 10**6))
+@given(
+    n_pert=st.integers(2, 6),
+    reps=st.integers(1, 4),
+    d=st.integers(1, 5),
+    method=st.sampled_from(["mean", "median"]),
+    seed=st.integers(0, 10**6),
+)
 def test_aggregation_ignores_row_order_and_matches_a_groupby(n_pert, reps, d, method, seed):
     from morphoscale.maps.aggregate import aggregate
 
     rng = np.random.default_rng(seed)
     names = [f"P{i}" for i in range(n_pert)] + ["ctrl"]
-    obs = pd.DataFrame({"perturbation": np.repeat(names, reps), "perturbation_type": ["gene"] * (n_pert * reps) + ["control"] * reps,
-                        "is_control": [False] * (n_pert * reps) + [True] * reps})
+    obs = pd.DataFrame(
+        {
+            "perturbation": np.repeat(names, reps),
+            "perturbation_type": ["gene"] * (n_pert * reps) + ["control"] * reps,
+            "is_control": [False] * (n_pert * reps) + [True] * reps,
+        }
+    )
     X = rng.normal(size=(len(obs), d))
     P, o = aggregate(X, obs, method)
     expected = pd.DataFrame(X).groupby(obs["perturbation"].to_numpy()).agg(method)
-    np.testing.assert_allclose(P, expected.loc[o["perturbation"]].to_numpy(), rtol=1e-5, atol=1e-6)  # profiles are float32
+    np.testing.assert_allclose(
+        P, expected.loc[o["perturbation"]].to_numpy(), rtol=1e-5, atol=1e-6
+    )  # profiles are float32
     assert (o["n_rows"] == reps).all() and o["is_control"].sum() == 1
     perm = rng.permutation(len(obs))
     P2, o2 = aggregate(X[perm], obs.iloc[perm].reset_index(drop=True), method)
@@ -74,7 +112,9 @@ def test_aggregation_ignores_row_order_and_matches_a_groupby(n_pert, reps, d, me
 
 
 @FAST
-@given(total_steps=st.integers(1, 6), world=st.sampled_from([1, 2, 4]), per=st.integers(1, 3), start_step=st.integers(0, 6))
+@given(
+    total_steps=st.integers(1, 6), world=st.sampled_from([1, 2, 4]), per=st.integers(1, 3), start_step=st.integers(0, 6)
+)
 def test_the_sharded_sampler_partitions_every_global_batch(total_steps, world, per, start_step):
     from morphoscale.train.data import ResumableSampler
 

@@ -9,7 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from morphoscale.bench.relationships import normalize_rows, null_order_statistics, pair_indices, recall_with_replicates, relationship_recall
+from morphoscale.bench.relationships import (
+    normalize_rows,
+    null_order_statistics,
+    pair_indices,
+    recall_with_replicates,
+    relationship_recall,
+)
 from morphoscale.errors import InputError
 
 
@@ -35,7 +41,11 @@ def brute_force_recall(X, genes, pairs, lo, hi):
             continue
         seen.add(key)
         cos.append(S[key])
-    return float(np.mean(efaar_rule(null, np.array(cos), lo, hi))), len(cos), float(np.mean(efaar_rule(null, null, lo, hi)))
+    return (
+        float(np.mean(efaar_rule(null, np.array(cos), lo, hi))),
+        len(cos),
+        float(np.mean(efaar_rule(null, null, lo, hi))),
+    )
 
 
 def random_case(seed, n=70, d=6, n_pairs=150):
@@ -67,7 +77,9 @@ def test_the_rank_rule_holds_at_small_null_sizes_and_with_ties(n):
     X = rng.normal(size=(n, 3))
     X[n // 2] = X[0]  # a tie in the null
     genes = [f"G{i}" for i in range(n)]
-    pairs = pd.DataFrame([(genes[i], genes[j]) for i in range(n) for j in range(i + 1, n)], columns=["entity1", "entity2"])
+    pairs = pd.DataFrame(
+        [(genes[i], genes[j]) for i in range(n) for j in range(i + 1, n)], columns=["entity1", "entity2"]
+    )
     table = relationship_recall(X, genes, {"all": pairs}, dtype=torch.float64)
     for lo, hi in ((5.0, 95.0), (10.0, 90.0), (0.0, 100.0), (50.0, 50.0)):
         got = relationship_recall(X, genes, {"all": pairs}, thresholds=((lo, hi),), dtype=torch.float64).iloc[0]
@@ -97,7 +109,13 @@ def test_the_interval_is_the_delete_one_gene_jackknife_with_the_null_held():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(3, 40), st.integers(1, 5), st.lists(st.floats(0, 1), min_size=1, max_size=4), st.integers(2, 9), st.integers(0, 10_000))
+@given(
+    st.integers(3, 40),
+    st.integers(1, 5),
+    st.lists(st.floats(0, 1), min_size=1, max_size=4),
+    st.integers(2, 9),
+    st.integers(0, 10_000),
+)
 def test_null_order_statistics_are_exact(n, d, qs, block, seed):
     X = np.random.default_rng(seed).normal(size=(n, d))
     U = X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -114,7 +132,10 @@ def test_recall_is_invariant_to_the_order_of_perturbations_and_pairs():
     perm = np.random.default_rng(1).permutation(len(genes))
     flipped = pairs.rename(columns={"entity1": "entity2", "entity2": "entity1"}).sample(frac=1, random_state=3)
     got = relationship_recall(X[perm], [genes[i] for i in perm], {"S": flipped}, dtype=torch.float64)
-    pd.testing.assert_frame_equal(ref.drop(columns=["lower_threshold", "upper_threshold"]), got.drop(columns=["lower_threshold", "upper_threshold"]))
+    pd.testing.assert_frame_equal(
+        ref.drop(columns=["lower_threshold", "upper_threshold"]),
+        got.drop(columns=["lower_threshold", "upper_threshold"]),
+    )
 
 
 def test_pairs_are_undirected_deduplicated_without_self_pairs():
@@ -129,7 +150,10 @@ def test_structured_map_beats_random_and_a_shuffled_map_does_not():
     genes = [f"G{i}" for i in range(300)]
     member = np.repeat(np.arange(30), 10)
     X = groups[member] + 0.5 * rng.normal(size=(300, 16))
-    pairs = pd.DataFrame([(genes[i], genes[j]) for i in range(300) for j in range(i + 1, 300) if member[i] == member[j]], columns=["entity1", "entity2"])
+    pairs = pd.DataFrame(
+        [(genes[i], genes[j]) for i in range(300) for j in range(i + 1, 300) if member[i] == member[j]],
+        columns=["entity1", "entity2"],
+    )
     rec = relationship_recall(X, genes, {"complexes": pairs})
     assert rec.loc[rec.lower == 5, "recall"].item() > 0.6
     shuffled = relationship_recall(X[rng.permutation(300)], genes, {"complexes": pairs})

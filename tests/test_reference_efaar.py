@@ -36,7 +36,9 @@ def annotations():
     return examples.get("annotations")
 
 
-def screen(genes: list[str], d: int, controls_per_batch: int, n_batches: int = 8, wells_per_gene: int = 4, seed: int = 0):
+def screen(
+    genes: list[str], d: int, controls_per_batch: int, n_batches: int = 8, wells_per_gene: int = 4, seed: int = 0
+):
     """Wells of a CRISPR-style screen: each gene's wells spread over the batches, a per-batch
     gain and offset on every dimension, `controls_per_batch` control wells in each batch."""
     rng = np.random.default_rng(seed)
@@ -89,7 +91,9 @@ def test_recall_equals_efaar_known_relationship_benchmark_exactly(efaar, annotat
     X, obs = screen(real_genes(annotations, n_genes, seed=n_genes), d, controls_per_batch, seed=1)
     aligned = ef.tvn_on_controls(X, obs, "perturbation", "NTC", "batch")
     agg = ef.aggregate(aligned, obs, "perturbation", keys_to_remove=["NTC"])
-    theirs = bm.known_relationship_benchmark(agg, "perturbation", benchmark_data_dir=str(annotations)).set_index("source")
+    theirs = bm.known_relationship_benchmark(agg, "perturbation", benchmark_data_dir=str(annotations)).set_index(
+        "source"
+    )
     genes = agg.metadata["perturbation"].tolist()
     sources = load_sources(annotations, SOURCES)
     for dtype in (torch.float64, torch.float32):
@@ -108,7 +112,9 @@ def test_recall_equals_efaar_known_relationship_benchmark_exactly(efaar, annotat
     ours = relationship_recall(profiles[keep], genes, sources, dtype=torch.float64)
     r5 = ours[ours.lower == 5.0].set_index("source")
     for src in theirs.index:
-        assert abs(r5.loc[src, "recall"] - theirs.loc[src, "recall_0.05_0.95"]) * r5.loc[src, "n_pairs"] <= 2  # float32 profiles: a pair or two at the cut
+        assert (
+            abs(r5.loc[src, "recall"] - theirs.loc[src, "recall_0.05_0.95"]) * r5.loc[src, "n_pairs"] <= 2
+        )  # float32 profiles: a pair or two at the cut
 
 
 def test_float32_features_with_an_exact_linear_dependency_give_the_references_map(efaar, annotations):

@@ -60,4 +60,6 @@ def test_one_list_of_aligners_feeds_the_estimators_the_config_and_the_docs():
     with pytest.raises(ValueError, match="unknown alignment 'tvm'"):
         MapSpec(align="tvm")
     doc = (Path(__file__).resolve().parents[1] / "docs" / "map.md").read_text()
-    assert sorted(re.findall(r"^   \| `(\w+)`", doc, flags=re.M)) == sorted(ALIGNERS)  # every aligner documented, no other
+    assert sorted(re.findall(r"^   \| `(\w+)`", doc, flags=re.M)) == sorted(
+        ALIGNERS
+    )  # every aligner documented, no other

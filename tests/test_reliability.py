@@ -23,11 +23,20 @@ def trained(sim_store, tmp_path_factory):
     from morphoscale.train.fit import TrainConfig, train
 
     root = tmp_path_factory.mktemp("rel")
-    ckpt = train(TrainConfig(model="mae_vit_tiny_patch8_64", model_overrides={"depth": 1}, batch_size=4, max_steps=2, warmup_steps=1),
-                 sim_store, root / "m", progress=False)
+    ckpt = train(
+        TrainConfig(
+            model="mae_vit_tiny_patch8_64", model_overrides={"depth": 1}, batch_size=4, max_steps=2, warmup_steps=1
+        ),
+        sim_store,
+        root / "m",
+        progress=False,
+    )
     from morphoscale.cli import main
 
-    assert main(["embed", "--checkpoint", str(ckpt), "--store", str(sim_store), "--out", str(root / "e.h5ad"), "--quiet"]) == 0
+    assert (
+        main(["embed", "--checkpoint", str(ckpt), "--store", str(sim_store), "--out", str(root / "e.h5ad"), "--quiet"])
+        == 0
+    )
     assert main(["map", "--embeddings", str(root / "e.h5ad"), "--out", str(root / "map.h5ad")]) == 0
     return root, ckpt
 
@@ -53,26 +62,62 @@ def test_corpus_of_the_later_verbs(trained, sim_store, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     emb, mp = root / "e.h5ad", root / "map.h5ad"
     cases = [
-        (["embed", "--checkpoint", tmp_path / "trunc.ckpt", "--store", sim_store, "--out", out], ["trunc.ckpt", "not a morphoscale checkpoint"]),
-        (["embed", "--checkpoint", tmp_path / "empty.ckpt", "--store", sim_store, "--out", out], ["empty.ckpt", "not a morphoscale checkpoint"]),
-        (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--tile-size", "0"], ["--tile-size: must be at least 1"]),
-        (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--tile-size", "32", "--stride", "-1"], ["--stride: must be at least 1"]),
+        (
+            ["embed", "--checkpoint", tmp_path / "trunc.ckpt", "--store", sim_store, "--out", out],
+            ["trunc.ckpt", "not a morphoscale checkpoint"],
+        ),
+        (
+            ["embed", "--checkpoint", tmp_path / "empty.ckpt", "--store", sim_store, "--out", out],
+            ["empty.ckpt", "not a morphoscale checkpoint"],
+        ),
+        (
+            ["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--tile-size", "0"],
+            ["--tile-size: must be at least 1"],
+        ),
+        (
+            ["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--tile-size", "32", "--stride", "-1"],
+            ["--stride: must be at least 1"],
+        ),
         (["simulate", "--out", tmp_path / "s", "--preset", "tiny", "--seed", "-1"], ["--seed: must be between 0"]),
         (["embed", "--checkpoint", ckpt, "--store", tmp_path, "--out", out], ["not an image store"]),
-        (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", tmp_path / "existing.h5ad"], ["existing.h5ad: output exists"]),
+        (
+            ["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", tmp_path / "existing.h5ad"],
+            ["existing.h5ad: output exists"],
+        ),
         (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--level", "plate"], ["--level"]),
         (["embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--pooling", "max"], ["--pooling"]),
-        (["map", "--embeddings", _emb_variant(emb, tmp_path / "rows0.h5ad", rows=slice(0, 0)), "--out", out], ["rows0.h5ad", "empty (0 x"]),
-        (["map", "--embeddings", _emb_variant(emb, tmp_path / "cols0.h5ad", cols=slice(0, 0)), "--out", out], ["cols0.h5ad", "x 0)"]),
+        (
+            ["map", "--embeddings", _emb_variant(emb, tmp_path / "rows0.h5ad", rows=slice(0, 0)), "--out", out],
+            ["rows0.h5ad", "empty (0 x"],
+        ),
+        (
+            ["map", "--embeddings", _emb_variant(emb, tmp_path / "cols0.h5ad", cols=slice(0, 0)), "--out", out],
+            ["cols0.h5ad", "x 0)"],
+        ),
         (["map", "--embeddings", tmp_path / "garbage.h5ad", "--out", out], ["garbage.h5ad", "cannot read"]),
         (["map", "--embeddings", emb, "--out", out, "--align", "magic"], ["magic"]),
-        (["bench", "--map", tmp_path / "garbage.h5ad", "--out", tmp_path / "b"], ["garbage.h5ad", "cannot read as a map"]),
+        (
+            ["bench", "--map", tmp_path / "garbage.h5ad", "--out", tmp_path / "b"],
+            ["garbage.h5ad", "cannot read as a map"],
+        ),
         (["bench", "--map", emb, "--out", tmp_path / "b"], []),  # embeddings, not a map: refused
-        (["bench", "--map", mp, "--pairs", f"mine={tmp_path / 'nooverlap.csv'}", "--out", tmp_path / "b"], ["nooverlap.csv", "no pair of this annotation"]),
-        (["bench", "--map", mp, "--pairs", str(tmp_path / "nooverlap.csv"), "--out", tmp_path / "b"], ["expected NAME=FILE"]),
+        (
+            ["bench", "--map", mp, "--pairs", f"mine={tmp_path / 'nooverlap.csv'}", "--out", tmp_path / "b"],
+            ["nooverlap.csv", "no pair of this annotation"],
+        ),
+        (
+            ["bench", "--map", mp, "--pairs", str(tmp_path / "nooverlap.csv"), "--out", tmp_path / "b"],
+            ["expected NAME=FILE"],
+        ),
         (["bench", "--map", tmp_path / "nomap.h5ad", "--out", tmp_path / "b"], ["nomap.h5ad", "not found"]),
-        (["train", "--store", sim_store, "--out", tmp_path / "t", "--config", tmp_path / "badtype.yaml"], ["key 'batch_size'"]),
-        (["train", "--store", sim_store, "--out", tmp_path / "t", "--config", tmp_path / "neg.yaml"], ["key 'max_steps'"]),
+        (
+            ["train", "--store", sim_store, "--out", tmp_path / "t", "--config", tmp_path / "badtype.yaml"],
+            ["key 'batch_size'"],
+        ),
+        (
+            ["train", "--store", sim_store, "--out", tmp_path / "t", "--config", tmp_path / "neg.yaml"],
+            ["key 'max_steps'"],
+        ),
         (["features", "--store", sim_store, "--out", tmp_path / "existing.h5ad"], ["existing.h5ad: output exists"]),
         (["report", tmp_path], ["not a run folder"]),
     ]
@@ -113,9 +158,21 @@ def test_read_only_output_folder_for_features(sim_store, tmp_path, capsys, monke
 def test_killed_training_resumes_to_the_same_weights(sim_store, tmp_path):
     """SIGKILL a training run after its step-4 checkpoint; `--resume` ends with the weights of
     an uninterrupted run (CPU, deterministic) to 1e-6."""
-    (tmp_path / "c.yaml").write_text("model: mae_vit_tiny_patch8_64\nmodel_overrides: {depth: 2}\nbatch_size: 4\nmax_steps: 10\n"
-                                     "warmup_steps: 2\ncheckpoint_every: 2\npreview_every: 100\nlr: 1.0e-3\naugment: random\n")
-    cmd = [sys.executable, "-m", "morphoscale", "train", "--store", str(sim_store), "--config", str(tmp_path / "c.yaml"), "--quiet"]
+    (tmp_path / "c.yaml").write_text(
+        "model: mae_vit_tiny_patch8_64\nmodel_overrides: {depth: 2}\nbatch_size: 4\nmax_steps: 10\n"
+        "warmup_steps: 2\ncheckpoint_every: 2\npreview_every: 100\nlr: 1.0e-3\naugment: random\n"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "morphoscale",
+        "train",
+        "--store",
+        str(sim_store),
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--quiet",
+    ]
     ref = subprocess.run(cmd + ["--out", str(tmp_path / "ref")], capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
     run = tmp_path / "run"
@@ -142,7 +199,9 @@ def test_a_torn_stage_record_is_not_a_cache_hit(tmp_path):
     from morphoscale.flow.config import RunConfig
     from morphoscale.flow.pipeline import Flow
 
-    cfg = RunConfig.model_validate({"data": {"simulate": {"preset": "tiny"}}, "encoders": [{"name": "f", "kind": "features"}]})
+    cfg = RunConfig.model_validate(
+        {"data": {"simulate": {"preset": "tiny"}}, "encoders": [{"name": "f", "kind": "features"}]}
+    )
     flow = Flow(cfg, tmp_path / "r")
     keys = flow.keys()
     data = flow.stages[0]
@@ -177,7 +236,10 @@ def test_a_damaged_chunk_is_one_line_naming_it_never_a_blank_site(trained, sim_s
         from numcodecs import Blosc
 
         chunk.write_bytes(Blosc(cname="lz4").encode(np.zeros(10, np.uint8)))  # a valid frame of another array
-    for verb in (["embed", "--checkpoint", ckpt, "--out", tmp_path / "e.h5ad"], ["features", "--out", tmp_path / "f.h5ad", "--workers", "1"]):
+    for verb in (
+        ["embed", "--checkpoint", ckpt, "--out", tmp_path / "e.h5ad"],
+        ["features", "--out", tmp_path / "f.h5ad", "--workers", "1"],
+    ):
         rc, _, err = run_cli(capsys, *verb, "--store", store, "--quiet")
         assert_one_line_error(rc, err, "site 3", "c.3.0.0.0")
         assert not (tmp_path / "e.h5ad").exists() and not (tmp_path / "f.h5ad").exists()

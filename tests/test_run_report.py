@@ -46,15 +46,29 @@ def tiny_run(tmp_path_factory):
 
 
 def _stage_keys(run: Path) -> dict:
-    return {f.stem: json.loads(f.read_text())["finished"] + json.loads(f.read_text())["key"] for f in (run / "stages").glob("*.json")}
+    return {
+        f.stem: json.loads(f.read_text())["finished"] + json.loads(f.read_text())["key"]
+        for f in (run / "stages").glob("*.json")
+    }
 
 
 def test_run_writes_every_stage_and_the_report(tiny_run):
     out = tiny_run / "out"
-    for p in ("store.zarr", "screen/ground_truth", "encoders/mae/train/model.ckpt", "encoders/features/embeddings.h5ad",
-              "encoders/oracle/map.h5ad", "encoders/random_init/bench/summary.json", "recall.csv", "report.html", "run.yaml"):
+    for p in (
+        "store.zarr",
+        "screen/ground_truth",
+        "encoders/mae/train/model.ckpt",
+        "encoders/features/embeddings.h5ad",
+        "encoders/oracle/map.h5ad",
+        "encoders/random_init/bench/summary.json",
+        "recall.csv",
+        "report.html",
+        "run.yaml",
+    ):
         assert (out / p).exists(), p
-    assert len(list((out / "stages").glob("*.json"))) == 1 + 4 * 4 - 2 + 1  # data, 2 trains, 4 x embed/map/bench, report
+    assert (
+        len(list((out / "stages").glob("*.json"))) == 1 + 4 * 4 - 2 + 1
+    )  # data, 2 trains, 4 x embed/map/bench, report
     recall = pd.read_csv(out / "recall.csv")
     assert set(recall["encoder"]) == {"mae", "random_init", "features", "oracle"}
     oracle = recall[(recall.encoder == "oracle") & (recall.source == "CORUM")].recall.item()
@@ -64,19 +78,31 @@ def test_run_writes_every_stage_and_the_report(tiny_run):
     paired = pd.read_csv(out / "paired.csv")
     assert set(paired["encoder"]) == {"mae"} and set(paired["baseline"]) == {"random_init"}
     row = paired[paired.metric == "recall/CORUM/5"].iloc[0]
-    mae, rnd_init = (recall[(recall.encoder == e) & (recall.source == "CORUM")].recall.item() for e in ("mae", "random_init"))
+    mae, rnd_init = (
+        recall[(recall.encoder == e) & (recall.source == "CORUM")].recall.item() for e in ("mae", "random_init")
+    )
     assert row.difference == pytest.approx(mae - rnd_init) and row.ci_low <= row.difference <= row.ci_high
     assert {"decoding_r2", "truth_cosine_spearman"} <= set(paired.metric)  # the simulated truth, through the run
     # the oracle decodes its own parameters and follows the true geometry far better than an untrained ViT
-    oracle_s, floor_s = (json.loads((out / "encoders" / e / "bench" / "summary.json").read_text()) for e in ("oracle", "random_init"))
+    oracle_s, floor_s = (
+        json.loads((out / "encoders" / e / "bench" / "summary.json").read_text()) for e in ("oracle", "random_init")
+    )
     assert oracle_s["decoding_r2"]["mean_r2"] > floor_s["decoding_r2"]["mean_r2"] + 0.3
     # every stage records what its numbers depend on (docs/reliability.md)
     import anndata as ad
 
     assert floor_s["determinism"]["numpy"] == np.__version__ and "environment" in floor_s["determinism"]
     for f in ("embeddings.h5ad", "map.h5ad"):
-        assert json.loads(ad.read_h5ad(out / "encoders" / "random_init" / f).uns["provenance"]["determinism"])["numpy"] == np.__version__
-    assert json.loads((out / "encoders" / "mae" / "train" / "config.json").read_text())["determinism"]["deterministic_algorithms"] is True
+        assert (
+            json.loads(ad.read_h5ad(out / "encoders" / "random_init" / f).uns["provenance"]["determinism"])["numpy"]
+            == np.__version__
+        )
+    assert (
+        json.loads((out / "encoders" / "mae" / "train" / "config.json").read_text())["determinism"][
+            "deterministic_algorithms"
+        ]
+        is True
+    )
     assert oracle_s["truth_cosine"]["spearman"] > 0.5 > floor_s["truth_cosine"]["spearman"]
     page = (out / "report.html").read_text()
     assert "Each encoder against its baseline, paired" in page and "Against the simulated truth" in page
@@ -100,7 +126,9 @@ def test_rerun_is_cached_and_changes_rerun_only_what_depends_on_them(tiny_run, c
         r = rows.set_index("source").reindex(sources)
         assert printed == [round(v, 3) for triple in zip(r.recall, r.ci_low, r.ci_high) for v in triple]
     page = (out / "report.html").read_text()
-    embedded = json.loads(re.search(r'<script type="application/json" id="recall-table">(.*?)</script>', page, re.S).group(1))
+    embedded = json.loads(
+        re.search(r'<script type="application/json" id="recall-table">(.*?)</script>', page, re.S).group(1)
+    )
     pd.testing.assert_frame_equal(pd.DataFrame(embedded), recall, check_dtype=False)
 
     # another alignment: data, train and embed stay; map, bench and report re-run
@@ -124,7 +152,18 @@ def test_check_reproducible_reruns_a_stage_compares_and_leaves_the_run_as_it_was
     cfg, out = tiny_run / "tiny.yaml", tiny_run / "out"
     run_cli(capsys, "run", cfg, "--out", out, "--quiet")
     ckpt = (out / "encoders/mae/train/model.ckpt").read_bytes()
-    rc, stdout, err = run_cli(capsys, "run", cfg, "--out", out, "--quiet", "--check-reproducible", "train:mae", "--check-reproducible", "embed:features")
+    rc, stdout, err = run_cli(
+        capsys,
+        "run",
+        cfg,
+        "--out",
+        out,
+        "--quiet",
+        "--check-reproducible",
+        "train:mae",
+        "--check-reproducible",
+        "embed:features",
+    )
     assert rc == 0, err
     t = pd.read_csv(out / "reproducible.csv")
     assert set(t.stage) == {"train:mae", "embed:features"} and t.equal.all(), t
@@ -160,9 +199,27 @@ def test_report_loads_in_headless_chromium(tiny_run, tmp_path):
     page = (tiny_run / "out" / "report.html").resolve()
     text = page.read_text()
     assert "http://" not in text and "https://" not in text  # nothing fetched from the network
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([browser, *flags, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [
+            browser,
+            *flags,
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     n_img = text.count("<img ")
     assert n_img >= 10
@@ -172,7 +229,12 @@ def test_report_loads_in_headless_chromium(tiny_run, tmp_path):
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "error" in line.lower() or "uncaught" in line.lower()], console
     shot = tmp_path / "report.png"
-    r = subprocess.run([browser, *flags, "--window-size=1280,4000", f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [browser, *flags, "--window-size=1280,4000", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
     from PIL import Image
 
@@ -185,14 +247,23 @@ def test_run_config_errors_name_the_key(tmp_path, capsys):
     cases = [
         ("name: x\nencoders: [{name: a, kind: features}]\n", "key 'data'"),
         ("data: {simulate: {preset: tiny}, store: x.zarr}\nencoders: [{name: a, kind: features}]\n", "exactly one of"),
-        ("data: {simulate: {preset: tiny}}\nencoders: [{name: a, kind: features}, {name: a, kind: oracle}]\n", "unique"),
+        (
+            "data: {simulate: {preset: tiny}}\nencoders: [{name: a, kind: features}, {name: a, kind: oracle}]\n",
+            "unique",
+        ),
         ("data: {store: x.zarr}\nencoders: [{name: o, kind: oracle}]\n", "oracle"),
         ("data: {simulate: {preset: tiny}}\nencoders: [{name: m, train: nope.yaml}]\n", "key 'encoders.0.train'"),
         ("data: {simulate: {preset: tiny}}\nencoders: [{name: m}]\n", "needs a train config"),
-        ("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\nmap: {align: magic}\n", "key 'map.align'"),
+        (
+            "data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\nmap: {align: magic}\n",
+            "key 'map.align'",
+        ),
         ("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\ncolour: red\n", "key 'colour'"),
         ("data: {simulate: {preset: tiny}}\nencoders: [{name: 'a b', kind: features}]\n", "key 'encoders.0.name'"),
-        ("data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\nbench: {metrics: [recall, nope]}\n", "key 'bench.metrics'"),
+        (
+            "data: {simulate: {preset: tiny}}\nencoders: [{name: f, kind: features}]\nbench: {metrics: [recall, nope]}\n",
+            "key 'bench.metrics'",
+        ),
     ]
     for i, (text, expected) in enumerate(cases):
         (tmp_path / f"c{i}.yaml").write_text(text)
@@ -210,7 +281,9 @@ def test_config_reference_is_current():
     from morphoscale.flow.reference import reference
 
     page = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
-    assert page.read_text() == reference(), "regenerate: python -m morphoscale.flow.reference > docs/config-reference.md"
+    assert page.read_text() == reference(), (
+        "regenerate: python -m morphoscale.flow.reference > docs/config-reference.md"
+    )
 
 
 def test_nucleus_crops_are_centred_and_mirrored_at_the_border():
@@ -244,7 +317,11 @@ def test_holdout_width_keeps_training_crops_off_the_right_side(sim_store, monkey
 def test_real_field_run_probes_nucleus_features_and_reconstructs_held_out_crops(tmp_path, capsys, examples_dir):
     cfg = tmp_path / "jump.yaml"
     text = (Path(__file__).resolve().parents[1] / "configs" / "jump_pilot_field.yaml").read_text()
-    cfg.write_text(text.replace("max_steps: 500", "max_steps: 3").replace("batch_size: 32", "batch_size: 4").replace("preview_every: 100", "preview_every: 3"))
+    cfg.write_text(
+        text.replace("max_steps: 500", "max_steps: 3")
+        .replace("batch_size: 32", "batch_size: 4")
+        .replace("preview_every: 100", "preview_every: 3")
+    )
     rc, stdout, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "run", "--quiet")
     assert rc == 0, err
     r2 = pd.read_csv(tmp_path / "run" / "probe" / "r2.csv")
@@ -278,8 +355,20 @@ def test_the_report_draws_paired_differences_against_training_flops(tmp_path):
         (d / "resources.json").write_text(json.dumps({"training_flops": flops}))
         encoders[name] = d.parent
         for metric in ("decoding_r2", "truth_cosine_spearman", "recall/CORUM/5"):
-            rows.append({"encoder": name, "baseline": "twin", "metric": metric, "label": metric, "a": 0.1, "b": 0.1,
-                         "difference": 0.01 * k, "ci_low": 0.01 * k - 0.02, "ci_high": 0.01 * k + 0.02, "note": ""})
+            rows.append(
+                {
+                    "encoder": name,
+                    "baseline": "twin",
+                    "metric": metric,
+                    "label": metric,
+                    "a": 0.1,
+                    "b": 0.1,
+                    "difference": 0.01 * k,
+                    "ci_low": 0.01 * k - 0.02,
+                    "ci_high": 0.01 * k + 0.02,
+                    "note": "",
+                }
+            )
     pd.DataFrame(rows).to_csv(tmp_path / "paired.csv", index=False)
     html = budget_section(tmp_path, encoders)
     assert "Against the training budget" in html and html.count("<img") == 1

@@ -7,12 +7,12 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
-
 from cli_helpers import assert_one_line_error, run_cli
+
 from morphoscale.data.store import ImageStore
 from morphoscale.simulate.biology import PARAMETERS
-from morphoscale.simulate.render import Optics, Renderer
 from morphoscale.simulate.oracle import oracle_embeddings
+from morphoscale.simulate.render import Optics, Renderer
 
 
 def _digest(folder):
@@ -43,11 +43,27 @@ def test_same_seed_is_bit_identical_whatever_the_workers(tiny, tmp_path):
 
 
 def test_rxrx_reader_round_trip(tiny, tmp_path, capsys):
-    rc, _, err = run_cli(capsys, "ingest", "--format", "rxrx", "--source", tiny, "--out", tmp_path / "t.zarr", "--quiet", "--workers", "1")
+    rc, _, err = run_cli(
+        capsys,
+        "ingest",
+        "--format",
+        "rxrx",
+        "--source",
+        tiny,
+        "--out",
+        tmp_path / "t.zarr",
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert rc == 0, err
     store = ImageStore(tmp_path / "t.zarr")
     meta = pd.read_csv(tiny / "metadata.csv")
-    assert len(store) == len(meta) and store.channels == ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"] and store.image_size == (64, 64)
+    assert (
+        len(store) == len(meta)
+        and store.channels == ["DNA", "ER", "Actin", "RNA", "Mito", "Golgi"]
+        and store.image_size == (64, 64)
+    )
     sites = store.sites
     assert set(sites.perturbation_type) == {"gene", "compound", "control"}
     assert sites.loc[sites.perturbation_type == "compound", "concentration"].notna().all()
@@ -60,7 +76,9 @@ def test_rxrx_reader_round_trip(tiny, tmp_path, capsys):
 
 def test_controls_on_every_plate_and_replicates_across_batches(tiny):
     wells = pd.read_csv(tiny / "ground_truth" / "wells.csv")
-    per_plate = wells.groupby(["experiment", "plate"]).apply(lambda g: (g.perturbation_type == "control").mean(), include_groups=False)
+    per_plate = wells.groupby(["experiment", "plate"]).apply(
+        lambda g: (g.perturbation_type == "control").mean(), include_groups=False
+    )
     assert (per_plate >= 0.05).all()
     genes = wells[wells.perturbation_type == "gene"]
     assert (genes.groupby("perturbation").experiment.nunique() >= 2).all()
@@ -92,7 +110,9 @@ def test_complex_members_are_more_similar_than_non_members_in_the_oracle(tiny):
 def test_compound_phenotype_follows_the_dose(tiny, examples_dir):
     from morphoscale.simulate.biology import BiologyConfig, make_biology
 
-    bio = make_biology(examples_dir / "annotations", BiologyConfig(n_complexes=6, n_compounds=3), np.random.default_rng(0))
+    bio = make_biology(
+        examples_dir / "annotations", BiologyConfig(n_complexes=6, n_compounds=3), np.random.default_rng(0)
+    )
     cid = bio.compounds.compound.iloc[0]
     mags = [np.linalg.norm(bio.compound_phenotype(cid, c)) for c in (1e-4, 1e-2, 1.0, 100.0)]
     assert mags[0] < 0.05 * mags[-1] and mags == sorted(mags)
@@ -100,7 +120,10 @@ def test_compound_phenotype_follows_the_dose(tiny, examples_dir):
     r = bio.compounds[bio.compounds.compound == cid].iloc[0]
     for c in (0.01, 1.0, 100.0):
         occ = r.emax * c**r.hill / (r.ec50**r.hill + c**r.hill)
-        expected = occ * (sum(bio.phenotype[t] for t in bio.compounds[bio.compounds.compound == cid].target) + bio.compound_offtarget[cid])
+        expected = occ * (
+            sum(bio.phenotype[t] for t in bio.compounds[bio.compounds.compound == cid].target)
+            + bio.compound_offtarget[cid]
+        )
         tox = r.toxicity * c / (c + 10 * r.ec50)
         expected[PARAMETERS.index("cell_count")] -= tox
         expected[PARAMETERS.index("cell_area")] -= 0.5 * tox

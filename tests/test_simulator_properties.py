@@ -18,7 +18,9 @@ def test_demo_screen_properties(tmp_path):
     from sim_properties import properties
 
     sim = simulate(tmp_path / "demo", "demo", seed=0, progress=False)
-    store = ingest(load_ingest_config(None, {"format": "rxrx", "source": str(sim)}), tmp_path / "demo.zarr", progress=False)
+    store = ingest(
+        load_ingest_config(None, {"format": "rxrx", "source": str(sim)}), tmp_path / "demo.zarr", progress=False
+    )
     t = properties(sim, store).set_index(["embedding", "align"])["recall"]
     assert t["oracle", DEFAULT_ALIGNER] >= 0.5 and t["oracle", DEFAULT_ALIGNER] > t["oracle", "none"]
     assert t["per-channel intensity means", "none"] <= 0.15

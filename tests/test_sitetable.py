@@ -7,7 +7,18 @@ from morphoscale.errors import Problems, ValidationError
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("B2", "B02"), ("b02", "B02"), ("P24", "P24"), ("AF48", "AF48"), (" C010 ", "C10"), ("Z1", "Z01"), ("B49", None), ("AZ1", None), ("2B", None), ("", None)],
+    [
+        ("B2", "B02"),
+        ("b02", "B02"),
+        ("P24", "P24"),
+        ("AF48", "AF48"),
+        (" C010 ", "C10"),
+        ("Z1", "Z01"),
+        ("B49", None),
+        ("AZ1", None),
+        ("2B", None),
+        ("", None),
+    ],
 )
 def test_normalize_well(raw, expected):
     assert normalize_well(raw) == expected

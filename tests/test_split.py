@@ -10,18 +10,38 @@ import pandas as pd
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
-from morphoscale.data.split import Split, held_out_mask, held_out_perturbations, held_out_wells, scored_wells, training_sites
+from morphoscale.data.split import (
+    Split,
+    held_out_mask,
+    held_out_perturbations,
+    held_out_wells,
+    scored_wells,
+    training_sites,
+)
 
 
 def _sites(n_genes=20, n_compounds=4, wells_per=4, sites_per=2) -> pd.DataFrame:
     rows = []
-    perts = [(f"G{i}", "gene") for i in range(n_genes)] + [(f"C{i}", "compound") for i in range(n_compounds)] + [("ctrl", "control")] * 3
+    perts = (
+        [(f"G{i}", "gene") for i in range(n_genes)]
+        + [(f"C{i}", "compound") for i in range(n_compounds)]
+        + [("ctrl", "control")] * 3
+    )
     w = 0
     for name, kind in perts:
         for _ in range(wells_per):
             for s in range(sites_per):
-                rows.append({"plate": f"P{w % 3}", "well": f"W{w:03d}", "site": s, "batch": f"B{w % 2}", "perturbation": name,
-                             "perturbation_type": kind, "is_control": kind == "control"})
+                rows.append(
+                    {
+                        "plate": f"P{w % 3}",
+                        "well": f"W{w:03d}",
+                        "site": s,
+                        "batch": f"B{w % 2}",
+                        "perturbation": name,
+                        "perturbation_type": kind,
+                        "is_control": kind == "control",
+                    }
+                )
             w += 1
     return pd.DataFrame(rows)
 
@@ -30,7 +50,9 @@ def test_perturbation_split_holds_out_a_fraction_of_each_type_and_trains_on_the_
     t = _sites()
     sp = Split(by="perturbations", fraction=0.25, seed=3)
     held = held_out_perturbations(t, sp)
-    assert sum(h.startswith("G") for h in held) == 5 and sum(h.startswith("C") for h in held) == 1 and "ctrl" not in held
+    assert (
+        sum(h.startswith("G") for h in held) == 5 and sum(h.startswith("C") for h in held) == 1 and "ctrl" not in held
+    )
     rows = training_sites(t, sp)
     trained = set(t.perturbation.iloc[rows])
     assert not trained & held and "ctrl" in trained and trained | held == set(t.perturbation)
@@ -38,7 +60,10 @@ def test_perturbation_split_holds_out_a_fraction_of_each_type_and_trains_on_the_
     scored = set(t.perturbation[held_out_mask(t, sp)])
     assert scored == held | {"ctrl"}
     # seeded, and a new seed draws another part
-    assert held_out_perturbations(t, sp) == held and held_out_perturbations(t, Split(by="perturbations", fraction=0.25, seed=4)) != held
+    assert (
+        held_out_perturbations(t, sp) == held
+        and held_out_perturbations(t, Split(by="perturbations", fraction=0.25, seed=4)) != held
+    )
 
 
 def test_well_split_keeps_every_perturbation_on_both_sides_and_whole_wells_together():
@@ -121,8 +146,16 @@ def test_map_verb_keeps_the_held_out_wells_of_a_training_run(split_run, capsys):
 
     run = split_run / "run"
     out = split_run / "m.h5ad"
-    rc, _, err = run_cli(capsys, "map", "--embeddings", run / "encoders" / "wsl" / "embeddings.h5ad", "--out", out,
-                         "--held-out-of", run / "encoders" / "wsl" / "train")
+    rc, _, err = run_cli(
+        capsys,
+        "map",
+        "--embeddings",
+        run / "encoders" / "wsl" / "embeddings.h5ad",
+        "--out",
+        out,
+        "--held-out-of",
+        run / "encoders" / "wsl" / "train",
+    )
     assert rc == 0, err
     a, b = ad.read_h5ad(out), ad.read_h5ad(run / "encoders" / "wsl" / "map.h5ad")
     assert list(a.obs_names) == list(b.obs_names)
@@ -130,8 +163,16 @@ def test_map_verb_keeps_the_held_out_wells_of_a_training_run(split_run, capsys):
 
 
 def test_split_errors(split_run, tmp_path, capsys):
-    rc, _, err = run_cli(capsys, "map", "--embeddings", split_run / "run" / "encoders" / "wsl" / "embeddings.h5ad", "--out", tmp_path / "m.h5ad",
-                         "--held-out-of", tmp_path)
+    rc, _, err = run_cli(
+        capsys,
+        "map",
+        "--embeddings",
+        split_run / "run" / "encoders" / "wsl" / "embeddings.h5ad",
+        "--out",
+        tmp_path / "m.h5ad",
+        "--held-out-of",
+        tmp_path,
+    )
     assert_one_line_error(rc, err, "config.json", "not found")
     assert not (tmp_path / "m.h5ad").exists()
     bad = RUN.replace("fraction: 0.5}", "fraction: 1.5}")
@@ -159,7 +200,12 @@ def test_training_never_sees_a_held_out_perturbation(sim_store, tmp_path, monkey
 
     monkeypatch.setattr(CropDataset, "__getitem__", spy)
     sp = Split(by="perturbations", fraction=0.5, seed=1)
-    train(TrainConfig(model="wsl_midl_cnn_64", max_steps=8, batch_size=16, warmup_steps=1, split=sp), sim_store, tmp_path / "t", progress=False)
+    train(
+        TrainConfig(model="wsl_midl_cnn_64", max_steps=8, batch_size=16, warmup_steps=1, split=sp),
+        sim_store,
+        tmp_path / "t",
+        progress=False,
+    )
     sites = ImageStore(sim_store).sites
     names = sorted(set(sites["perturbation"].astype(str)))
     seen_names = {names[i] for i in seen}

@@ -41,7 +41,11 @@ PLAIN = [
     ("uint16 LZW, one strip", np.uint16, {"compression": "lzw", "rowsperstrip": 37}),
     ("uint16 LZW, strips of 5 rows", np.uint16, {"compression": "lzw", "rowsperstrip": 5}),
     ("uint8 LZW, strips of 1 row", np.uint8, {"compression": "lzw", "rowsperstrip": 1}),
-    ("uint16 Deflate with the horizontal predictor", np.uint16, {"compression": "zlib", "predictor": True, "rowsperstrip": 8}),
+    (
+        "uint16 Deflate with the horizontal predictor",
+        np.uint16,
+        {"compression": "zlib", "predictor": True, "rowsperstrip": 8},
+    ),
     ("uint8 LZW with the horizontal predictor", np.uint8, {"compression": "lzw", "predictor": True}),
     ("uint16 with a description", np.uint16, {"compression": "lzw", "description": "a microscope wrote this"}),
     ("uint16 min-is-white", np.uint16, {"photometric": "miniswhite"}),

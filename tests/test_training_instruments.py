@@ -23,7 +23,9 @@ def test_verdicts_name_the_floor_the_loss_cleared():
     assert verdict(1.5, 0.73, trivial=1.0, interpolation=0.73) == "only interpolating"  # level with it: not beyond
     assert verdict(1.5, 1.20, trivial=1.0, interpolation=0.73) == "above the trivial prediction"
     assert verdict(1.5, 1.49, trivial=1.0, interpolation=0.73) == "not learning"
-    assert verdict(1.0, 0.90, trivial=1.0, interpolation=1.10) == "beyond interpolation"  # interpolation worse than zero
+    assert (
+        verdict(1.0, 0.90, trivial=1.0, interpolation=1.10) == "beyond interpolation"
+    )  # interpolation worse than zero
     assert verdict(4.0, 2.05, trivial=2.07) == "above the trivial prediction"  # within the 2% tolerance
     assert verdict(4.0, 1.0, trivial=2.07) == "beyond the trivial prediction"
     assert verdict(1.0, 0.5, trivial=None) == "loss falling (no trivial level for this model)"
@@ -46,7 +48,9 @@ def test_interpolation_keeps_the_visible_pixels_and_fills_a_constant_exactly():
 
 def test_learning_check_says_not_learning_at_lr_0(sim_store, tmp_path, capsys):
     cfg = tmp_path / "lr0.yaml"
-    cfg.write_text("model: mae_vit_tiny_patch8_64\nbatch_size: 8\nmax_steps: 12\nwarmup_steps: 1\nlr: 0\nlog_every: 1\n")
+    cfg.write_text(
+        "model: mae_vit_tiny_patch8_64\nbatch_size: 8\nmax_steps: 12\nwarmup_steps: 1\nlr: 0\nlog_every: 1\n"
+    )
     rc, out, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", cfg, "--quiet")
     assert rc == 0, err
     check = json.loads((tmp_path / "run" / "learning_check.json").read_text())
@@ -61,7 +65,14 @@ def test_learning_check_says_not_learning_at_lr_0(sim_store, tmp_path, capsys):
 def test_learning_check_says_beyond_interpolation_for_a_tiny_model_fitting_a_learnable_set():
     """Four fixed white-noise images: interpolation cannot fill their holes, memorizing can."""
     torch.manual_seed(0)
-    small = {"depth": 2, "embed_dim": 64, "num_heads": 2, "decoder_embed_dim": 64, "decoder_depth": 1, "decoder_num_heads": 2}
+    small = {
+        "depth": 2,
+        "embed_dim": 64,
+        "num_heads": 2,
+        "decoder_embed_dim": 64,
+        "decoder_depth": 1,
+        "decoder_num_heads": 2,
+    }
     m = TrainingModule("mae_vit_tiny_patch8_64", CH[:3], model_overrides=small)
     imgs = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
@@ -127,7 +138,7 @@ def test_cnn_site_embedding_ignores_tile_order_and_whole_tile_shifts(sim_store, 
     m = create_model("wsl_midl_cnn_64", CH, n_classes=3).eval()
     g = torch.Generator().manual_seed(1)
     field = torch.nn.functional.avg_pool2d(torch.randn(1, 6, 132, 132, generator=g), 5, 1)[..., :128, :128]
-    tiles = lambda f: torch.cat([f[..., i:i + 64, j:j + 64] for i in (0, 64) for j in (0, 64)])
+    tiles = lambda f: torch.cat([f[..., i : i + 64, j : j + 64] for i in (0, 64) for j in (0, 64)])
     site = lambda f, pooling="mean": m.embed(tiles(f), pooling=pooling).mean(0)
     with torch.no_grad():
         base = site(field)
@@ -136,7 +147,9 @@ def test_cnn_site_embedding_ignores_tile_order_and_whole_tile_shifts(sim_store, 
         torch.testing.assert_close(reordered, base, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(rolled, base, rtol=1e-5, atol=1e-6)
         shifted = torch.roll(field, shifts=(8, 8), dims=(-2, -1))
-        change = lambda pooling: ((site(shifted, pooling) - site(field, pooling)).norm() / site(field, pooling).norm()).item()
+        change = lambda pooling: (
+            (site(shifted, pooling) - site(field, pooling)).norm() / site(field, pooling).norm()
+        ).item()
         assert change("mean") < 0.1 and change("mean") < change("flatten") / 3
 
 
@@ -147,8 +160,23 @@ def test_an_untrained_model_records_no_training_settings(sim_store, tmp_path, ca
     cfg.write_text("model: wsl_midl_cnn_64\nrandom_init: true\n")
     rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "ri", "--config", cfg, "--quiet")
     assert rc == 0, err
-    assert json.loads((tmp_path / "ri" / "config.json").read_text())["train"] == {"random_init": True, "model": "wsl_midl_cnn_64", "model_overrides": {}, "seed": 0}
-    rc, _, err = run_cli(capsys, "embed", "--checkpoint", tmp_path / "ri" / "model.ckpt", "--store", sim_store, "--out", tmp_path / "ri.h5ad", "--quiet")
+    assert json.loads((tmp_path / "ri" / "config.json").read_text())["train"] == {
+        "random_init": True,
+        "model": "wsl_midl_cnn_64",
+        "model_overrides": {},
+        "seed": 0,
+    }
+    rc, _, err = run_cli(
+        capsys,
+        "embed",
+        "--checkpoint",
+        tmp_path / "ri" / "model.ckpt",
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "ri.h5ad",
+        "--quiet",
+    )
     assert rc == 0, err
     prov = ad.read_h5ad(tmp_path / "ri.h5ad").uns["provenance"]
     recorded = json.loads(prov["train_config"])
@@ -159,9 +187,24 @@ def test_an_untrained_model_records_no_training_settings(sim_store, tmp_path, ca
 def test_probes_run_along_training_and_land_in_metrics_csv(sim_store, tmp_path, capsys):
     truth = sim_store.parent / "tiny" / "ground_truth"
     cfg = tmp_path / "p.yaml"
-    cfg.write_text(f"model: mae_vit_tiny_patch8_64\nbatch_size: 8\nmax_steps: 4\nwarmup_steps: 1\nlr: 1.0e-3\nlog_every: 1\nprobe_sites: 48\nprobe_truth: {truth}\n"
-                   "probe_label: perturbation_type\n")
-    rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "run", "--config", cfg, "--probe-every", "2", "--quiet")
+    cfg.write_text(
+        "model: mae_vit_tiny_patch8_64\nbatch_size: 8\nmax_steps: 4\nwarmup_steps: 1\nlr: 1.0e-3\nlog_every: "
+        f"1\nprobe_sites: 48\nprobe_truth: {truth}\n"
+        "probe_label: perturbation_type\n"
+    )
+    rc, _, err = run_cli(
+        capsys,
+        "train",
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "run",
+        "--config",
+        cfg,
+        "--probe-every",
+        "2",
+        "--quiet",
+    )
     assert rc == 0, err
     m = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
     probes = m.dropna(subset=["probe/knn_perturbation"])
@@ -169,7 +212,10 @@ def test_probes_run_along_training_and_land_in_metrics_csv(sim_store, tmp_path, 
     assert probes["probe/logistic_control"].between(0, 1).all() and probes["probe/knn_perturbation"].between(0, 1).all()
     assert probes["probe/decoding_r2"].notna().all() and (probes["probe/decoding_r2"] <= 1).all()
     assert (probes["probe/knn_chance"] > 0).all() and (probes["probe/seconds"] > 0).all()
-    assert probes["probe/knn_perturbation_type"].between(0, 1).all() and (probes["probe/knn_perturbation_type_chance"] > 0).all()
+    assert (
+        probes["probe/knn_perturbation_type"].between(0, 1).all()
+        and (probes["probe/knn_perturbation_type_chance"] > 0).all()
+    )
     # a column the site table lacks is one line naming the key
     cfg.write_text("model: mae_vit_tiny_patch8_64\nmax_steps: 2\nprobe_every: 1\nprobe_label: nope\n")
     rc, _, err = run_cli(capsys, "train", "--store", sim_store, "--out", tmp_path / "bad", "--config", cfg, "--quiet")
@@ -180,7 +226,9 @@ def test_probes_run_along_training_and_land_in_metrics_csv(sim_store, tmp_path, 
 def test_the_probe_subset_and_the_knn_probe():
     from morphoscale.train.probes import knn_accuracy, probe_subset
 
-    sites = pd.DataFrame({"perturbation": ["ctrl"] * 40 + [f"g{i // 8}" for i in range(80)], "is_control": [True] * 40 + [False] * 80})
+    sites = pd.DataFrame(
+        {"perturbation": ["ctrl"] * 40 + [f"g{i // 8}" for i in range(80)], "is_control": [True] * 40 + [False] * 80}
+    )
     rows = probe_subset(sites, 48, seed=0)
     chosen = sites.iloc[rows]
     assert chosen["is_control"].sum() == 24 and len(chosen) == 48
@@ -207,7 +255,9 @@ def test_the_banded_blur_is_the_zero_padded_gaussian_convolution():
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
     k = k / k.sum()
     x = torch.randn(2, 3, 40, 24, dtype=torch.float64)
-    conv = F.conv2d(F.conv2d(x.reshape(6, 1, 40, 24), k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)).reshape(2, 3, 40, 24)
+    conv = F.conv2d(
+        F.conv2d(x.reshape(6, 1, 40, 24), k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)
+    ).reshape(2, 3, 40, 24)
     banded = gaussian_band(40, sigma, dtype=torch.float64).T @ (x @ gaussian_band(24, sigma, dtype=torch.float64))
     torch.testing.assert_close(banded, conv, rtol=1e-12, atol=1e-12)
 
@@ -219,7 +269,11 @@ def test_under_norm_pix_loss_the_interpolation_floor_compares_standardized_patch
     from morphoscale.models.losses import standardize_patches
 
     torch.manual_seed(0)
-    m = TrainingModule("mae_vit_tiny_patch8_64", CH[:3], model_overrides={"norm_pix_loss": True, "depth": 1, "decoder_depth": 1, "fourier_weight": 0.0})
+    m = TrainingModule(
+        "mae_vit_tiny_patch8_64",
+        CH[:3],
+        model_overrides={"norm_pix_loss": True, "depth": 1, "decoder_depth": 1, "fourier_weight": 0.0},
+    )
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     imgs = (3 * torch.sin(xx / 5 + yy / 7)).expand(2, 3, 32, 32).contiguous()
     losses, _ = m({"image": imgs}, generator=torch.Generator().manual_seed(1))

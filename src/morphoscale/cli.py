@@ -17,7 +17,15 @@ from . import __version__
 from .errors import InputError, MorphoscaleError
 from .maps import DEFAULT_ALIGNER, aligner_help
 
-_CLICK_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN", "path": "PATH", "file": "FILE", "directory": "DIRECTORY"}
+_CLICK_NAMES = {
+    "str": "TEXT",
+    "int": "INTEGER",
+    "float": "FLOAT",
+    "bool": "BOOLEAN",
+    "path": "PATH",
+    "file": "FILE",
+    "directory": "DIRECTORY",
+}
 
 
 def _option_type(self, ctx) -> str | None:
@@ -44,11 +52,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-datasets_app = typer.Typer(help="Real example data shipped inside public packages: list and fetch into the cache.", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="Real example data shipped inside public packages: list and fetch into the cache.", no_args_is_help=True
+)
 
 err_console = Console(stderr=True, soft_wrap=True)
-out_console = Console(soft_wrap=True, markup=False)  # paths and names are printed as they are (a "[x]" in one is not markup)
-
+out_console = Console(
+    soft_wrap=True, markup=False
+)  # paths and names are printed as they are (a "[x]" in one is not markup)
 
 
 def _version(value: bool):
@@ -60,17 +71,25 @@ def _version(value: bool):
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ):
     """--debug is read by main() before the app runs; declared here so that help lists it."""
 
 
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the simulated screen (RxRx layout) and its ground_truth/.")],
-    preset: Annotated[str, typer.Option("--preset", help="tiny (seconds), demo (the CPU demo), large (GPU scale).")] = "demo",
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the simulated screen (RxRx layout) and its ground_truth/.")
+    ],
+    preset: Annotated[
+        str, typer.Option("--preset", help="tiny (seconds), demo (the CPU demo), large (GPU scale).")
+    ] = "demo",
     seed: Annotated[int, typer.Option("--seed", help="Same seed, bit-identical output.")] = 0,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Rendering processes (default: one per core).")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", help="Rendering processes (default: one per core).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
@@ -83,11 +102,10 @@ def simulate(
     meta = pd.read_csv(path / "metadata.csv")
     out_console.print(
         f"wrote {path}: {len(meta)} sites, {meta.well_id.nunique()} wells, {meta.experiment.nunique()} batches, "
-        f"{meta[meta.perturbation_type == 'gene'].sirna.nunique()} genes, {meta[meta.perturbation_type == 'compound'].sirna.nunique()} compounds; ground truth in {path / 'ground_truth'}"
+        f"{meta[meta.perturbation_type == 'gene'].sirna.nunique()} genes, "
+        f"{meta[meta.perturbation_type == 'compound'].sirna.nunique()} compounds; ground truth in {path / 'ground_truth'}"
     )
     out_console.print(f"ingest it with: morphoscale ingest --format rxrx --source {path} --out {path}.zarr")
-
-
 
 
 # --- ingest -------------------------------------------------------------------
@@ -97,22 +115,93 @@ def simulate(
 def ingest(
     out: Annotated[Path, typer.Option("--out", help="The image store to write (a zarr folder).")],
     format: Annotated[Optional[str], typer.Option("--format", help="Source layout: rxrx, jump or csv.")] = None,
-    source: Annotated[Optional[Path], typer.Option("--source", help="rxrx: dataset folder; jump: load_data.csv (or its folder); csv: the site CSV.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML ingest config (keys of IngestConfig, see docs/ingest.md).")] = None,
-    platemap: Annotated[Optional[Path], typer.Option("--platemap", help="jump: platemap CSV/TSV joined on the well.")] = None,
-    platemap_well_column: Annotated[Optional[str], typer.Option("--platemap-well-column", help="jump: the platemap's well column (default well_position).")] = None,
-    platemap_plate_column: Annotated[Optional[str], typer.Option("--platemap-plate-column", help="jump: the platemap's plate column, when one platemap holds several plates.")] = None,
-    jump_metadata: Annotated[Optional[Path], typer.Option("--jump-metadata", help="jump: cpg0016's metadata folder (plate, well, compound, crispr, orf, perturbation_control tables), joined instead of a platemap.")] = None,
-    jump_perturbation: Annotated[Optional[str], typer.Option("--jump-perturbation", help="jump with --jump-metadata: name a CRISPR/ORF well by its gene 'symbol' (default) or every well by its 'jcp2022' id.")] = None,
-    no_illum: Annotated[bool, typer.Option("--no-illum", help="jump: do not divide by the load_data's illumination functions (FileName_Illum*).")] = False,
-    path_map: Annotated[Optional[list[str]], typer.Option("--path-map", help="PREFIX=LOCAL_DIR: read images whose path starts with PREFIX (e.g. s3://cellpainting-gallery/) from LOCAL_DIR; repeatable.")] = None,
-    column: Annotated[Optional[list[str]], typer.Option("--column", help="KEY=COLUMN: a site-table column's source (plate, well, site, batch, perturbation, perturbation_type, control_column, experiment); repeatable.")] = None,
-    control: Annotated[Optional[list[str]], typer.Option("--control", help="A value of the control column that marks a negative-control well (repeatable; replaces the format's default).")] = None,
-    perturbation_names: Annotated[Optional[Path], typer.Option("--perturbation-names", help="rxrx: a two-column table renaming perturbation ids (RxRx1: siRNA -> gene symbol).")] = None,
-    channels: Annotated[Optional[str], typer.Option("--channels", help="Comma-separated channel names (jump: which Orig<CH> to read, e.g. DNA,ER,RNA,AGP,Mito,Brightfield).")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="uint8 (percentile-scaled, default) or uint16 (bit-exact).")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core).")] = None,
-    no_controls_ok: Annotated[bool, typer.Option("--no-controls-ok", help="Accept batches without control wells.")] = False,
+    source: Annotated[
+        Optional[Path],
+        typer.Option("--source", help="rxrx: dataset folder; jump: load_data.csv (or its folder); csv: the site CSV."),
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML ingest config (keys of IngestConfig, see docs/ingest.md).")
+    ] = None,
+    platemap: Annotated[
+        Optional[Path], typer.Option("--platemap", help="jump: platemap CSV/TSV joined on the well.")
+    ] = None,
+    platemap_well_column: Annotated[
+        Optional[str],
+        typer.Option("--platemap-well-column", help="jump: the platemap's well column (default well_position)."),
+    ] = None,
+    platemap_plate_column: Annotated[
+        Optional[str],
+        typer.Option(
+            "--platemap-plate-column", help="jump: the platemap's plate column, when one platemap holds several plates."
+        ),
+    ] = None,
+    jump_metadata: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--jump-metadata",
+            help="jump: cpg0016's metadata folder (plate, well, compound, crispr, orf, perturbation_control tables), "
+            "joined instead of a platemap.",
+        ),
+    ] = None,
+    jump_perturbation: Annotated[
+        Optional[str],
+        typer.Option(
+            "--jump-perturbation",
+            help="jump with --jump-metadata: name a CRISPR/ORF well by its gene 'symbol' (default) or every well by its 'jcp2022' id.",
+        ),
+    ] = None,
+    no_illum: Annotated[
+        bool,
+        typer.Option(
+            "--no-illum", help="jump: do not divide by the load_data's illumination functions (FileName_Illum*)."
+        ),
+    ] = False,
+    path_map: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--path-map",
+            help="PREFIX=LOCAL_DIR: read images whose path starts with PREFIX (e.g. s3://cellpainting-gallery/) from "
+            "LOCAL_DIR; repeatable.",
+        ),
+    ] = None,
+    column: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--column",
+            help="KEY=COLUMN: a site-table column's source (plate, well, site, batch, perturbation, "
+            "perturbation_type, control_column, experiment); repeatable.",
+        ),
+    ] = None,
+    control: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--control",
+            help="A value of the control column that marks a negative-control well (repeatable; replaces the format's default).",
+        ),
+    ] = None,
+    perturbation_names: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--perturbation-names",
+            help="rxrx: a two-column table renaming perturbation ids (RxRx1: siRNA -> gene symbol).",
+        ),
+    ] = None,
+    channels: Annotated[
+        Optional[str],
+        typer.Option(
+            "--channels",
+            help="Comma-separated channel names (jump: which Orig<CH> to read, e.g. DNA,ER,RNA,AGP,Mito,Brightfield).",
+        ),
+    ] = None,
+    dtype: Annotated[
+        Optional[str], typer.Option("--dtype", help="uint8 (percentile-scaled, default) or uint16 (bit-exact).")
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core).")
+    ] = None,
+    no_controls_ok: Annotated[
+        bool, typer.Option("--no-controls-ok", help="Accept batches without control wells.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
@@ -123,17 +212,29 @@ def ingest(
     def text(p):
         return str(p) if p is not None else None
 
-    overrides = {"format": format, "source": text(source), "platemap": text(platemap), "dtype": dtype, "workers": workers,
-                 "platemap_well_column": platemap_well_column, "platemap_plate_column": platemap_plate_column,
-                 "jump_metadata": text(jump_metadata), "jump_perturbation": jump_perturbation, "perturbation_names": text(perturbation_names),
-                 "path_map": _assignments(path_map, "--path-map", "PREFIX=LOCAL_DIR") or None,
-                 "channels": [c.strip() for c in channels.split(",") if c.strip()] if channels else None}
+    overrides = {
+        "format": format,
+        "source": text(source),
+        "platemap": text(platemap),
+        "dtype": dtype,
+        "workers": workers,
+        "platemap_well_column": platemap_well_column,
+        "platemap_plate_column": platemap_plate_column,
+        "jump_metadata": text(jump_metadata),
+        "jump_perturbation": jump_perturbation,
+        "perturbation_names": text(perturbation_names),
+        "path_map": _assignments(path_map, "--path-map", "PREFIX=LOCAL_DIR") or None,
+        "channels": [c.strip() for c in channels.split(",") if c.strip()] if channels else None,
+    }
     if no_illum:
         overrides["illum"] = False
     if no_controls_ok:
         overrides["require_controls"] = False
     if column or control:
-        overrides["columns"] = {**_assignments(column, "--column", "KEY=COLUMN"), **({"control_values": list(control)} if control else {})}
+        overrides["columns"] = {
+            **_assignments(column, "--column", "KEY=COLUMN"),
+            **({"control_values": list(control)} if control else {}),
+        }
     cfg = load_ingest_config(config, overrides)
     where = str(config) if config else "command line"
     path = run_ingest(cfg, out, overwrite=overwrite, progress=not quiet, where=where)
@@ -146,16 +247,59 @@ def ingest(
 
 @app.command(name="map")
 def map_(
-    embeddings: Annotated[Path, typer.Option("--embeddings", help="Well- or site-level embeddings (.h5ad; obs: perturbation, perturbation_type, is_control, batch), or a table made elsewhere (.parquet/.csv: RxRx3-core, JUMP, or columns you name).")],
-    out: Annotated[Path, typer.Option("--out", help="The map to write (.h5ad); aligned wells go beside it as <name>.wells.h5ad.")],
+    embeddings: Annotated[
+        Path,
+        typer.Option(
+            "--embeddings",
+            help="Well- or site-level embeddings (.h5ad; obs: perturbation, perturbation_type, is_control, batch), or "
+            "a table made elsewhere (.parquet/.csv: RxRx3-core, JUMP, or columns you name).",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="The map to write (.h5ad); aligned wells go beside it as <name>.wells.h5ad.")
+    ],
     align: Annotated[str, typer.Option("--align", help=aligner_help())] = DEFAULT_ALIGNER,
     aggregate: Annotated[str, typer.Option("--aggregate", help="mean or median.")] = "mean",
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Perturbations to leave out (repeatable).")] = None,
-    held_out_of: Annotated[Optional[Path], typer.Option("--held-out-of", help="A train folder whose config has a split: keep only the wells it held out of training.")] = None,
-    metadata: Annotated[Optional[Path], typer.Option("--metadata", help="A table's well metadata in a separate file (RxRx3-core: metadata_rxrx3_core.csv), joined on the id column.")] = None,
-    layout: Annotated[str, typer.Option("--layout", help="A table's layout: auto (default), rxrx3-core, jump, morphoscale (our parquet export), or columns (roles named by --column); docs/published.md.")] = "auto",
-    column: Annotated[Optional[list[str]], typer.Option("--column", help="ROLE=NAME: the table column playing a role (perturbation, type, control, batch, plate, well, concentration, id); repeatable.")] = None,
-    control: Annotated[Optional[str], typer.Option("--control", help="The value marking a negative-control well in the control column (RxRx3-core: EMPTY_control; JUMP: negcon).")] = None,
+    exclude: Annotated[
+        Optional[list[str]], typer.Option("--exclude", help="Perturbations to leave out (repeatable).")
+    ] = None,
+    held_out_of: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--held-out-of",
+            help="A train folder whose config has a split: keep only the wells it held out of training.",
+        ),
+    ] = None,
+    metadata: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--metadata",
+            help="A table's well metadata in a separate file (RxRx3-core: metadata_rxrx3_core.csv), joined on the id column.",
+        ),
+    ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="A table's layout: auto (default), rxrx3-core, jump, morphoscale (our parquet export), or columns "
+            "(roles named by --column); docs/published.md.",
+        ),
+    ] = "auto",
+    column: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--column",
+            help="ROLE=NAME: the table column playing a role (perturbation, type, control, batch, plate, well, "
+            "concentration, id); repeatable.",
+        ),
+    ] = None,
+    control: Annotated[
+        Optional[str],
+        typer.Option(
+            "--control",
+            help="The value marking a negative-control well in the control column (RxRx3-core: EMPTY_control; JUMP: negcon).",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ):
     """Align embeddings on control wells and aggregate them into a map of perturbations."""
@@ -168,7 +312,9 @@ def map_(
     check_output(wells_path(out), overwrite)
     if str(embeddings).endswith(".h5ad"):
         if metadata or column or control or layout != "auto":
-            raise ConfigError("--metadata, --layout, --column and --control read a table made elsewhere (.parquet, .csv); an .h5ad carries its own obs")
+            raise ConfigError(
+                "--metadata, --layout, --column and --control read a table made elsewhere (.parquet, .csv); an .h5ad carries its own obs"
+            )
         emb = read_embeddings(embeddings)
     else:
         from .maps.external import read_external
@@ -181,27 +327,77 @@ def map_(
     write_h5ad(m, out, overwrite)
     n_ctrl = int(m.obs["is_control"].sum())
     kept = m.uns["alignment"]
-    out_console.print(f"wrote {out}: {m.n_obs - n_ctrl} perturbation profiles (+{n_ctrl} control) x {m.n_vars} dims, aligned with {align} "
-                      f"on {kept['n_controls']} control wells ({kept['n_components']} components kept of {kept['n_features_in']}), {aggregate} per perturbation",
-                      markup=False, highlight=False)
+    out_console.print(
+        f"wrote {out}: {m.n_obs - n_ctrl} perturbation profiles (+{n_ctrl} control) x {m.n_vars} dims, aligned with {align} "
+        f"on {kept['n_controls']} control wells ({kept['n_components']} components kept of {kept['n_features_in']}), "
+        f"{aggregate} per perturbation",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
 def bench(
     map_path: Annotated[Path, typer.Option("--map", help="A map written by `morphoscale map`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the tables, figures and summary.json.")],
-    embeddings: Annotated[Optional[Path], typer.Option("--embeddings", help="Aligned well embeddings (default: the map's <name>.wells.h5ad).")] = None,
-    raw_embeddings: Annotated[Optional[Path], typer.Option("--raw-embeddings", help="Unaligned embeddings, for the before/after UMAP.")] = None,
-    annotations: Annotated[Optional[Path], typer.Option("--annotations", help="Folder of CORUM/HuMAP/Reactome/SIGNOR/StringDB .txt and CORUM_clusters.tsv (default: the cached efaar annotations).")] = None,
-    pairs: Annotated[Optional[list[str]], typer.Option("--pairs", help="Extra relationship source NAME=FILE (entity1,entity2 CSV); repeatable.")] = None,
-    compound_targets: Annotated[Optional[Path], typer.Option("--compound-targets", help="CSV compound,target for compound-gene retrieval.")] = None,
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="A simulated screen's ground_truth/ folder: decoding R2 and cosine correlation with the true phenotypes.")] = None,
-    clustering: Annotated[bool, typer.Option("--clustering", help="Also run UMAP + HDBSCAN clustering scores (slow).")] = False,
-    metrics: Annotated[Optional[list[str]], typer.Option("--metrics", help="Only these metrics, comma-separated or repeated: recall, complexes, map_consistency, compound_gene, drug_similarity, "
-                                                         "map_target_consistency, consistency, magnitude, map_activity, drug_vs_control, umap, clustering, decoding_r2, truth_cosine (default: all the map supports but clustering and map_target_consistency).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Recall and the cheapest checks only (recall, complexes, consistency, compound_gene, truth_cosine).")] = False,
-    protocol: Annotated[Optional[str], typer.Option("--protocol", help="A published benchmark's metrics and steps: rxrx3-core (the paper: CRISPR-only recall, compound-gene retrieval), rxrx3-core-notebook, jump; docs/published.md.")] = None,
-    null_size: Annotated[int, typer.Option("--null-size", min=100, help="Draws of each mAP null (p-values resolve to 1 / (draws + 1)).")] = 10000,
+    embeddings: Annotated[
+        Optional[Path],
+        typer.Option("--embeddings", help="Aligned well embeddings (default: the map's <name>.wells.h5ad)."),
+    ] = None,
+    raw_embeddings: Annotated[
+        Optional[Path], typer.Option("--raw-embeddings", help="Unaligned embeddings, for the before/after UMAP.")
+    ] = None,
+    annotations: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--annotations",
+            help="Folder of CORUM/HuMAP/Reactome/SIGNOR/StringDB .txt and CORUM_clusters.tsv (default: the cached efaar annotations).",
+        ),
+    ] = None,
+    pairs: Annotated[
+        Optional[list[str]],
+        typer.Option("--pairs", help="Extra relationship source NAME=FILE (entity1,entity2 CSV); repeatable."),
+    ] = None,
+    compound_targets: Annotated[
+        Optional[Path], typer.Option("--compound-targets", help="CSV compound,target for compound-gene retrieval.")
+    ] = None,
+    truth: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--truth",
+            help="A simulated screen's ground_truth/ folder: decoding R2 and cosine correlation with the true phenotypes.",
+        ),
+    ] = None,
+    clustering: Annotated[
+        bool, typer.Option("--clustering", help="Also run UMAP + HDBSCAN clustering scores (slow).")
+    ] = False,
+    metrics: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--metrics",
+            help="Only these metrics, comma-separated or repeated: recall, complexes, map_consistency, compound_gene, drug_similarity, "
+            "map_target_consistency, consistency, magnitude, map_activity, drug_vs_control, umap, clustering, "
+            "decoding_r2, truth_cosine (default: all the map supports but clustering and map_target_consistency).",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Recall and the cheapest checks only (recall, complexes, consistency, compound_gene, truth_cosine).",
+        ),
+    ] = False,
+    protocol: Annotated[
+        Optional[str],
+        typer.Option(
+            "--protocol",
+            help="A published benchmark's metrics and steps: rxrx3-core (the paper: CRISPR-only recall, compound-gene "
+            "retrieval), rxrx3-core-notebook, jump; docs/published.md.",
+        ),
+    ] = None,
+    null_size: Annotated[
+        int, typer.Option("--null-size", min=100, help="Draws of each mAP null (p-values resolve to 1 / (draws + 1)).")
+    ] = 10000,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of every sampled null.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No line per metric as it finishes.")] = False,
@@ -213,8 +409,24 @@ def bench(
 
     extra = {name: Path(path) for name, path in _assignments(pairs, "--pairs", "NAME=FILE").items()}
     log = None if quiet else (lambda line: err_console.print(line, markup=False, highlight=False))
-    run_bench(map_path, out, embeddings, raw_embeddings, annotations, extra, compound_targets, clustering, null_size=null_size, seed=seed,
-              overwrite=overwrite, truth=truth, metrics=metrics, quick=quick, log=log, protocol=protocol)
+    run_bench(
+        map_path,
+        out,
+        embeddings,
+        raw_embeddings,
+        annotations,
+        extra,
+        compound_targets,
+        clustering,
+        null_size=null_size,
+        seed=seed,
+        overwrite=overwrite,
+        truth=truth,
+        metrics=metrics,
+        quick=quick,
+        log=log,
+        protocol=protocol,
+    )
     res = bench_summary.read(out)
     for table in bench_tables(res):
         _print_table(table)
@@ -252,17 +464,33 @@ def _print_table(table) -> None:
 @app.command()
 def train(
     store: Annotated[Path, typer.Option("--store", help="The image store to train on.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, logs/, tensorboard/, previews/, model.ckpt.")],
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML training config (keys of TrainConfig, docs/train.md).")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder: checkpoints/, logs/, tensorboard/, previews/, model.ckpt.")
+    ],
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML training config (keys of TrainConfig, docs/train.md).")
+    ] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model preset, e.g. mae_vit_tiny_patch8_64.")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step.")] = None,
     devices: Annotated[Optional[str], typer.Option("--devices", help="Devices per node (an int, or auto).")] = None,
     num_nodes: Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes (DDP).")] = None,
-    strategy: Annotated[Optional[str], typer.Option("--strategy", help="auto, or ddp (data parallel; --batch-size stays the global batch).")] = None,
+    strategy: Annotated[
+        Optional[str],
+        typer.Option("--strategy", help="auto, or ddp (data parallel; --batch-size stays the global batch)."),
+    ] = None,
     accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu or gpu.")] = None,
-    probe_every: Annotated[Optional[int], typer.Option("--probe-every", help="Probe the model (kNN, logistic, truth decoding on a fixed subset) at step 0 and every N steps; to metrics.csv.")] = None,
-    probe_truth: Annotated[Optional[Path], typer.Option("--probe-truth", help="A simulated screen's ground_truth/ folder: adds the decoding R2 probe.")] = None,
+    probe_every: Annotated[
+        Optional[int],
+        typer.Option(
+            "--probe-every",
+            help="Probe the model (kNN, logistic, truth decoding on a fixed subset) at step 0 and every N steps; to metrics.csv.",
+        ),
+    ] = None,
+    probe_truth: Annotated[
+        Optional[Path],
+        typer.Option("--probe-truth", help="A simulated screen's ground_truth/ folder: adds the decoding R2 probe."),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")] = False,
     resume_from: Annotated[Optional[Path], typer.Option("--resume-from", help="Continue from this checkpoint.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an existing run folder.")] = False,
@@ -273,8 +501,20 @@ def train(
     from .train.fit import train as run_train
 
     dev = int(devices) if devices and devices.isdigit() else devices
-    cfg = load_train_config(config, {"model": model, "max_steps": max_steps, "batch_size": batch_size, "devices": dev, "num_nodes": num_nodes,
-                                     "strategy": strategy, "accelerator": accelerator, "probe_every": probe_every, "probe_truth": probe_truth})
+    cfg = load_train_config(
+        config,
+        {
+            "model": model,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "devices": dev,
+            "num_nodes": num_nodes,
+            "strategy": strategy,
+            "accelerator": accelerator,
+            "probe_every": probe_every,
+            "probe_truth": probe_truth,
+        },
+    )
     final = run_train(cfg, store, out, resume=resume, resume_from=resume_from, overwrite=overwrite, progress=not quiet)
     _say_once(f"wrote {final}")
 
@@ -291,26 +531,74 @@ def _say_once(text: str) -> None:
 def embed(
     store: Annotated[Path, typer.Option("--store", help="The image store to embed.")],
     out: Annotated[Path, typer.Option("--out", help="Embeddings (.h5ad, or .parquet with --format parquet).")],
-    layer: Annotated[int, typer.Option("--layer", help="ViT block or CNN/U-Net stage whose output is the embedding (0 = first, -1 = last; U-Net: -1 = bottleneck).")] = -1,
-    pooling: Annotated[Optional[str], typer.Option("--pooling", help="mean (over positions or patch tokens; the default), cls (ViTs), per_channel (channel-agnostic MAE), concat (CNN/U-Net: every stage up to --layer, pooled), flatten (MIDL CNN's position-indexed map, to reproduce the paper).")] = None,
+    layer: Annotated[
+        int,
+        typer.Option(
+            "--layer",
+            help="ViT block or CNN/U-Net stage whose output is the embedding (0 = first, -1 = last; U-Net: -1 = bottleneck).",
+        ),
+    ] = -1,
+    pooling: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pooling",
+            help="mean (over positions or patch tokens; the default), cls (ViTs), per_channel (channel-agnostic MAE), "
+            "concat (CNN/U-Net: every stage up to --layer, pooled), flatten (MIDL CNN's position-indexed map, to reproduce the paper).",
+        ),
+    ] = None,
     level: Annotated[str, typer.Option("--level", help="crop, site or well.")] = "well",
-    tile_size: Annotated[Optional[int], typer.Option("--tile-size", help="Tile size (default: the model's crop size).")] = None,
-    stride: Annotated[Optional[int], typer.Option("--stride", help="Tile stride (default: the tile size, no overlap).")] = None,
+    tile_size: Annotated[
+        Optional[int], typer.Option("--tile-size", help="Tile size (default: the model's crop size).")
+    ] = None,
+    stride: Annotated[
+        Optional[int], typer.Option("--stride", help="Tile stride (default: the tile size, no overlap).")
+    ] = None,
     remainder: Annotated[str, typer.Option("--remainder", help="shift (cover every pixel), center or drop.")] = "shift",
-    channels: Annotated[Optional[list[str]], typer.Option("--channels", help="Store channels to use (channel-agnostic models).")] = None,
+    channels: Annotated[
+        Optional[list[str]], typer.Option("--channels", help="Store channels to use (channel-agnostic models).")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 64,
     num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers.")] = 0,
     chunk_sites: Annotated[int, typer.Option("--chunk-sites", help="Sites per resumable chunk.")] = 256,
     fmt: Annotated[str, typer.Option("--format", help="h5ad or parquet.")] = "h5ad",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder (eager, with a warning, where compiling fails).")] = False,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="32, bf16-mixed or 16-mixed (GPU only); default bf16-mixed on a GPU, 32 on the CPU. Embeddings are written as float32 either way.")] = None,
-    devices: Annotated[int, typer.Option("--devices", help="Processes (devices) per node; above 1, Lightning Fabric runs DDP and each rank embeds its share of chunks.")] = 1,
+    compile: Annotated[
+        bool,
+        typer.Option("--compile", help="torch.compile the encoder (eager, with a warning, where compiling fails)."),
+    ] = False,
+    precision: Annotated[
+        Optional[str],
+        typer.Option(
+            "--precision",
+            help="32, bf16-mixed or 16-mixed (GPU only); default bf16-mixed on a GPU, 32 on the CPU. Embeddings are "
+            "written as float32 either way.",
+        ),
+    ] = None,
+    devices: Annotated[
+        int,
+        typer.Option(
+            "--devices",
+            help="Processes (devices) per node; above 1, Lightning Fabric runs DDP and each rank embeds its share of chunks.",
+        ),
+    ] = 1,
     num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes.")] = 1,
     accelerator: Annotated[str, typer.Option("--accelerator", help="auto, cpu or gpu.")] = "auto",
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A checkpoint written by `morphoscale train`.")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Pretrained weights from disk instead: OpenPhenom / maes_microscopy, a timm ViT, or ours; safetensors or torch (docs/published.md).")] = None,
-    weights_layout: Annotated[str, typer.Option("--weights-layout", help="auto (from the keys), openphenom, timm or morphoscale.")] = "auto",
-    arch: Annotated[Optional[str], typer.Option("--arch", help="A timm checkpoint's architecture, e.g. vit_small_patch16_224.")] = None,
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", help="A checkpoint written by `morphoscale train`.")
+    ] = None,
+    weights: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--weights",
+            help="Pretrained weights from disk instead: OpenPhenom / maes_microscopy, a timm ViT, or ours; "
+            "safetensors or torch (docs/published.md).",
+        ),
+    ] = None,
+    weights_layout: Annotated[
+        str, typer.Option("--weights-layout", help="auto (from the keys), openphenom, timm or morphoscale.")
+    ] = "auto",
+    arch: Annotated[
+        Optional[str], typer.Option("--arch", help="A timm checkpoint's architecture, e.g. vit_small_patch16_224.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
@@ -319,22 +607,62 @@ def embed(
 
     if devices < 1 or num_nodes < 1:
         raise InputError("--devices/--num-nodes: must be at least 1")
-    path = run_embed(checkpoint, store, out, layer, pooling, level, tile_size, stride, remainder, channels, batch_size, num_workers,
-                     chunk_sites, fmt, compile, overwrite, progress=not quiet, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
-                     weights=weights, weights_layout=weights_layout, arch=arch, precision=precision)
+    path = run_embed(
+        checkpoint,
+        store,
+        out,
+        layer,
+        pooling,
+        level,
+        tile_size,
+        stride,
+        remainder,
+        channels,
+        batch_size,
+        num_workers,
+        chunk_sites,
+        fmt,
+        compile,
+        overwrite,
+        progress=not quiet,
+        devices=devices,
+        num_nodes=num_nodes,
+        accelerator=accelerator,
+        weights=weights,
+        weights_layout=weights_layout,
+        arch=arch,
+        precision=precision,
+    )
     _say_once(f"wrote {path}")
 
 
 @app.command()
 def features(
     store: Annotated[Path, typer.Option("--store", help="The image store to measure.")],
-    out: Annotated[Path, typer.Option("--out", help="Features (.h5ad, or .parquet with --format parquet), the same layout as `embed` writes.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Features (.h5ad, or .parquet with --format parquet), the same layout as `embed` writes."
+        ),
+    ],
     level: Annotated[str, typer.Option("--level", help="site or well.")] = "well",
     nuclear_channel: Annotated[str, typer.Option("--nuclear-channel", help="Channel to segment nuclei on.")] = "DNA",
-    nucleus_diameter: Annotated[Optional[float], typer.Option("--nucleus-diameter", help="Nucleus diameter in pixels (default: estimated per site).")] = None,
-    flatfield: Annotated[str, typer.Option("--flatfield", help="none, or radial: correct vignetting per site from its nuclei (microscope fields).")] = "none",
-    statistic: Annotated[str, typer.Option("--statistic", help="Per-site reduction over cells: median or mean.")] = "median",
-    texture_levels: Annotated[int, typer.Option("--texture-levels", help="Grey levels of the Haralick co-occurrence matrices.")] = 8,
+    nucleus_diameter: Annotated[
+        Optional[float],
+        typer.Option("--nucleus-diameter", help="Nucleus diameter in pixels (default: estimated per site)."),
+    ] = None,
+    flatfield: Annotated[
+        str,
+        typer.Option(
+            "--flatfield", help="none, or radial: correct vignetting per site from its nuclei (microscope fields)."
+        ),
+    ] = "none",
+    statistic: Annotated[
+        str, typer.Option("--statistic", help="Per-site reduction over cells: median or mean.")
+    ] = "median",
+    texture_levels: Annotated[
+        int, typer.Option("--texture-levels", help="Grey levels of the Haralick co-occurrence matrices.")
+    ] = 8,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Processes (default: one per core).")] = None,
     chunk_sites: Annotated[int, typer.Option("--chunk-sites", help="Sites per resumable chunk.")] = 64,
     fmt: Annotated[str, typer.Option("--format", help="h5ad or parquet.")] = "h5ad",
@@ -347,13 +675,17 @@ def features(
     from .features.extract import FeatureConfig, extract_features
 
     cfg = FeatureConfig(nuclear_channel, nucleus_diameter, flatfield, statistic, texture_levels)
-    path = extract_features(store, out, cfg, level, workers or os.cpu_count() or 1, chunk_sites, fmt, overwrite, progress=not quiet)
+    path = extract_features(
+        store, out, cfg, level, workers or os.cpu_count() or 1, chunk_sites, fmt, overwrite, progress=not quiet
+    )
     out_console.print(f"wrote {path}")
 
 
 # the options `run` and `compare` share: both drive the cached flow of flow/pipeline.py
 RunFolder = Annotated[Optional[Path], typer.Option("--out", help="The run folder (default: runs/<name>).")]
-FromStage = Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on: data, train, embed, map, bench or report.")]
+FromStage = Annotated[
+    Optional[str], typer.Option("--from", help="Re-run from this stage on: data, train, embed, map, bench or report.")
+]
 QuietStages = Annotated[bool, typer.Option("--quiet", help="No progress bars inside the stages.")]
 
 
@@ -363,7 +695,14 @@ def run_(
     out: RunFolder = None,
     start: FromStage = None,
     quiet: QuietStages = False,
-    check_reproducible: Annotated[Optional[list[str]], typer.Option("--check-reproducible", help="After the run, re-run this stage (an id such as train:wsl, or a kind such as embed; repeatable) and compare its outputs with the run's own; exit 1 when they differ.")] = None,
+    check_reproducible: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--check-reproducible",
+            help="After the run, re-run this stage (an id such as train:wsl, or a kind such as embed; repeatable) and "
+            "compare its outputs with the run's own; exit 1 when they differ.",
+        ),
+    ] = None,
 ):
     """Run the whole flow from one config; unchanged stages are taken from the cache."""
     from .flow.config import load_run_config
@@ -396,7 +735,10 @@ def print_reproducible(flow, names: list[str]) -> None:
     out_console.print(reproducible_table(t))
     out_console.print(f"wrote {flow.out / 'reproducible.csv'}")
     if not t["equal"].all():
-        err_console.print(f"error: {int((~t['equal']).sum())} of {len(t)} outputs differ when their stage runs again (reproduce/ holds the re-run)", markup=False)
+        err_console.print(
+            f"error: {int((~t['equal']).sum())} of {len(t)} outputs differ when their stage runs again (reproduce/ holds the re-run)",
+            markup=False,
+        )
         raise typer.Exit(1)
 
 

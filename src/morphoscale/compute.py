@@ -79,5 +79,7 @@ def compiled(fn: Callable, what: str, warn=None) -> Callable:
 def _is_compile_failure(e: Exception) -> bool:
     """Errors raised by the compiler stack (dynamo, inductor, the C++ toolchain), not by the model."""
     mod = type(e).__module__ or ""
-    return mod.startswith(("torch._dynamo", "torch._inductor", "torch.fx", "torch._subclasses")) or "CompilationError" in type(e).__name__
-
+    return (
+        mod.startswith(("torch._dynamo", "torch._inductor", "torch.fx", "torch._subclasses"))
+        or "CompilationError" in type(e).__name__
+    )

@@ -32,7 +32,9 @@ _ALWAYS = {
     "MKL_DYNAMIC": "FALSE",  # MKL uses the threads it is given, not fewer when it guesses it should
 }
 _X86_AVX2 = {
-    "MKL_CBWR": "AVX2,STRICT",  # the AVX2 code path on every CPU (AUTO would take AVX-512 where there is one), strict CNR: independent of the thread count
+    # the AVX2 code path on every CPU (AUTO would take AVX-512 where there is one), strict CNR:
+    # independent of the thread count
+    "MKL_CBWR": "AVX2,STRICT",
     "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's vectorised kernels (default: the best the CPU has)
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's JIT kernels
     "OPENBLAS_CORETYPE": "Haswell",  # NumPy's and SciPy's OpenBLAS kernels (default: by CPU model)
@@ -143,7 +145,10 @@ def thread_invariant_batch_norm_classes() -> dict:
                 self.running_var.mul_(1 - m).add_(var.detach() * (n / max(n - 1, 1)), alpha=m)
         return y
 
-    return {cls: type(f"ThreadInvariant{cls.__name__}", (cls,), {"forward": forward}) for cls in (nn.BatchNorm1d, nn.BatchNorm2d)}
+    return {
+        cls: type(f"ThreadInvariant{cls.__name__}", (cls,), {"forward": forward})
+        for cls in (nn.BatchNorm1d, nn.BatchNorm2d)
+    }
 
 
 @functools.cache
@@ -164,8 +169,13 @@ def thread_invariant_pointwise_conv_class():
 
 
 def _is_pointwise(m) -> bool:
-    return (m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding in ((0, 0), "valid") and m.dilation == (1, 1)
-            and m.groups == 1)
+    return (
+        m.kernel_size == (1, 1)
+        and m.stride == (1, 1)
+        and m.padding in ((0, 0), "valid")
+        and m.dilation == (1, 1)
+        and m.groups == 1
+    )
 
 
 @contextlib.contextmanager
@@ -213,8 +223,16 @@ def record(deterministic: bool | None = None, with_torch: bool = True) -> dict:
     if with_torch:
         import torch
 
-        out.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "deterministic_algorithms": torch.are_deterministic_algorithms_enabled() if deterministic is None else deterministic})
+        out.update(
+            {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()
+                if deterministic is None
+                else deterministic,
+            }
+        )
     else:
         import scipy
 

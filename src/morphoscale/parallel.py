@@ -8,7 +8,9 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def process_map(fn: Callable, jobs: Iterable, workers: int, initializer: Callable, initargs: tuple, chunksize: int = 1) -> Iterator[Iterator]:
+def process_map(
+    fn: Callable, jobs: Iterable, workers: int, initializer: Callable, initargs: tuple, chunksize: int = 1
+) -> Iterator[Iterator]:
     """Results of fn(job) in completion order. Forked workers (zarr resets its event loop in a
     forked child); the pool is started before the caller starts any thread (a progress bar),
     and is torn down on any exit, an interrupt included."""

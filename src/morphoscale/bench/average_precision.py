@@ -98,8 +98,15 @@ def activity_ap(X, obs: pd.DataFrame) -> pd.DataFrame:
             others = others[others != treated[q]]
             pos[i, : len(others)] = U[others] @ U[treated[q]]
         ap[block] = ap_from_similarities(neg, pos)
-    out = pd.DataFrame({"perturbation": pert[treated], "row": treated, "average_precision": ap,
-                        "n_pos_pairs": size - 1, "n_total_pairs": size - 1 + len(C)})
+    out = pd.DataFrame(
+        {
+            "perturbation": pert[treated],
+            "row": treated,
+            "average_precision": ap,
+            "n_pos_pairs": size - 1,
+            "n_total_pairs": size - 1 + len(C),
+        }
+    )
     return out
 
 
@@ -108,7 +115,10 @@ def consistency_ap(X, genes: list[str], annotation: dict[str, list[str]], min_me
     members of other groups (other genes); copairs' design with pos_sameby group, pos_diffby gene,
     neg_diffby group and gene."""
     index = {g: i for i, g in enumerate(genes)}
-    meta = pd.DataFrame([(name, g) for name, members in annotation.items() for g in dict.fromkeys(members) if g in index], columns=["group", "gene"])
+    meta = pd.DataFrame(
+        [(name, g) for name, members in annotation.items() for g in dict.fromkeys(members) if g in index],
+        columns=["group", "gene"],
+    )
     sizes = meta["group"].value_counts()
     meta = meta[meta["group"].isin(sizes.index[sizes >= min_members])].reset_index(drop=True)
     if meta["group"].nunique() < 2:
@@ -148,7 +158,11 @@ def random_ap(null_size: int, k: int, n: int, seed: int) -> np.ndarray:
 
 def null_distributions(confs: np.ndarray, null_size: int, seed: int) -> np.ndarray:
     """One row of null APs per (n_pos, n_total) configuration."""
-    return np.vstack([random_ap(null_size, int(k), int(n), seed) for k, n in confs]) if len(confs) else np.zeros((0, null_size), np.float32)
+    return (
+        np.vstack([random_ap(null_size, int(k), int(n), seed) for k, n in confs])
+        if len(confs)
+        else np.zeros((0, null_size), np.float32)
+    )
 
 
 def normalized_ap(ap: pd.DataFrame, confs: np.ndarray, conf_index: np.ndarray) -> np.ndarray:
@@ -160,7 +174,9 @@ def normalized_ap(ap: pd.DataFrame, confs: np.ndarray, conf_index: np.ndarray) -
     return np.clip((ap["average_precision"].to_numpy() - mu0) / np.maximum(1 - mu0, 1e-10), -1.0, 1.0)
 
 
-def map_p_values(ap: pd.DataFrame, sameby: str, confs: np.ndarray, null_dists: np.ndarray, conf_index: np.ndarray) -> pd.DataFrame:
+def map_p_values(
+    ap: pd.DataFrame, sameby: str, confs: np.ndarray, null_dists: np.ndarray, conf_index: np.ndarray
+) -> pd.DataFrame:
     """mAP per `sameby` group and copairs' p-value: the group's null is the draw-by-draw mean of its
     members' configuration nulls (member i: configuration `confs[conf_index[i]]`, nulls in that row of `null_dists`)."""
     ap = ap.assign(normalized_average_precision=normalized_ap(ap, confs, conf_index))
@@ -176,10 +192,20 @@ def map_p_values(ap: pd.DataFrame, sameby: str, confs: np.ndarray, null_dists: n
         np.add.at(weights, (codes[sel] - lo, conf_index[sel]), 1.0)
         null = (weights / n[lo : lo + 2048, None]) @ null_dists
         p[lo : lo + 2048] = (1 + (null > scores[lo : lo + 2048, None]).sum(axis=1)) / (1 + null_size)
-    return pd.DataFrame({sameby: groups, "n_profiles": n, "mean_average_precision": scores, "mean_normalized_average_precision": normalized, "p_value": p})
+    return pd.DataFrame(
+        {
+            sameby: groups,
+            "n_profiles": n,
+            "mean_average_precision": scores,
+            "mean_normalized_average_precision": normalized,
+            "p_value": p,
+        }
+    )
 
 
-def mean_average_precision(ap: pd.DataFrame, sameby: str, null_size: int, threshold: float = 0.05, seed: int = 0) -> pd.DataFrame:
+def mean_average_precision(
+    ap: pd.DataFrame, sameby: str, null_size: int, threshold: float = 0.05, seed: int = 0
+) -> pd.DataFrame:
     """copairs' `mean_average_precision` on a table of APs: mAP per group, p-values against the
     configuration nulls, BH-corrected, and whether each is below `threshold`."""
     ap = ap[ap["average_precision"].notna() & (ap["n_pos_pairs"] > 0)].reset_index(drop=True)

@@ -45,8 +45,18 @@ def complex_ks(X: np.ndarray, genes: list[str], complexes: dict[str, list[str]],
         within = S[:, idx][np.triu_indices(len(idx), 1)]
         between = S[:, others].ravel()
         res = ks_2samp(within, between)
-        rows.append({"complex": name, "n_genes": len(idx), "ks_statistic": float(res.statistic), "p_value": float(res.pvalue),
-                     "median_within": float(np.median(within)), "median_between": float(np.median(between))})
-    df = pd.DataFrame(rows, columns=["complex", "n_genes", "ks_statistic", "p_value", "median_within", "median_between"])
+        rows.append(
+            {
+                "complex": name,
+                "n_genes": len(idx),
+                "ks_statistic": float(res.statistic),
+                "p_value": float(res.pvalue),
+                "median_within": float(np.median(within)),
+                "median_between": float(np.median(between)),
+            }
+        )
+    df = pd.DataFrame(
+        rows, columns=["complex", "n_genes", "ks_statistic", "p_value", "median_within", "median_between"]
+    )
     df["corrected_p_value"] = false_discovery_control(df["p_value"]) if len(df) else []
     return df

@@ -22,7 +22,9 @@ def _unit(X):
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def compound_gene_retrieval(compound_X, compounds: list[str], gene_X, genes: list[str], targets: dict[str, list[str]], block: int = 2048) -> pd.DataFrame:
+def compound_gene_retrieval(
+    compound_X, compounds: list[str], gene_X, genes: list[str], targets: dict[str, list[str]], block: int = 2048
+) -> pd.DataFrame:
     """For each compound with a target in the map: rank every gene by cosine to the compound;
     ROC-AUC and average precision of its annotated targets. Random: AUC 0.5, AP = targets / genes.
 
@@ -39,7 +41,9 @@ def compound_gene_retrieval(compound_X, compounds: list[str], gene_X, genes: lis
         rows = keep[lo : lo + block]
         S = C[rows] @ G.T
         width = max(len(hits[k]) for k in rows)
-        idx = np.array([hits[k] + [hits[k][0]] * (width - len(hits[k])) for k in rows])  # padded with a repeat, masked below
+        idx = np.array(
+            [hits[k] + [hits[k][0]] * (width - len(hits[k])) for k in rows]
+        )  # padded with a repeat, masked below
         valid = np.arange(width)[None, :] < np.array([len(hits[k]) for k in rows])[:, None]
         s = np.take_along_axis(S, idx, axis=1)
         ge, gt = (S[:, None, :] >= s[:, :, None]).sum(axis=2), (S[:, None, :] > s[:, :, None]).sum(axis=2)
@@ -52,8 +56,16 @@ def compound_gene_retrieval(compound_X, compounds: list[str], gene_X, genes: lis
         auc[lo : lo + len(rows)] = np.where(valid, neg_lt + 0.5 * neg_eq, 0).sum(axis=1) / (n_pos * n_neg)
         ap[lo : lo + len(rows)] = np.where(valid, pos_ge / ge, 0).sum(axis=1) / n_pos
     n_targets = np.array([len(hits[k]) for k in keep], dtype=int)
-    return pd.DataFrame({"compound": [compounds[k] for k in keep], "n_targets": n_targets, "auc": auc, "average_precision": ap,
-                         "random_average_precision": n_targets / len(genes)}, columns=["compound", "n_targets", "auc", "average_precision", "random_average_precision"])
+    return pd.DataFrame(
+        {
+            "compound": [compounds[k] for k in keep],
+            "n_targets": n_targets,
+            "auc": auc,
+            "average_precision": ap,
+            "random_average_precision": n_targets / len(genes),
+        },
+        columns=["compound", "n_targets", "auc", "average_precision", "random_average_precision"],
+    )
 
 
 def drug_similarity_score(compound_X, compounds: list[str], control_X, targets: dict[str, list[str]]) -> dict:
@@ -63,10 +75,21 @@ def drug_similarity_score(compound_X, compounds: list[str], control_X, targets: 
     ctrl = _unit(np.atleast_2d(np.asarray(control_X, dtype=np.float64).mean(axis=0)))[0]
     i, j = shared_target_pairs(compounds, targets)
     step = 1 << 16  # pairs at a time: 1.4M pairs of 200-d profiles would be 4 GB gathered at once
-    same = np.concatenate([1 - np.einsum("ij,ij->i", C[i[k : k + step]], C[j[k : k + step]]) for k in range(0, len(i), step)]) if len(i) else np.zeros(0)
+    same = (
+        np.concatenate(
+            [1 - np.einsum("ij,ij->i", C[i[k : k + step]], C[j[k : k + step]]) for k in range(0, len(i), step)]
+        )
+        if len(i)
+        else np.zeros(0)
+    )
     to_ctrl = 1 - C @ ctrl
     if not len(same):
-        return {"n_pairs": 0, "median_distance_shared_target": float("nan"), "median_distance_to_controls": float(np.median(to_ctrl)), "ratio": float("nan")}
+        return {
+            "n_pairs": 0,
+            "median_distance_shared_target": float("nan"),
+            "median_distance_to_controls": float(np.median(to_ctrl)),
+            "ratio": float("nan"),
+        }
     a, b = float(np.median(same)), float(np.median(to_ctrl))
     return {"n_pairs": len(same), "median_distance_shared_target": a, "median_distance_to_controls": b, "ratio": a / b}
 
@@ -79,6 +102,11 @@ def shared_target_pairs(compounds: list[str], targets: dict[str, list[str]]) -> 
         for t in set(targets.get(comp, [])):
             by_target.setdefault(t, []).append(k)
     n = len(compounds)
-    codes = [np.asarray(m)[a] * n + np.asarray(m)[b] for m in by_target.values() if len(m) > 1 for a, b in [np.triu_indices(len(m), 1)]]
+    codes = [
+        np.asarray(m)[a] * n + np.asarray(m)[b]
+        for m in by_target.values()
+        if len(m) > 1
+        for a, b in [np.triu_indices(len(m), 1)]
+    ]
     codes = np.unique(np.concatenate(codes)) if codes else np.zeros(0, np.int64)
     return codes // n, codes % n

@@ -71,10 +71,14 @@ def mean_replicates(values) -> np.ndarray:
 
 
 def replicate_frame(metric: str, units, replicates) -> pd.DataFrame:
-    return pd.DataFrame({"metric": metric, "unit": np.asarray(units).astype(str), "value": np.asarray(replicates, dtype=np.float64)})
+    return pd.DataFrame(
+        {"metric": metric, "unit": np.asarray(units).astype(str), "value": np.asarray(replicates, dtype=np.float64)}
+    )
 
 
-def paired_difference(value_a: float, rep_a: pd.Series, value_b: float, rep_b: pd.Series, bounds=(None, None)) -> tuple[Estimate | None, str]:
+def paired_difference(
+    value_a: float, rep_a: pd.Series, value_b: float, rep_b: pd.Series, bounds=(None, None)
+) -> tuple[Estimate | None, str]:
     """a - b with its jackknife interval, where both were scored on the same units (index:
     unit, values: replicates). (None, reason) when the units differ."""
     if set(rep_a.index) != set(rep_b.index):

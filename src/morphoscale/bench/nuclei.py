@@ -69,7 +69,9 @@ def cv_r2(X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[
     from sklearn.preprocessing import StandardScaler
 
     k = int(min(32, X.shape[1], len(y) * (folds - 1) // folds - 1))
-    model = make_pipeline(StandardScaler(), PCA(n_components=k, random_state=seed), RidgeCV(alphas=np.logspace(-3, 4, 15)))
+    model = make_pipeline(
+        StandardScaler(), PCA(n_components=k, random_state=seed), RidgeCV(alphas=np.logspace(-3, 4, 15))
+    )
     scores = cross_val_score(model, X, y, cv=KFold(folds, shuffle=True, random_state=seed), scoring="r2")
     return float(scores.mean()), float(scores.std())
 
@@ -84,11 +86,22 @@ def probe_table(embeddings: dict[str, np.ndarray], nuclei: pd.DataFrame, folds: 
             y = np.log(np.maximum(y, 1e-12))
         for name, X in embeddings.items():
             m, s = cv_r2(X, y, folds, seed)
-            rows.append({"target": target + (" (log)" if log else ""), "embedding": name, "r2": m, "r2_sd": s, "dims": X.shape[1], "nuclei": len(y)})
+            rows.append(
+                {
+                    "target": target + (" (log)" if log else ""),
+                    "embedding": name,
+                    "r2": m,
+                    "r2_sd": s,
+                    "dims": X.shape[1],
+                    "nuclei": len(y),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def heldout_reconstructions(model, site: np.ndarray, centers_xy: np.ndarray, size: int, holdout_width: float, n: int = 4, seed: int = 0) -> np.ndarray | None:
+def heldout_reconstructions(
+    model, site: np.ndarray, centers_xy: np.ndarray, size: int, holdout_width: float, n: int = 4, seed: int = 0
+) -> np.ndarray | None:
     """Panels (masked | reconstruction | target per crop, one row per channel) of crops centred
     on nuclei wholly inside the held-out right side of the field, as an (H, W) uint8 image."""
     import torch
@@ -113,12 +126,28 @@ def heldout_reconstructions(model, site: np.ndarray, centers_xy: np.ndarray, siz
         rows = []
         for c in range(crops.shape[1]):
             lo, hi = np.percentile(panels["target"][i, c], [1, 99])
-            rows.append(np.concatenate([np.clip((panels[k][i, c] - lo) / max(hi - lo, 1e-6), 0, 1) for k in ("masked", "reconstruction", "target")], axis=1))
+            rows.append(
+                np.concatenate(
+                    [
+                        np.clip((panels[k][i, c] - lo) / max(hi - lo, 1e-6), 0, 1)
+                        for k in ("masked", "reconstruction", "target")
+                    ],
+                    axis=1,
+                )
+            )
         blocks.append(np.pad(np.concatenate(rows, axis=0), ((0, 0), (0, 4)), constant_values=1))
     return (np.concatenate(blocks, axis=1) * 255).astype(np.uint8)
 
 
-def run_probe(store_path: Path, nuclei_csv: Path, encoders: dict[str, Path], out: Path, crop_size: int = 64, folds: int = 5, seed: int = 0) -> pd.DataFrame:
+def run_probe(
+    store_path: Path,
+    nuclei_csv: Path,
+    encoders: dict[str, Path],
+    out: Path,
+    crop_size: int = 64,
+    folds: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
     """encoders: name -> train folder. Writes out/r2.csv and the reconstruction PNGs (report/probe.py draws them)."""
     from PIL import Image
 

@@ -38,7 +38,9 @@ def recall_bars(recall: pd.DataFrame, path: Path, lower: float | None = None) ->
     return path
 
 
-def complex_heatmap(X: np.ndarray, genes: list[str], complexes: dict[str, list[str]], ks: pd.DataFrame, path: Path, top: int = 4) -> Path | None:
+def complex_heatmap(
+    X: np.ndarray, genes: list[str], complexes: dict[str, list[str]], ks: pd.DataFrame, path: Path, top: int = 4
+) -> Path | None:
     plt = _plt()
     if ks is None or not len(ks):
         return None
@@ -66,7 +68,9 @@ def complex_heatmap(X: np.ndarray, genes: list[str], complexes: dict[str, list[s
     return path
 
 
-def umap_by_batch(before: np.ndarray, after: np.ndarray, batch: np.ndarray, path: Path, seed: int = 0, max_points: int = 5000) -> Path:
+def umap_by_batch(
+    before: np.ndarray, after: np.ndarray, batch: np.ndarray, path: Path, seed: int = 0, max_points: int = 5000
+) -> Path:
     import umap
 
     plt = _plt()

@@ -7,7 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, calinski_harabasz_score, davies_bouldin_score, f1_score, roc_auc_score, silhouette_score
+from sklearn.metrics import (
+    accuracy_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    f1_score,
+    roc_auc_score,
+    silhouette_score,
+)
 from sklearn.model_selection import GroupKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
@@ -16,7 +23,14 @@ from sklearn.preprocessing import StandardScaler
 from ..errors import InputError
 
 
-def drug_vs_control(X: np.ndarray, obs: pd.DataFrame, group_column: str = "plate", n_splits: int = 5, seed: int = 0, max_wells: int = 20000) -> pd.DataFrame:
+def drug_vs_control(
+    X: np.ndarray,
+    obs: pd.DataFrame,
+    group_column: str = "plate",
+    n_splits: int = 5,
+    seed: int = 0,
+    max_wells: int = 20000,
+) -> pd.DataFrame:
     """Compound wells vs control wells, linear and MLP probes, cross-validated with folds grouped
     by `group_column`. Returns one row per probe: accuracy, F1, ROC-AUC, and the majority-class accuracy.
 
@@ -43,7 +57,10 @@ def drug_vs_control(X: np.ndarray, obs: pd.DataFrame, group_column: str = "plate
     probes = {
         "linear": lambda n: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)),
         # early stopping holds out 10% of the training wells, stratified: only where that leaves both classes
-        "mlp": lambda n: make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), max_iter=500, early_stopping=n >= 50, random_state=seed)),
+        "mlp": lambda n: make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(128,), max_iter=500, early_stopping=n >= 50, random_state=seed),
+        ),
     }
     rows = []
     for name, make in probes.items():
@@ -54,19 +71,37 @@ def drug_vs_control(X: np.ndarray, obs: pd.DataFrame, group_column: str = "plate
                 continue
             proba[test] = make(len(train)).fit(Xm[train], y[train]).predict_proba(Xm[test])[:, 1]
         pred = (proba >= 0.5).astype(int)
-        rows.append({"probe": name, "accuracy": accuracy_score(y, pred), "f1": f1_score(y, pred), "roc_auc": roc_auc_score(y, proba),
-                     "majority_accuracy": max(y.mean(), 1 - y.mean()), "n_wells": int(len(y)), "n_compound_wells": n_compound_wells, "n_groups": n_groups})
+        rows.append(
+            {
+                "probe": name,
+                "accuracy": accuracy_score(y, pred),
+                "f1": f1_score(y, pred),
+                "roc_auc": roc_auc_score(y, proba),
+                "majority_accuracy": max(y.mean(), 1 - y.mean()),
+                "n_wells": int(len(y)),
+                "n_compound_wells": n_compound_wells,
+                "n_groups": n_groups,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def cluster_scores(X: np.ndarray, obs: pd.DataFrame, by: str | None = "cell_type", min_cluster_size: int = 10, seed: int = 0) -> pd.DataFrame:
+def cluster_scores(
+    X: np.ndarray, obs: pd.DataFrame, by: str | None = "cell_type", min_cluster_size: int = 10, seed: int = 0
+) -> pd.DataFrame:
     """UMAP (2-D) then HDBSCAN, within each cell line; silhouette, Calinski-Harabasz and
     Davies-Bouldin of those clusters computed on the embeddings themselves (noise excluded)."""
     import umap
     from sklearn.cluster import HDBSCAN
 
     X = np.asarray(X, dtype=np.float64)
-    parts = [("all", np.arange(len(X)))] if by is None or by not in obs.columns else [(str(k), np.flatnonzero(obs[by].astype(str).to_numpy() == k)) for k in sorted(obs[by].astype(str).unique())]
+    parts = (
+        [("all", np.arange(len(X)))]
+        if by is None or by not in obs.columns
+        else [
+            (str(k), np.flatnonzero(obs[by].astype(str).to_numpy() == k)) for k in sorted(obs[by].astype(str).unique())
+        ]
+    )
     rows = []
     for name, idx in parts:
         if len(idx) < max(3 * min_cluster_size, 15):
@@ -77,8 +112,10 @@ def cluster_scores(X: np.ndarray, obs: pd.DataFrame, by: str | None = "cell_type
         k = len(np.unique(labels[keep]))
         row = {"group": name, "n": len(idx), "n_clusters": k, "noise_fraction": float(1 - keep.mean())}
         if k >= 2:
-            row.update(silhouette=silhouette_score(X[idx][keep], labels[keep], metric="cosine"),
-                       calinski_harabasz=calinski_harabasz_score(X[idx][keep], labels[keep]),
-                       davies_bouldin=davies_bouldin_score(X[idx][keep], labels[keep]))
+            row.update(
+                silhouette=silhouette_score(X[idx][keep], labels[keep], metric="cosine"),
+                calinski_harabasz=calinski_harabasz_score(X[idx][keep], labels[keep]),
+                davies_bouldin=davies_bouldin_score(X[idx][keep], labels[keep]),
+            )
         rows.append(row)
     return pd.DataFrame(rows)

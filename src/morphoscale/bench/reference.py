@@ -40,4 +40,6 @@ def load():
     _stub("geomloss", SamplesLoss=_Unavailable)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    return importlib.import_module("efaar_benchmarking.efaar"), importlib.import_module("efaar_benchmarking.benchmarking")
+    return importlib.import_module("efaar_benchmarking.efaar"), importlib.import_module(
+        "efaar_benchmarking.benchmarking"
+    )

@@ -223,7 +223,11 @@ def recall_with_replicates(
     stats, m, cos_every = null_order_statistics(Xn, ranks, block, every)
     rows, reps = [], []
     for name, pi in idx.items():
-        cos = cos_every[np.searchsorted(every[:, 0] * n + every[:, 1], pi[:, 0] * n + pi[:, 1])] if len(pi) else np.zeros(0)
+        cos = (
+            cos_every[np.searchsorted(every[:, 0] * n + every[:, 1], pi[:, 0] * n + pi[:, 1])]
+            if len(pi)
+            else np.zeros(0)
+        )
         units = np.unique(pi) if len(pi) else np.zeros(0, np.int64)
         n_per_gene = np.bincount(pi.ravel(), minlength=n)[units]
         for (lo, hi), (K, L) in cuts.items():
@@ -232,13 +236,34 @@ def recall_with_replicates(
             value = float(hit.mean()) if len(pi) else float("nan")
             r = ratio_replicates(hit.sum(), len(pi), h_per_gene, n_per_gene)
             e = estimate(value, r, (0.0, 1.0))
-            rows.append(RecallResult(name, lo, hi, value, e.ci_low, e.ci_high, e.se, int(len(pi)), int(len(units)), (min(K, m) + max(m - L, 0)) / m,
-                                     stats.get(K, float("inf")), stats.get(L - 1, float("-inf"))).__dict__)
+            rows.append(
+                RecallResult(
+                    name,
+                    lo,
+                    hi,
+                    value,
+                    e.ci_low,
+                    e.ci_high,
+                    e.se,
+                    int(len(pi)),
+                    int(len(units)),
+                    (min(K, m) + max(m - L, 0)) / m,
+                    stats.get(K, float("inf")),
+                    stats.get(L - 1, float("-inf")),
+                ).__dict__
+            )
             reps.append(replicate_frame(recall_metric(name, lo), [genes[u] for u in units], r))
     return pd.DataFrame(rows), pd.concat(reps, ignore_index=True) if reps else replicate_frame("", [], [])
 
 
-def relationship_recall(X, genes: list[str], sources: dict[str, pd.DataFrame], thresholds=DEFAULT_THRESHOLDS, block: int = 2048, dtype=torch.float32) -> pd.DataFrame:
+def relationship_recall(
+    X,
+    genes: list[str],
+    sources: dict[str, pd.DataFrame],
+    thresholds=DEFAULT_THRESHOLDS,
+    block: int = 2048,
+    dtype=torch.float32,
+) -> pd.DataFrame:
     """Recall of every source at every (lower, upper) percentile pair, with intervals, as a tidy table."""
     return recall_with_replicates(X, genes, sources, thresholds, block, dtype)[0]
 

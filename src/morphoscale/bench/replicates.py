@@ -45,7 +45,15 @@ def replicate_consistency(X: np.ndarray, obs: pd.DataFrame, n_null: int = 1000, 
             nulls[k] = np.array([mean_pairwise_cosine(U[rng.choice(treated, k, replace=False)]) for _ in range(n_null)])
         obs_val = mean_pairwise_cosine(U[idx])
         p = (1 + np.sum(nulls[k] >= obs_val)) / (1 + n_null)
-        rows.append({"perturbation": pert, "n_wells": k, "consistency": obs_val, "null_mean": float(nulls[k].mean()), "p_value": float(p)})
+        rows.append(
+            {
+                "perturbation": pert,
+                "n_wells": k,
+                "consistency": obs_val,
+                "null_mean": float(nulls[k].mean()),
+                "p_value": float(p),
+            }
+        )
     return pd.DataFrame(rows, columns=["perturbation", "n_wells", "consistency", "null_mean", "p_value"])
 
 
@@ -57,7 +65,9 @@ def energy_distance(A: np.ndarray, B: np.ndarray) -> float:
     return float(2 * ab - aa - bb)
 
 
-def perturbation_magnitude(X: np.ndarray, obs: pd.DataFrame, n_null: int = 200, max_controls: int = 500, seed: int = 0) -> pd.DataFrame:
+def perturbation_magnitude(
+    X: np.ndarray, obs: pd.DataFrame, n_null: int = 200, max_controls: int = 500, seed: int = 0
+) -> pd.DataFrame:
     """Per perturbation: energy distance of its wells to the control wells, and a p-value against
     a plate-matched null (batch-matched without a plate column): as many control wells, drawn
     from the same plates in the same numbers, against the remaining controls. An unmatched null
@@ -80,20 +90,34 @@ def perturbation_magnitude(X: np.ndarray, obs: pd.DataFrame, n_null: int = 200, 
     to_ctrl = _mean_distance_to(X, [idx for _, idx in groups], X[ctrl])
     rows, nulls = [], {}
     for (pert, idx), ab in zip(groups, to_ctrl):
-        comp = tuple(sorted(Counter(batch[idx].tolist()).items()))  # (plate, wells) pairs, one null per distinct composition
+        comp = tuple(
+            sorted(Counter(batch[idx].tolist()).items())
+        )  # (plate, wells) pairs, one null per distinct composition
         if comp not in nulls:
             nulls[comp] = null.draw(comp, n_null, rng)
         aa = 2 * pdist(X[idx]).sum() / len(idx) ** 2 if len(idx) > 1 else 0.0
         e = float(2 * ab - aa - null.within)
         p = (1 + np.sum(nulls[comp] >= e)) / (1 + n_null)
-        rows.append({"perturbation": pert, "n_wells": len(idx), "energy_distance": e, "null_mean": float(nulls[comp].mean()), "p_value": float(p)})
+        rows.append(
+            {
+                "perturbation": pert,
+                "n_wells": len(idx),
+                "energy_distance": e,
+                "null_mean": float(nulls[comp].mean()),
+                "p_value": float(p),
+            }
+        )
     return pd.DataFrame(rows, columns=["perturbation", "n_wells", "energy_distance", "null_mean", "p_value"])
 
 
 def _mean_distance_to(X: np.ndarray, groups: list[np.ndarray], C: np.ndarray, block: int = 4096) -> np.ndarray:
     """E|x - c| for each group of rows of X, against the rows of C (distances a block of rows at a time)."""
     rows = np.concatenate(groups) if groups else np.zeros(0, int)
-    sums = np.concatenate([cdist(X[rows[i : i + block]], C).sum(axis=1) for i in range(0, len(rows), block)]) if len(rows) else np.zeros(0)
+    sums = (
+        np.concatenate([cdist(X[rows[i : i + block]], C).sum(axis=1) for i in range(0, len(rows), block)])
+        if len(rows)
+        else np.zeros(0)
+    )
     ends = np.cumsum([len(g) for g in groups])
     return np.array([sums[e - len(g) : e].sum() / (len(g) * len(C)) for g, e in zip(groups, ends)])
 

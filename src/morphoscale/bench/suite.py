@@ -39,6 +39,7 @@ from .retrieval import phenotypic_activity, phenotypic_consistency
 
 SKIPPABLE = (InputError, ValueError, np.linalg.LinAlgError)
 
+
 def gene_profiles(m, with_compounds: bool = False) -> tuple[np.ndarray, list[str]]:
     """The gene profiles of a map (and with_compounds: every compound-concentration profile too,
     named as the map's index names them, e.g. 'CPD@0.1')."""
@@ -63,7 +64,9 @@ def compound_profiles(m) -> tuple[np.ndarray, list[str]]:
 class _Results:
     """What a bench run collects: summary.json, the tables, the jackknife replicates."""
 
-    def __init__(self, folder: Path, summary: dict, metrics: list[str], named: bool, log: Callable[[str], None] | None = None):
+    def __init__(
+        self, folder: Path, summary: dict, metrics: list[str], named: bool, log: Callable[[str], None] | None = None
+    ):
         self.folder = folder
         self.summary = summary
         self.summary.setdefault("estimates", {})
@@ -104,7 +107,9 @@ class _Results:
             skipped = " (skipped)" if "skipped" in self.summary.get(key, {}) else ""
             self.log(f"bench: {key} {seconds:.1f} s, peak {peak:,.0f} MB{skipped}")
 
-    def estimate(self, metric: str, est: Estimate, replicates: pd.DataFrame, entry: dict | None = None, field: str | None = None) -> None:
+    def estimate(
+        self, metric: str, est: Estimate, replicates: pd.DataFrame, entry: dict | None = None, field: str | None = None
+    ) -> None:
         """Record a headline number's interval (and beside `field` in `entry`, as <field>_ci)."""
         self.summary["estimates"][metric] = est.as_dict()
         self.replicates.append(replicates)
@@ -117,7 +122,11 @@ class _Results:
         self.estimate(f"{key}/{field}", est, reps, entry, field)
 
     def write(self) -> None:
-        reps = pd.concat(self.replicates, ignore_index=True) if self.replicates else pd.DataFrame(columns=["metric", "unit", "value"])
+        reps = (
+            pd.concat(self.replicates, ignore_index=True)
+            if self.replicates
+            else pd.DataFrame(columns=["metric", "unit", "value"])
+        )
         reps.to_parquet(self.folder / "replicates.parquet", index=False)
         (self.folder / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default))
 
@@ -160,14 +169,38 @@ def run_bench(
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     try:
-        res = _Results(part, {"map": str(map_path), "morphoscale_version": __version__, "provenance": dict(m.uns.get("provenance", {})),
-                              "determinism": record(with_torch=False), "null_size": null_size, "seed": seed}, chosen, named, log)
-        res.summary["cost"]["read"] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+        res = _Results(
+            part,
+            {
+                "map": str(map_path),
+                "morphoscale_version": __version__,
+                "provenance": dict(m.uns.get("provenance", {})),
+                "determinism": record(with_torch=False),
+                "null_size": null_size,
+                "seed": seed,
+            },
+            chosen,
+            named,
+            log,
+        )
+        res.summary["cost"]["read"] = {
+            "seconds": round(time.perf_counter() - t0, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
         if protocol is not None:
             p = PROTOCOLS[protocol]
-            res.summary["protocol"] = {"name": p.name, "steps": p.steps, "recall_profiles": p.recall_profiles, "published": p.published}
+            res.summary["protocol"] = {
+                "name": p.name,
+                "steps": p.steps,
+                "recall_profiles": p.recall_profiles,
+                "published": p.published,
+            }
         gene_only = gene_profiles(m)
-        G, genes = gene_profiles(m, with_compounds=True) if protocol is not None and PROTOCOLS[protocol].recall_profiles == "all" else gene_only
+        G, genes = (
+            gene_profiles(m, with_compounds=True)
+            if protocol is not None and PROTOCOLS[protocol].recall_profiles == "all"
+            else gene_only
+        )
         _gene_metrics(res, G, genes, ann, extra_pairs, null_size, seed, figures)
         _compound_metrics(res, m, *gene_only, compound_targets, null_size, seed)
         if W is not None:
@@ -180,7 +213,10 @@ def run_bench(
         else:
             for key in ("decoding_r2", "truth_cosine"):
                 res.unsupported(key, "needs a simulated screen's ground truth (--truth)")
-        res.summary["cost"]["total"] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+        res.summary["cost"]["total"] = {
+            "seconds": round(time.perf_counter() - t0, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
         res.write()
         commit_dir(part, out)
     finally:
@@ -193,12 +229,16 @@ def read_map(map_path: Path):
 
     m = read_h5ad(map_path, "map", "a map (.h5ad written by `morphoscale map`)")
     if "is_control" not in m.obs.columns or "perturbation" not in m.obs.columns:
-        raise InputError(f"{map_path}: not a map (obs lacks 'perturbation' or 'is_control'); make one with `morphoscale map`")
+        raise InputError(
+            f"{map_path}: not a map (obs lacks 'perturbation' or 'is_control'); make one with `morphoscale map`"
+        )
     keys = [c for c in ("perturbation", "concentration") if c in m.obs.columns]
     dup = m.obs[~m.obs["is_control"].to_numpy(bool)].duplicated(subset=keys)
     if dup.any():
         first = m.obs[~m.obs["is_control"].to_numpy(bool)][dup]["perturbation"].iloc[0]
-        raise InputError(f"{map_path}: not a map (perturbation '{first}' has several rows: wells, not profiles); make one with `morphoscale map`")
+        raise InputError(
+            f"{map_path}: not a map (perturbation '{first}' has several rows: wells, not profiles); make one with `morphoscale map`"
+        )
     return m
 
 
@@ -221,7 +261,13 @@ def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: in
         res.summary["recall"] = table.to_dict(orient="records")
         res.replicates.append(reps)
         for r in table.itertuples():
-            res.summary["estimates"][recall_metric(r.source, r.lower)] = {"value": r.recall, "se": r.se, "ci_low": r.ci_low, "ci_high": r.ci_high, "n_units": r.n_genes}
+            res.summary["estimates"][recall_metric(r.source, r.lower)] = {
+                "value": r.recall,
+                "se": r.se,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "n_units": r.n_genes,
+            }
         if figures:
             plots.recall_bars(table, res.folder / "recall.png")
 
@@ -232,11 +278,17 @@ def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: in
         if not len(t):
             entry["skipped"] = "no CORUM complex has 10 or more genes in the map"
             return
-        res.fraction("complexes", "fraction_significant", (t["corrected_p_value"] < 0.05).to_numpy(), t["complex"], entry)
+        res.fraction(
+            "complexes", "fraction_significant", (t["corrected_p_value"] < 0.05).to_numpy(), t["complex"], entry
+        )
 
     def consistency():
         t = res.save("map_consistency", phenotypic_consistency(G, genes, complexes, null_size=null_size, seed=seed))
-        entry = res.summary["map_consistency"] = {"n_groups": len(t), "mean_map": float(t["mean_average_precision"].mean()), "random_fraction_retrieved": 0.05}
+        entry = res.summary["map_consistency"] = {
+            "n_groups": len(t),
+            "mean_map": float(t["mean_average_precision"].mean()),
+            "random_fraction_retrieved": 0.05,
+        }
         res.fraction("map_consistency", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["group"], entry)
 
     def heatmap():
@@ -256,7 +308,12 @@ def _compound_metrics(res: _Results, m, G, genes, compound_targets, null_size: i
     C, compounds = compound_profiles(m)
     if not (compounds and compound_targets):
         for key in ("compound_gene", "map_target_consistency", "drug_similarity"):
-            res.unsupported(key, "needs compound profiles in the map and --compound-targets" if compounds else "the map has no compound profile")
+            res.unsupported(
+                key,
+                "needs compound profiles in the map and --compound-targets"
+                if compounds
+                else "the map has no compound profile",
+            )
         return
     if not any(res.wants(k) for k in ("compound_gene", "map_target_consistency", "drug_similarity")):
         return
@@ -266,8 +323,15 @@ def _compound_metrics(res: _Results, m, G, genes, compound_targets, null_size: i
         t = res.save("compound_gene", compound_gene_retrieval(C, compounds, G, genes, targets))
         if not len(t):
             raise InputError("no compound of the map has an annotated target among its genes")
-        entry = res.summary["compound_gene"] = {"n": len(t), "random_auc": 0.5, "random_average_precision": float(t["random_average_precision"].mean())}
-        for field, col, bounds in (("mean_auc", "auc", (0.0, 1.0)), ("mean_average_precision", "average_precision", (0.0, 1.0))):
+        entry = res.summary["compound_gene"] = {
+            "n": len(t),
+            "random_auc": 0.5,
+            "random_average_precision": float(t["random_average_precision"].mean()),
+        }
+        for field, col, bounds in (
+            ("mean_auc", "auc", (0.0, 1.0)),
+            ("mean_average_precision", "average_precision", (0.0, 1.0)),
+        ):
             est, reps = mean_with_interval(t[col].to_numpy(), t["compound"], f"compound_gene/{field}", bounds)
             entry[field] = est.value
             res.estimate(f"compound_gene/{field}", est, reps, entry, field)
@@ -283,9 +347,17 @@ def _compound_metrics(res: _Results, m, G, genes, compound_targets, null_size: i
         for comp in compounds:
             for t in targets.get(comp, []):
                 by_target.setdefault(t, []).append(comp)
-        t = res.save("map_target_consistency", phenotypic_consistency(C, compounds, by_target, null_size=null_size, seed=seed))
-        entry = res.summary["map_target_consistency"] = {"n_groups": len(t), "mean_map": float(t["mean_average_precision"].mean()), "random_fraction_retrieved": 0.05}
-        res.fraction("map_target_consistency", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["group"], entry)
+        t = res.save(
+            "map_target_consistency", phenotypic_consistency(C, compounds, by_target, null_size=null_size, seed=seed)
+        )
+        entry = res.summary["map_target_consistency"] = {
+            "n_groups": len(t),
+            "mean_map": float(t["mean_average_precision"].mean()),
+            "random_fraction_retrieved": 0.05,
+        }
+        res.fraction(
+            "map_target_consistency", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["group"], entry
+        )
 
     res.run("compound_gene", retrieval)
     res.run("map_target_consistency", target_consistency)
@@ -302,30 +374,72 @@ def _well_metrics(res: _Results, W, null_size: int, seed: int, figures: bool, ra
             t = res.save(key, table_fn())
             entry = res.summary[key] = {"n": len(t), "random": 0.05}
             res.fraction(key, field, flag(t), t["perturbation"], entry)
+
         return go
 
-    res.run("consistency", per_perturbation("consistency", lambda: replicate_consistency(X, obs, seed=seed), "fraction_significant", lambda t: t["p_value"] < 0.05))
-    res.run("magnitude", per_perturbation("magnitude", lambda: perturbation_magnitude(X, obs, seed=seed), "fraction_significant", lambda t: t["p_value"] < 0.05))
+    res.run(
+        "consistency",
+        per_perturbation(
+            "consistency",
+            lambda: replicate_consistency(X, obs, seed=seed),
+            "fraction_significant",
+            lambda t: t["p_value"] < 0.05,
+        ),
+    )
+    res.run(
+        "magnitude",
+        per_perturbation(
+            "magnitude",
+            lambda: perturbation_magnitude(X, obs, seed=seed),
+            "fraction_significant",
+            lambda t: t["p_value"] < 0.05,
+        ),
+    )
 
     def activity():
         t = res.save("map_activity", phenotypic_activity(X, obs, null_size=null_size, seed=seed))
-        entry = res.summary["map_activity"] = {"n": len(t), "mean_map": float(t["mean_average_precision"].mean()), "random_fraction_retrieved": 0.05}
-        res.fraction("map_activity", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["perturbation"], entry)
+        entry = res.summary["map_activity"] = {
+            "n": len(t),
+            "mean_map": float(t["mean_average_precision"].mean()),
+            "random_fraction_retrieved": 0.05,
+        }
+        res.fraction(
+            "map_activity", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["perturbation"], entry
+        )
 
     res.run("map_activity", activity)
-    if (obs["perturbation_type"].astype(str) == "compound").any() and "plate" in obs.columns and obs["plate"].nunique() >= 2:
-        res.run("drug_vs_control", lambda: res.summary.__setitem__("drug_vs_control", res.save("drug_vs_control", drug_vs_control(X, obs, seed=seed)).to_dict(orient="records")))
+    if (
+        (obs["perturbation_type"].astype(str) == "compound").any()
+        and "plate" in obs.columns
+        and obs["plate"].nunique() >= 2
+    ):
+        res.run(
+            "drug_vs_control",
+            lambda: res.summary.__setitem__(
+                "drug_vs_control",
+                res.save("drug_vs_control", drug_vs_control(X, obs, seed=seed)).to_dict(orient="records"),
+            ),
+        )
     else:
         res.unsupported("drug_vs_control", "needs compound wells on 2 or more plates")
-    res.run("clustering", lambda: res.summary.__setitem__("clustering", res.save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")))
+    res.run(
+        "clustering",
+        lambda: res.summary.__setitem__(
+            "clustering", res.save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")
+        ),
+    )
     if not (figures and raw is not None):
         res.unsupported("umap", "needs the unaligned embeddings (--raw-embeddings)" if figures else "figures are off")
     else:
+
         def umap():
             R = read_embeddings(Path(raw))
             before = pd.DataFrame(np.asarray(R.X), index=R.obs_names.astype(str)).reindex(W.obs_names.astype(str))
             if not before.isna().any().any():
-                plots.umap_by_batch(before.to_numpy(), X, obs["batch"].astype(str).to_numpy(), res.folder / "umap_batch.png", seed=seed)
+                plots.umap_by_batch(
+                    before.to_numpy(), X, obs["batch"].astype(str).to_numpy(), res.folder / "umap_batch.png", seed=seed
+                )
+
         res.run("umap", umap)
 
 
@@ -339,7 +453,12 @@ def _truth_metrics(res: _Results, W, G, genes, truth, seed: int) -> None:
             raise InputError("decoding R2 needs the aligned well embeddings (the map's .wells.h5ad)")
         table, est, reps, _ = decoding_r2(np.asarray(W.X), W.obs.reset_index(drop=True), wells, params, seed=seed)
         res.save("decoding_r2", table)
-        entry = res.summary["decoding_r2"] = {"mean_r2": est.value, "n_wells": int(len(W)), "random": 0.0, "by_parameter": dict(zip(table["parameter"], table["r2"]))}
+        entry = res.summary["decoding_r2"] = {
+            "mean_r2": est.value,
+            "n_wells": int(len(W)),
+            "random": 0.0,
+            "by_parameter": dict(zip(table["parameter"], table["r2"])),
+        }
         res.estimate("decoding_r2", est, reps, entry, "mean_r2")
 
     def cosine():

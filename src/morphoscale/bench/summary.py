@@ -56,7 +56,13 @@ class BenchResult:
     def recall(self) -> pd.DataFrame:
         """The recall table (empty when recall was skipped)."""
         rec = self.summary.get("recall")
-        return pd.DataFrame(rec) if isinstance(rec, list) else pd.DataFrame(columns=["source", "lower", "upper", "recall", "ci_low", "ci_high", "n_pairs", "random_recall"])
+        return (
+            pd.DataFrame(rec)
+            if isinstance(rec, list)
+            else pd.DataFrame(
+                columns=["source", "lower", "upper", "recall", "ci_low", "ci_high", "n_pairs", "random_recall"]
+            )
+        )
 
     def random_of(self, h: Headline) -> float | None:
         if h.metric.startswith("recall/"):
@@ -106,8 +112,17 @@ def headline_table(results: dict[str, BenchResult]) -> pd.DataFrame:
             e = r.estimates.get(h.metric)
             if e is None:
                 continue
-            rows.append({"encoder": name, "metric": h.metric, "label": h.label, "value": e["value"], "ci_low": e["ci_low"], "ci_high": e["ci_high"],
-                         "random": r.random_of(h)})
+            rows.append(
+                {
+                    "encoder": name,
+                    "metric": h.metric,
+                    "label": h.label,
+                    "value": e["value"],
+                    "ci_low": e["ci_low"],
+                    "ci_high": e["ci_high"],
+                    "random": r.random_of(h),
+                }
+            )
     return pd.DataFrame(rows, columns=["encoder", "metric", "label", "value", "ci_low", "ci_high", "random"])
 
 
@@ -120,14 +135,31 @@ def paired(a: BenchResult, b: BenchResult, metrics: list[Headline] | None = None
             continue
         lo = None if h.bounds[0] is None or h.bounds[1] is None else -(h.bounds[1] - h.bounds[0])
         hi = None if lo is None else -lo
-        est, why = paired_difference(ea["value"], a.replicates_of(h.metric), eb["value"], b.replicates_of(h.metric), (lo, hi))
-        row = {"metric": h.metric, "label": h.label, "a": ea["value"], "b": eb["value"], "difference": ea["value"] - eb["value"],
-               "ci_low": np.nan, "ci_high": np.nan, "n_units": np.nan, "note": why}
+        est, why = paired_difference(
+            ea["value"], a.replicates_of(h.metric), eb["value"], b.replicates_of(h.metric), (lo, hi)
+        )
+        row = {
+            "metric": h.metric,
+            "label": h.label,
+            "a": ea["value"],
+            "b": eb["value"],
+            "difference": ea["value"] - eb["value"],
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "n_units": np.nan,
+            "note": why,
+        }
         if est is not None:
-            row.update(ci_low=est.ci_low, ci_high=est.ci_high, n_units=est.n_units,
-                       note="beyond the interval" if (est.ci_low > 0 or est.ci_high < 0) else "within the interval")
+            row.update(
+                ci_low=est.ci_low,
+                ci_high=est.ci_high,
+                n_units=est.n_units,
+                note="beyond the interval" if (est.ci_low > 0 or est.ci_high < 0) else "within the interval",
+            )
         rows.append(row)
-    return pd.DataFrame(rows, columns=["metric", "label", "a", "b", "difference", "ci_low", "ci_high", "n_units", "note"])
+    return pd.DataFrame(
+        rows, columns=["metric", "label", "a", "b", "difference", "ci_low", "ci_high", "n_units", "note"]
+    )
 
 
 def run_results(run_dir: Path, names) -> dict[str, BenchResult]:
@@ -142,8 +174,17 @@ def recall_table(results: dict[str, BenchResult]) -> pd.DataFrame:
     for name, res in results.items():
         r = res.recall()
         for _, row in r[r["lower"] == HEADLINE[0]].iterrows():
-            rows.append({"encoder": name, "source": row["source"], "recall": row["recall"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
-                         "random": row["random_recall"], "n_pairs": int(row["n_pairs"])})
+            rows.append(
+                {
+                    "encoder": name,
+                    "source": row["source"],
+                    "recall": row["recall"],
+                    "ci_low": row["ci_low"],
+                    "ci_high": row["ci_high"],
+                    "random": row["random_recall"],
+                    "n_pairs": int(row["n_pairs"]),
+                }
+            )
     return pd.DataFrame(rows, columns=["encoder", "source", "recall", "ci_low", "ci_high", "random", "n_pairs"])
 
 

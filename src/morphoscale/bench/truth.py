@@ -16,8 +16,6 @@ well the map's gene-gene geometry follows the true phenotypes'.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -36,10 +34,12 @@ def _units(obs: pd.DataFrame) -> np.ndarray:
 def _r2_by_unit(Y: np.ndarray, P: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R2 per parameter, and the mean R2 with each unit left out (replicates), from sums per unit."""
     names, codes = np.unique(units, return_inverse=True)
+
     def per_unit(v):
         out = np.zeros((len(names), v.shape[1]))
         np.add.at(out, codes, v)
         return out
+
     n = len(Y)
     n_u = np.bincount(codes, minlength=len(names))[:, None].astype(float)
     s1, s2, e2 = Y.sum(0), (Y**2).sum(0), ((Y - P) ** 2).sum(0)
@@ -51,7 +51,9 @@ def _r2_by_unit(Y: np.ndarray, P: np.ndarray, units: np.ndarray) -> tuple[np.nda
     return r2, reps, names
 
 
-def decoding_r2(X: np.ndarray, obs: pd.DataFrame, wells: pd.DataFrame, params: list[str], folds: int = 5, seed: int = 0):
+def decoding_r2(
+    X: np.ndarray, obs: pd.DataFrame, wells: pd.DataFrame, params: list[str], folds: int = 5, seed: int = 0
+):
     """(table of R2 per parameter, Estimate of the mean R2, replicates, out-of-fold predictions)."""
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import GroupKFold
@@ -65,8 +67,14 @@ def decoding_r2(X: np.ndarray, obs: pd.DataFrame, wells: pd.DataFrame, params: l
     truth = wells.set_index("_key").reindex(key)
     found = truth[params[0]].notna().to_numpy()
     if found.sum() < 10:
-        raise InputError(f"only {int(found.sum())} wells of the embeddings are in the ground truth (matched on plate and well)")
-    X, obs, Y = np.asarray(X, dtype=np.float64)[found], obs[found].reset_index(drop=True), truth[params].to_numpy(np.float64)[found]
+        raise InputError(
+            f"only {int(found.sum())} wells of the embeddings are in the ground truth (matched on plate and well)"
+        )
+    X, obs, Y = (
+        np.asarray(X, dtype=np.float64)[found],
+        obs[found].reset_index(drop=True),
+        truth[params].to_numpy(np.float64)[found],
+    )
     groups = obs["plate"].astype(str).to_numpy()
     n_groups = len(np.unique(groups))
     if n_groups < 2:
@@ -94,7 +102,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
-def truth_cosine_correlation(G: np.ndarray, genes: list[str], phenotypes: pd.DataFrame, params: list[str]) -> tuple[Estimate, pd.DataFrame, int]:
+def truth_cosine_correlation(
+    G: np.ndarray, genes: list[str], phenotypes: pd.DataFrame, params: list[str]
+) -> tuple[Estimate, pd.DataFrame, int]:
     """(Estimate of Spearman(map cosines, true cosines) over gene pairs, replicates, genes used)."""
     truth = phenotypes.set_index(phenotypes["gene"].astype(str))[params]
     idx = [i for i, g in enumerate(genes) if g in truth.index]
@@ -115,5 +125,7 @@ def truth_cosine_correlation(G: np.ndarray, genes: list[str], phenotypes: pd.Dat
     else:  # delete-a-group: genes in sorted order dealt into 100 groups (the same genes, the same groups)
         rank = np.argsort(np.argsort(names))
         group, units = rank % 100, np.array([f"group{k}" for k in range(100)])
-    reps = np.array([_spearman(a[keep], b[keep]) for keep in ((group[iu[0]] != u) & (group[iu[1]] != u) for u in range(len(units)))])
+    reps = np.array(
+        [_spearman(a[keep], b[keep]) for keep in ((group[iu[0]] != u) & (group[iu[1]] != u) for u in range(len(units)))]
+    )
     return estimate(value, reps, (-1.0, 1.0)), replicate_frame("truth_cosine_spearman", units, reps), int(len(idx))

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..bench.summary import PAIRED_METRICS, RESULT_METRICS
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError
-from ..bench.summary import PAIRED_METRICS, RESULT_METRICS
 from ..flow.config import BenchSpec, DataSpec, EmbedSpec, EncoderSpec, MapSpec, RunConfig
 
 
@@ -129,7 +129,14 @@ def setups(cfg: CompareConfig) -> list[dict]:
         for aug in cfg.augment:
             for crop in cfg.crop:
                 for seed in cfg.seeds:
-                    train = {**cfg.train, "model": m.model, "model_overrides": m.model_overrides, "augment": aug, "crop": crop, "seed": seed}
+                    train = {
+                        **cfg.train,
+                        "model": m.model,
+                        "model_overrides": m.model_overrides,
+                        "augment": aug,
+                        "crop": crop,
+                        "seed": seed,
+                    }
                     if multi_view and crop == "one":
                         train["views"] = 2  # BYOL learns from two views of a crop
                     per_step = images_per_step(train)
@@ -137,16 +144,29 @@ def setups(cfg: CompareConfig) -> list[dict]:
                     if b.images is not None:
                         steps, rest = divmod(b.images, per_step)
                         if steps < 1 or rest:
-                            raise ConfigError(f"key 'budget.images': {b.images} is not a multiple of the {per_step} images per step of "
-                                              f"{m.name} ({aug}, crop {crop}); the setups would see different numbers of images")
+                            raise ConfigError(
+                                f"key 'budget.images': {b.images} is not a multiple of the {per_step} images per step of "
+                                f"{m.name} ({aug}, crop {crop}); the setups would see different numbers of images"
+                            )
                         train["max_steps"] = steps
                     elif b.steps is not None:
                         train["max_steps"] = b.steps
                     else:
                         train["max_steps"] = b.step_cap
                         train["max_time_seconds"] = b.seconds
-                    out.append({"name": f"{m.name}-{aug}-{crop}-s{seed}", "model": m.name, "preset": m.model, "augment": aug, "crop": crop,
-                                "seed": seed, "images_per_step": per_step, "train": train, "baseline": m.baseline or baseline_of(cfg)})
+                    out.append(
+                        {
+                            "name": f"{m.name}-{aug}-{crop}-s{seed}",
+                            "model": m.name,
+                            "preset": m.model,
+                            "augment": aug,
+                            "crop": crop,
+                            "seed": seed,
+                            "images_per_step": per_step,
+                            "train": train,
+                            "baseline": m.baseline or baseline_of(cfg),
+                        }
+                    )
     return out
 
 
@@ -154,18 +174,46 @@ def baseline_of(cfg: CompareConfig) -> str | None:
     """The reference each cell is paired with: the named one, else the first untrained model."""
     if cfg.baseline:
         return cfg.baseline
-    return next((r.name for r in cfg.references if r.kind == "model" and isinstance(r.train, dict) and r.train.get("random_init")), None)
+    return next(
+        (
+            r.name
+            for r in cfg.references
+            if r.kind == "model" and isinstance(r.train, dict) and r.train.get("random_init")
+        ),
+        None,
+    )
 
 
 def run_config(cfg: CompareConfig) -> RunConfig:
-    encoders = [{"name": s["name"], "kind": "model", "train": s["train"], "embed": cfg.embed.model_dump(), "baseline": s["baseline"]} for s in setups(cfg)]
+    encoders = [
+        {
+            "name": s["name"],
+            "kind": "model",
+            "train": s["train"],
+            "embed": cfg.embed.model_dump(),
+            "baseline": s["baseline"],
+        }
+        for s in setups(cfg)
+    ]
     encoders += [r.model_dump() for r in cfg.references]
-    return RunConfig.model_validate({"name": cfg.name, "data": cfg.data.model_dump(), "encoders": encoders, "split": cfg.split.model_dump(), "map": cfg.map.model_dump(),
-                                     "bench": cfg.bench.model_dump(), "workers": cfg.workers,
-                                     "isolate_training": cfg.isolate, "parallel_training": cfg.parallel})
+    return RunConfig.model_validate(
+        {
+            "name": cfg.name,
+            "data": cfg.data.model_dump(),
+            "encoders": encoders,
+            "split": cfg.split.model_dump(),
+            "map": cfg.map.model_dump(),
+            "bench": cfg.bench.model_dump(),
+            "workers": cfg.workers,
+            "isolate_training": cfg.isolate,
+            "parallel_training": cfg.parallel,
+        }
+    )
 
 
-def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec] = (), baseline: str | None = None) -> pd.DataFrame:
+def results_table(
+    run_dir: Path, cells: list[dict], references: list[EncoderSpec] = (), baseline: str | None = None
+) -> pd.DataFrame:
     """One row per setup: axes, cost (resources.json), quality (bench summary, with 95% intervals)
     and, against the baseline reference, the paired difference of the headline metrics; then one
     row per reference encoder (augment and crop "-": not part of the grid)."""
@@ -174,14 +222,40 @@ def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec
     from ..bench import summary
 
     rows = []
-    refs = [{"name": r.name, "model": r.name, "preset": r.kind, "augment": "-", "crop": "-", "seed": 0, "images_per_step": None, "train": {}} for r in references]
+    refs = [
+        {
+            "name": r.name,
+            "model": r.name,
+            "preset": r.kind,
+            "augment": "-",
+            "crop": "-",
+            "seed": 0,
+            "images_per_step": None,
+            "train": {},
+        }
+        for r in references
+    ]
     results = summary.run_results(run_dir, [s["name"] for s in cells + refs])
     for s in cells + refs:
         d = Path(run_dir) / "encoders" / s["name"]
-        res = json.loads((d / "train" / "resources.json").read_text()) if (d / "train" / "resources.json").exists() else {}
+        res = (
+            json.loads((d / "train" / "resources.json").read_text())
+            if (d / "train" / "resources.json").exists()
+            else {}
+        )
         row = {k: s[k] for k in ("name", "model", "preset", "augment", "crop", "seed", "images_per_step")}
         row["max_steps"] = s["train"].get("max_steps")
-        for k in ("optimizer_steps", "images_seen", "wall_seconds", "images_per_second", "peak_rss_mb", "peak_gpu_mb", "parameters", "flops_per_image", "training_flops"):
+        for k in (
+            "optimizer_steps",
+            "images_seen",
+            "wall_seconds",
+            "images_per_second",
+            "peak_rss_mb",
+            "peak_gpu_mb",
+            "parameters",
+            "flops_per_image",
+            "training_flops",
+        ):
             row[k] = res.get(k)
         r = results.get(s["name"])
         if r is not None:
@@ -200,7 +274,10 @@ def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec
                     m = RESULT_METRICS[short]
                     if m in p.index:
                         row[f"{short}_minus_baseline"] = p.loc[m, "difference"]
-                        row[f"{short}_minus_baseline_ci_low"], row[f"{short}_minus_baseline_ci_high"] = p.loc[m, "ci_low"], p.loc[m, "ci_high"]
+                        row[f"{short}_minus_baseline_ci_low"], row[f"{short}_minus_baseline_ci_high"] = (
+                            p.loc[m, "ci_low"],
+                            p.loc[m, "ci_high"],
+                        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -208,7 +285,11 @@ def results_table(run_dir: Path, cells: list[dict], references: list[EncoderSpec
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd over seeds of every numeric column, per (model, augment, crop)."""
     keys = ["model", "augment", "crop"]
-    num = [c for c in results.columns if c not in keys + ["name", "preset", "seed"] and pd.api.types.is_numeric_dtype(results[c])]
+    num = [
+        c
+        for c in results.columns
+        if c not in keys + ["name", "preset", "seed"] and pd.api.types.is_numeric_dtype(results[c])
+    ]
     g = results.groupby(keys, sort=False)[num]
     mean, sd = g.mean(), g.std(ddof=1)
     out = mean.add_suffix("_mean").join(sd.add_suffix("_sd"))
@@ -245,7 +326,9 @@ def plots(results: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (counted)")
     ax.set_ylabel("CORUM recall (5% / 95%)")
-    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the points, never over them
+    ax.legend(
+        frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5)
+    )  # beside the points, never over them
     paths.append(_save(fig, out / "recall_vs_flops.png"))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for name, g in results.groupby("model", sort=False):
@@ -270,7 +353,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: bool = True, console=None) -> pd.DataFrame:
+def compare(
+    cfg: CompareConfig, out: Path, start: str | None = None, progress: bool = True, console=None
+) -> pd.DataFrame:
     from ..flow.pipeline import Flow
     from ..io import write_text
     from ..report.grid import markdown_table
@@ -289,4 +374,3 @@ def compare(cfg: CompareConfig, out: Path, start: str | None = None, progress: b
     plots(results, folder)
     write_report(flow.out)
     return results
-

@@ -69,7 +69,9 @@ class CropDataset(Dataset):
         # a spatial hold-out: crops stay left of this column, so the right side is never seen
         self.crop_width = int(round(w * (1.0 - holdout_width)))
         if max(sizes) > self.crop_width:
-            raise InputError(f"holdout_width {holdout_width}: crops of {max(sizes)} px do not fit the remaining {self.crop_width} px of width")
+            raise InputError(
+                f"holdout_width {holdout_width}: crops of {max(sizes)} px do not fit the remaining {self.crop_width} px of width"
+            )
         self.crop_size = crop_size
         self.augment = augment or Augment.none()
         self.multicrop = multicrop

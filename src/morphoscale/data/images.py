@@ -183,7 +183,9 @@ def percentiles_uint(x: np.ndarray, q: tuple[float, float]) -> tuple[float, floa
     return lo, hi
 
 
-def scale_to_uint8(x: np.ndarray, clip: tuple[float, float], out: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+def scale_to_uint8(
+    x: np.ndarray, clip: tuple[float, float], out: np.ndarray | None = None
+) -> tuple[np.ndarray, float, float]:
     """Percentile-clip a uint16 image to uint8 by the rule in the module docstring; uint8 passes
     through. `out`: a C-contiguous uint8 array of x's shape to write into (no new array)."""
     if out is None:
@@ -246,13 +248,18 @@ def read_into(path: str | Path, out: np.ndarray, clip: tuple[float, float]) -> t
     return lo, hi
 
 
-def read_corrected_into(path: str | Path, illum: np.ndarray, out: np.ndarray, clip: tuple[float, float]) -> tuple[float, float]:
+def read_corrected_into(
+    path: str | Path, illum: np.ndarray, out: np.ndarray, clip: tuple[float, float]
+) -> tuple[float, float]:
     """`read_into` of an image divided by its illumination function first (CellProfiler's
     CorrectIlluminationApply, Divide), rounded back to the image's own integer type so that
     the scaling (and uint16's range) is the one an uncorrected image gets."""
     x = read_image(path)
     if x.shape != out.shape or x.shape != illum.shape:
-        raise InputError(f"{path}: image is {x.shape[0]}x{x.shape[1]}, expected {out.shape[0]}x{out.shape[1]} (and its illumination function {illum.shape[0]}x{illum.shape[1]})")
+        raise InputError(
+            f"{path}: image is {x.shape[0]}x{x.shape[1]}, expected {out.shape[0]}x{out.shape[1]} (and its "
+            f"illumination function {illum.shape[0]}x{illum.shape[1]})"
+        )
     corrected = np.rint(np.divide(x, illum, dtype=np.float64))  # float64: rounding does not depend on float32 error
     np.clip(corrected, 0, np.iinfo(x.dtype).max, out=corrected)
     y, lo, hi = to_store_dtype(corrected.astype(x.dtype), str(out.dtype), clip)

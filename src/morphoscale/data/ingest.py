@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from .. import __version__
 from ..config import parse_model, read_yaml
 from ..errors import ConfigError, InputError, Problems, ValidationError
-from ..io import aligned_buffer, atomic_file, check_output, commit_dir, os_error_message, partial_dir, whole_blocks
+from ..io import check_output, commit_dir, os_error_message, partial_dir
 from ..parallel import process_map
+from .direct_io import aligned_buffer, whole_blocks
 from .images import read_corrected_into, read_into, scale_to_uint8
 from .readers import READERS, SourceTable, check_illumination, check_images, read_illumination
 from .readers.base import ILLUM_PREFIX
@@ -120,19 +121,47 @@ def read_source(cfg: IngestConfig, where: str = "config") -> SourceTable:
     problems = Problems()
     if cfg.format != "csv" and cfg.channel_columns:
         raise ConfigError(f"{where}: key 'channel_columns': only for format csv")
-    for key, fmt in (("platemap", "jump"), ("jump_metadata", "jump"), ("image_pattern", "rxrx"), ("perturbation_names", "rxrx")):
+    for key, fmt in (
+        ("platemap", "jump"),
+        ("jump_metadata", "jump"),
+        ("image_pattern", "rxrx"),
+        ("perturbation_names", "rxrx"),
+    ):
         if cfg.format != fmt and getattr(cfg, key):
             raise ConfigError(f"{where}: key '{key}': only for format {fmt}")
     if cfg.format == "rxrx":
         # the reader starts from RxRx1's columns or RxRx3-core's, by the metadata's schema
-        table = READERS["rxrx"](cfg.source, cfg.channels, dict(cfg.columns), cfg.require_controls, problems, cfg.image_pattern, cfg.perturbation_names, where)
+        table = READERS["rxrx"](
+            cfg.source,
+            cfg.channels,
+            dict(cfg.columns),
+            cfg.require_controls,
+            problems,
+            cfg.image_pattern,
+            cfg.perturbation_names,
+            where,
+        )
     elif cfg.format == "jump":
-        table = READERS["jump"](cfg.source, cfg.channels, cfg.site_columns(where), cfg.require_controls, problems, cfg.platemap, cfg.platemap_well_column,
-                                cfg.platemap_plate_column, cfg.path_map, cfg.illum, cfg.jump_metadata, cfg.jump_perturbation)
+        table = READERS["jump"](
+            cfg.source,
+            cfg.channels,
+            cfg.site_columns(where),
+            cfg.require_controls,
+            problems,
+            cfg.platemap,
+            cfg.platemap_well_column,
+            cfg.platemap_plate_column,
+            cfg.path_map,
+            cfg.illum,
+            cfg.jump_metadata,
+            cfg.jump_perturbation,
+        )
     else:
         if cfg.channels and cfg.channel_columns and list(cfg.channels) != list(cfg.channel_columns):
             raise ConfigError(f"{where}: key 'channels': must match the keys of channel_columns")
-        table = READERS["csv"](cfg.source, cfg.channel_columns or {}, cfg.site_columns(where), cfg.require_controls, problems, cfg.path_map)
+        table = READERS["csv"](
+            cfg.source, cfg.channel_columns or {}, cfg.site_columns(where), cfg.require_controls, problems, cfg.path_map
+        )
     if len(table.sites) == 0 and not len(problems):
         problems.add(table.source, "no sites to ingest")
     if not len(problems):
@@ -178,7 +207,9 @@ class ChunkSlots:
 _W: dict = {}
 
 
-def _worker_init(chunks: SiteChunks, dtype: str, clip: tuple[float, float], shape: tuple[int, int], slots: ChunkSlots) -> None:
+def _worker_init(
+    chunks: SiteChunks, dtype: str, clip: tuple[float, float], shape: tuple[int, int], slots: ChunkSlots
+) -> None:
     _W.update(chunks=chunks, dtype=dtype, clip=clip, shape=shape, slots=slots, site=None)
 
 
@@ -242,66 +273,84 @@ def _read_progress(log: Path, n_channels: int) -> dict[int, list]:
 
 
 def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool = True, where: str = "config") -> Path:
-    """Validate the source, then write the store; returns the store path."""
-    import zarr
-
+    """Validate the source, then write the store; returns the store path. The store is built
+    in OUT.partial (its fingerprint says of which inputs), so a killed ingest resumes with
+    the sites not yet written, and a changed input never mixes into it."""
     out = Path(out)
     check_output(out, overwrite)
     table = read_source(cfg, where)
-    n, channels = len(table.sites), table.channels
-    h, w = table.image_shape
-    fingerprint = _fingerprint(cfg, table)
     part = partial_dir(out)
-
-    if part.exists():
-        try:
-            attrs = dict(zarr.open_group(part, mode="r").attrs)
-        except Exception:
-            attrs = {}
-        if attrs.get("fingerprint") != fingerprint:
-            if not overwrite:
-                raise InputError(f"{part}: an unfinished ingest with different inputs or config is there; remove it or pass --overwrite")
-            shutil.rmtree(part)
+    fingerprint = _fingerprint(cfg, table)
+    _drop_stale_partial(part, fingerprint, overwrite)
     try:
         if not part.exists():
-            tmp_group = part.with_name(part.name + ".init")
-            shutil.rmtree(tmp_group, ignore_errors=True)
-            group = zarr.open_group(tmp_group, mode="w")
-            group.create_array(
-                "images",
-                shape=(n, len(channels), h, w),
-                chunks=(1, len(channels), h, w),
-                dtype=cfg.dtype,
-                compressors=[blosc_codec(cfg.dtype)],
-                fill_value=0,
-                dimension_names=IMAGE_DIMENSIONS,
-                # Flat chunk names (c.<site>.0.0.0): nested ones cost three new folders
-                # per site, 2 ms of the writer's time. Stores with either are read alike.
-                chunk_key_encoding={"name": "default", "separator": "."},
-            )
-            group.attrs.update(
-                format=STORE_FORMAT,
-                complete=False,
-                fingerprint=fingerprint,
-                channels=channels,
-                dtype=cfg.dtype,
-                clip_percentiles=list(cfg.clip_percentiles),
-                source_format=cfg.format,
-                source=str(Path(table.source).absolute()),
-                illumination=table.illumination or {"applied": False, "why": f"the {cfg.format} layout has no illumination functions"},
-                morphoscale_version=__version__,
-            )
-            os.replace(tmp_group, part)
+            _create_partial(part, cfg, table, fingerprint)
         log = part / "progress.jsonl"
-        done = _read_progress(log, len(channels))
-        todo = [(i, table.paths(i), table.illum_paths(i)) for i in range(n) if i not in done]
-        _run_workers(todo, part, cfg, (h, w), log, done, n, progress)
-        _finalize(part, table, done, channels)
+        done = _read_progress(log, len(table.channels))
+        todo = [(i, table.paths(i), table.illum_paths(i)) for i in range(len(table.sites)) if i not in done]
+        _run_workers(todo, part, cfg, table.image_shape, log, done, len(table.sites), progress)
+        _finalize(part, table, done, table.channels)
     except OSError as e:
         raise InputError(os_error_message(part, e)) from None
     commit_dir(part, out)
     (out / "progress.jsonl").unlink(missing_ok=True)  # kept until the rename, so a kill before it loses nothing
     return out
+
+
+def _drop_stale_partial(part: Path, fingerprint: str, overwrite: bool) -> None:
+    """An unfinished store of other inputs or config is refused, or removed with --overwrite."""
+    import zarr
+
+    if not part.exists():
+        return
+    try:
+        attrs = dict(zarr.open_group(part, mode="r").attrs)
+    except Exception:
+        attrs = {}
+    if attrs.get("fingerprint") != fingerprint:
+        if not overwrite:
+            raise InputError(
+                f"{part}: an unfinished ingest with different inputs or config is there; remove it or pass --overwrite"
+            )
+        shutil.rmtree(part)
+
+
+def _create_partial(part: Path, cfg: IngestConfig, table, fingerprint: str) -> None:
+    """The empty store (one chunk per site) with its attributes, made under a temporary name
+    and renamed, so a partial folder is always a valid store."""
+    import zarr
+
+    n, channels = len(table.sites), table.channels
+    h, w = table.image_shape
+    tmp_group = part.with_name(part.name + ".init")
+    shutil.rmtree(tmp_group, ignore_errors=True)
+    group = zarr.open_group(tmp_group, mode="w")
+    group.create_array(
+        "images",
+        shape=(n, len(channels), h, w),
+        chunks=(1, len(channels), h, w),
+        dtype=cfg.dtype,
+        compressors=[blosc_codec(cfg.dtype)],
+        fill_value=0,
+        dimension_names=IMAGE_DIMENSIONS,
+        # Flat chunk names (c.<site>.0.0.0): nested ones cost three new folders
+        # per site, 2 ms of the writer's time. Stores with either are read alike.
+        chunk_key_encoding={"name": "default", "separator": "."},
+    )
+    group.attrs.update(
+        format=STORE_FORMAT,
+        complete=False,
+        fingerprint=fingerprint,
+        channels=channels,
+        dtype=cfg.dtype,
+        clip_percentiles=list(cfg.clip_percentiles),
+        source_format=cfg.format,
+        source=str(Path(table.source).absolute()),
+        illumination=table.illumination
+        or {"applied": False, "why": f"the {cfg.format} layout has no illumination functions"},
+        morphoscale_version=__version__,
+    )
+    os.replace(tmp_group, part)
 
 
 def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: dict, n: int, progress: bool) -> None:
@@ -316,9 +365,17 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
     chunks = SiteChunks(part / "images")
     slots = ChunkSlots(workers + 2, chunks.max_chunk_bytes)
     init = (chunks, cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape), slots)  # inherited by the forked workers
-    scale_to_uint8(np.arange(4, dtype=np.uint16).reshape(2, 2), (0.0, 100.0))  # load every numba kernel once, before forking
+    scale_to_uint8(
+        np.arange(4, dtype=np.uint16).reshape(2, 2), (0.0, 100.0)
+    )  # load every numba kernel once, before forking
     failed = Problems()
-    columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn())
+    columns = (
+        TextColumn("ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} sites/s"),
+        TimeRemainingColumn(),
+    )
 
     def put(i: int, slot: int, nbytes: int) -> None:
         try:
@@ -344,7 +401,9 @@ def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: di
                     done[i] = ranges
                     logf.write(json.dumps({"i": i, "r": ranges}) + "\n")
                     logf.flush()
-                    bar.update(task, completed=len(done), rate=f"{(len(done) - k0) / max(time.perf_counter() - t0, 1e-9):.1f}")
+                    bar.update(
+                        task, completed=len(done), rate=f"{(len(done) - k0) / max(time.perf_counter() - t0, 1e-9):.1f}"
+                    )
 
             try:
                 for i, ranges, slot, nbytes, err in results:
@@ -372,7 +431,14 @@ def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -
     n = len(table.sites)
     group = zarr.open_group(part, mode="r+")
     ranges = np.array([done[i] for i in range(n)], dtype=np.float32).reshape(n, len(channels), 2)
-    rng = group.create_array("intensity_range", shape=ranges.shape, chunks=ranges.shape, dtype="float32", overwrite=True, dimension_names=RANGE_DIMENSIONS)
+    rng = group.create_array(
+        "intensity_range",
+        shape=ranges.shape,
+        chunks=ranges.shape,
+        dtype="float32",
+        overwrite=True,
+        dimension_names=RANGE_DIMENSIONS,
+    )
     rng[:] = ranges
     sites = table.sites.copy()
     sites.columns = [str(c) for c in sites.columns]
@@ -380,6 +446,6 @@ def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -
     # anywhere still names its images) for provenance.
     for c in channel_path_columns(sites) + [c for c in sites.columns if c.startswith(ILLUM_PREFIX)]:
         sites[c] = [str(Path(p).absolute()) for p in sites[c]]
-    sites = sites.rename(columns={c: "source_" + c[len("path_"):] for c in channel_path_columns(sites)})
+    sites = sites.rename(columns={c: "source_" + c[len("path_") :] for c in channel_path_columns(sites)})
     write_site_table(group, sites)
     group.attrs.update(complete=True, n_sites=n)

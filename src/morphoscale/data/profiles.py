@@ -22,7 +22,9 @@ SITE_SPECIFIC = ("site_id", "site")
 def profile_obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Row metadata at the level, and for wells the site -> well index."""
     sites = store.sites.copy()
-    sites = sites[[c for c in sites.columns if not c.startswith(("source_", "illum_"))]]  # file paths are the store's provenance, not metadata
+    sites = sites[
+        [c for c in sites.columns if not c.startswith(("source_", "illum_"))]
+    ]  # file paths are the store's provenance, not metadata
     if level == "site":
         obs = sites
         obs.index = sites["site_id"].astype(str).to_numpy()
@@ -33,11 +35,17 @@ def profile_obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | No
         ys, xs = zip(*tiles.origins)
         obs["tile_y"] = np.tile(ys, len(sites))
         obs["tile_x"] = np.tile(xs, len(sites))
-        obs.index = (obs["site_id"].astype(str) + "_" + obs["tile_y"].astype(str) + "_" + obs["tile_x"].astype(str)).to_numpy()
+        obs.index = (
+            obs["site_id"].astype(str) + "_" + obs["tile_y"].astype(str) + "_" + obs["tile_x"].astype(str)
+        ).to_numpy()
         return obs, None
     key = sites["plate"].astype(str) + "_" + sites["well"].astype(str)
     codes, uniques = pd.factorize(key)
-    first = sites.groupby(codes, sort=True).head(1).set_index(pd.Index(codes[sites.groupby(codes, sort=True).head(1).index]))
+    first = (
+        sites.groupby(codes, sort=True)
+        .head(1)
+        .set_index(pd.Index(codes[sites.groupby(codes, sort=True).head(1).index]))
+    )
     obs = first.sort_index().drop(columns=[c for c in SITE_SPECIFIC if c in first.columns])
     obs["n_sites"] = np.bincount(codes)
     obs.index = np.asarray(uniques).astype(str)
@@ -53,7 +61,9 @@ def profile_metadata(obs: pd.DataFrame) -> pd.DataFrame:
     return meta
 
 
-def write_profiles(job: ChunkedJob, store, tiles, level: str, uns: dict, out: Path, fmt: str, var_names: list[str] | None = None) -> None:
+def write_profiles(
+    job: ChunkedJob, store, tiles, level: str, uns: dict, out: Path, fmt: str, var_names: list[str] | None = None
+) -> None:
     """Stream a finished job's chunks into the output, as AnnData .h5ad or a parquet profile
     table (a temporary name, fsynced, renamed when complete)."""
     import h5py
@@ -77,7 +87,9 @@ def write_profiles(job: ChunkedJob, store, tiles, level: str, uns: dict, out: Pa
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         if fmt == "parquet":
-            df = pd.concat([profile_metadata(obs), pd.DataFrame(np.concatenate(list(row_blocks())), columns=var.index)], axis=1)
+            df = pd.concat(
+                [profile_metadata(obs), pd.DataFrame(np.concatenate(list(row_blocks())), columns=var.index)], axis=1
+            )
             df.to_parquet(tmp, index=False)
         else:
             n = len(obs)

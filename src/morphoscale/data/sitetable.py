@@ -7,6 +7,7 @@ which checks every row and reports all problems at once.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -21,8 +22,18 @@ PERTURBATION_TYPES = ("gene", "compound", "control")
 # Metadata_pert_type negcon/poscon/trt, RxRx1 siRNA): None = the row's default type (a
 # treatment or positive control is a gene or a compound by the screen, not by the label).
 TYPE_ALIASES = {
-    "gene": "gene", "crispr": "gene", "orf": "gene", "sirna": "gene", "compound": "compound", "control": "control",
-    "negcon": "control", "negative_control": "control", "trt": None, "treatment": None, "poscon": None, "positive_control": None,
+    "gene": "gene",
+    "crispr": "gene",
+    "orf": "gene",
+    "sirna": "gene",
+    "compound": "compound",
+    "control": "control",
+    "negcon": "control",
+    "negative_control": "control",
+    "trt": None,
+    "treatment": None,
+    "poscon": None,
+    "positive_control": None,
 }
 SITE_KEY = ["plate", "well", "site"]
 PATH_PREFIX = "path_"
@@ -76,6 +87,28 @@ def site_id(plate, well, site) -> str:
     return f"{plate}_{well}_{site}"
 
 
+@dataclass
+class _Source:
+    """The raw table being mapped, and where each of its values came from (for messages)."""
+
+    raw: pd.DataFrame
+    columns: SiteColumns
+    file: str
+    problems: Problems
+    line_of_row: pd.Series
+    joined: dict[str, tuple[str, pd.Series]]
+
+    def origin(self, col) -> tuple[str, pd.Series]:
+        """(file, line per row) of a column: the platemap it was joined from, or the table."""
+        if col in self.joined:
+            src, lines = self.joined[col]
+            return src, lines.fillna(self.line_of_row)
+        return self.file, self.line_of_row
+
+    def line(self, idx) -> int:
+        return int(self.line_of_row[idx])
+
+
 def build_site_table(
     raw: pd.DataFrame,
     columns: SiteColumns,
@@ -95,103 +128,142 @@ def build_site_table(
     """
     if line_of_row is None:
         line_of_row = pd.Series(range(2, len(raw) + 2), index=raw.index)
-    joined = joined or {}
-
-    def origin(col) -> tuple[str, pd.Series]:
-        if col in joined:
-            src, lines = joined[col]
-            return src, lines.fillna(line_of_row)
-        return file, line_of_row
-    control_column = columns.control_column or columns.perturbation
-    needed = {
-        "plate": columns.plate,
-        "well": columns.well,
-        "site": columns.site or columns.well,
-        "batch": columns.batch,
-        "perturbation": columns.perturbation,
-        "control": control_column,
-    }
-    missing = [src for src in dict.fromkeys(needed.values()) if src not in raw.columns]
-    elsewhere = sorted({f for f, _ in joined.values()})
-    for src in missing:
-        where = f" in {file} or {', '.join(elsewhere)}" if elsewhere else ""
-        problems.add(file, f"missing column '{src}'{where} (have: {', '.join(map(str, raw.columns))})")
-    if missing:
+    s = _Source(raw, columns, file, problems, line_of_row, joined or {})
+    needed = _needed_columns(s)
+    if needed is None:
         return pd.DataFrame(columns=REQUIRED_COLUMNS)
-
     out = pd.DataFrame(index=raw.index)
     for key in ("plate", "batch", "perturbation"):
-        out[key] = raw[needed[key]].astype("string").str.strip()
-        src, lines = origin(needed[key])
-        for idx in out.index[out[key].isna() | (out[key] == "")]:
-            problems.add(src, "empty value", int(lines[idx]), needed[key])
-
-    wells = raw[columns.well].map(normalize_well)
-    for idx in wells.index[wells.isna()]:
-        problems.add(file, f"'{raw.at[idx, columns.well]}' is not a well name like B02", int(line_of_row[idx]), columns.well)
-    out["well"] = wells
-
-    sites = pd.to_numeric(raw[columns.site], errors="coerce") if columns.site else pd.Series(1, index=raw.index)
-    bad = sites.isna() | (sites % 1 != 0) | (sites < 0)
-    for idx in sites.index[bad]:
-        problems.add(file, f"'{raw.at[idx, columns.site]}' is not a site number", int(line_of_row[idx]), columns.site)
-    out["site"] = sites.where(~bad, -1).astype("int64")
-
-    control_values = [str(v) for v in columns.control_values]
-    control_col = raw[control_column].astype("string").str.strip()
-    present = set(control_col.dropna())
-    for value in control_values if require_controls else ():
-        if value not in present:
-            problems.add(origin(control_column)[0], f"unknown control label '{value}': no row has it", column=control_column)
-    out["is_control"] = control_col.isin(control_values).fillna(False).astype(bool)
-    if columns.positive_control_values:
-        poscon = control_col.isin([str(v) for v in columns.positive_control_values]).fillna(False).to_numpy(bool)
-        out["control_type"] = np.where(out["is_control"], "negcon", np.where(poscon, "poscon", "trt"))
-
-    if columns.perturbation_type and columns.perturbation_type in raw.columns:
-        src, lines = origin(columns.perturbation_type)
-        given = raw[columns.perturbation_type].astype("string").str.strip().str.lower()
-        ptype = given.map(TYPE_ALIASES).astype("string")
-        ptype = ptype.where(given != "", columns.default_perturbation_type).fillna(columns.default_perturbation_type)
-        for idx in given.index[~given.isin(list(TYPE_ALIASES)) & (given != "")]:
-            problems.add(
-                src,
-                f"'{raw.at[idx, columns.perturbation_type]}' is not a perturbation type ({', '.join(PERTURBATION_TYPES)}, or {', '.join(k for k in TYPE_ALIASES if k not in PERTURBATION_TYPES)})",
-                int(lines[idx]),
-                columns.perturbation_type,
-            )
-    else:
-        src, lines = file, line_of_row
-        ptype = pd.Series(columns.default_perturbation_type, index=raw.index, dtype="string")
-    for idx in ptype.index[(ptype == "control") & ~out["is_control"]]:
-        problems.add(src, f"perturbation_type is '{raw.at[idx, columns.perturbation_type]}' (a control) but the row is not a control well (controls: {', '.join(control_values)})", int(lines[idx]), columns.perturbation_type)
-    ptype = ptype.where(~out["is_control"], "control")
-    out["perturbation_type"] = ptype
-
+        out[key] = _text_column(s, needed[key])
+    out["well"] = _wells(s)
+    out["site"] = _sites(s)
+    _controls(s, out, needed["control"], require_controls)
+    out["perturbation_type"] = _perturbation_types(s, out["is_control"])
     for col in columns.optional:
         if col in raw.columns:
             out[col] = raw[col]
-
-    # Duplicate site keys: name every line involved.
-    key = out[SITE_KEY]
-    dup = key.duplicated(keep=False) & out["well"].notna()
-    if dup.any():
-        for _, grp in key[dup].groupby(SITE_KEY, sort=False):
-            lines = ", ".join(str(int(line_of_row[i])) for i in grp.index)
-            first = grp.index[0]
-            problems.add(file, f"duplicate site {site_id(*grp.loc[first])} on lines {lines}", int(line_of_row[grp.index[1]]))
-
+    _check_duplicates(s, out)
     if require_controls:
         has_control = out.groupby("batch", dropna=True)["is_control"].any()
         for batch in has_control.index[~has_control]:
-            problems.add(file, f"batch '{batch}' has no control wells (controls: {', '.join(control_values)})", column=columns.batch)
-
-    out.insert(0, "site_id", [site_id(p, w, s) for p, w, s in zip(out["plate"], out["well"], out["site"])])
+            problems.add(
+                file,
+                f"batch '{batch}' has no control wells (controls: {', '.join(map(str, columns.control_values))})",
+                column=columns.batch,
+            )
+    out.insert(0, "site_id", [site_id(p, w, n) for p, w, n in zip(out["plate"], out["well"], out["site"])])
     out = out[["site_id"] + REQUIRED_COLUMNS + [c for c in out.columns if c not in REQUIRED_COLUMNS and c != "site_id"]]
-    if channel_paths:
-        for ch, paths in channel_paths.items():
-            out[PATH_PREFIX + ch] = paths.astype(str)
+    for ch, paths in (channel_paths or {}).items():
+        out[PATH_PREFIX + ch] = paths.astype(str)
     return out.reset_index(drop=True)
+
+
+def _needed_columns(s: _Source) -> dict[str, str] | None:
+    """Site-table key -> source column; None (every missing one a problem) when any is absent."""
+    c = s.columns
+    needed = {
+        "plate": c.plate,
+        "well": c.well,
+        "site": c.site or c.well,
+        "batch": c.batch,
+        "perturbation": c.perturbation,
+        "control": c.control_column or c.perturbation,
+    }
+    missing = [src for src in dict.fromkeys(needed.values()) if src not in s.raw.columns]
+    elsewhere = sorted({f for f, _ in s.joined.values()})
+    for src in missing:
+        where = f" in {s.file} or {', '.join(elsewhere)}" if elsewhere else ""
+        s.problems.add(s.file, f"missing column '{src}'{where} (have: {', '.join(map(str, s.raw.columns))})")
+    return None if missing else needed
+
+
+def _text_column(s: _Source, col: str) -> pd.Series:
+    """A required text column, stripped; an empty value is a problem named by its file and line."""
+    values = s.raw[col].astype("string").str.strip()
+    src, lines = s.origin(col)
+    for idx in values.index[values.isna() | (values == "")]:
+        s.problems.add(src, "empty value", int(lines[idx]), col)
+    return values
+
+
+def _wells(s: _Source) -> pd.Series:
+    col = s.columns.well
+    wells = s.raw[col].map(normalize_well)
+    for idx in wells.index[wells.isna()]:
+        s.problems.add(s.file, f"'{s.raw.at[idx, col]}' is not a well name like B02", s.line(idx), col)
+    return wells
+
+
+def _sites(s: _Source) -> pd.Series:
+    """Site numbers (whole, not negative); 1 for a source with one site per well."""
+    col = s.columns.site
+    sites = pd.to_numeric(s.raw[col], errors="coerce") if col else pd.Series(1, index=s.raw.index)
+    bad = sites.isna() | (sites % 1 != 0) | (sites < 0)
+    for idx in sites.index[bad]:
+        s.problems.add(s.file, f"'{s.raw.at[idx, col]}' is not a site number", s.line(idx), col)
+    return sites.where(~bad, -1).astype("int64")
+
+
+def _controls(s: _Source, out: pd.DataFrame, control_column: str, require_controls: bool) -> None:
+    """is_control (and control_type where positive controls are named); every control label
+    asked for must occur."""
+    control_values = [str(v) for v in s.columns.control_values]
+    control_col = s.raw[control_column].astype("string").str.strip()
+    present = set(control_col.dropna())
+    for value in control_values if require_controls else ():
+        if value not in present:
+            s.problems.add(
+                s.origin(control_column)[0], f"unknown control label '{value}': no row has it", column=control_column
+            )
+    out["is_control"] = control_col.isin(control_values).fillna(False).astype(bool)
+    if s.columns.positive_control_values:
+        poscon = control_col.isin([str(v) for v in s.columns.positive_control_values]).fillna(False).to_numpy(bool)
+        out["control_type"] = np.where(out["is_control"], "negcon", np.where(poscon, "poscon", "trt"))
+
+
+def _perturbation_types(s: _Source, is_control: pd.Series) -> pd.Series:
+    """gene | compound | control per row, read through TYPE_ALIASES; a control type on a row
+    that is not a control well is a problem."""
+    c = s.columns
+    if c.perturbation_type and c.perturbation_type in s.raw.columns:
+        src, lines = s.origin(c.perturbation_type)
+        given = s.raw[c.perturbation_type].astype("string").str.strip().str.lower()
+        ptype = given.map(TYPE_ALIASES).astype("string")
+        ptype = ptype.where(given != "", c.default_perturbation_type).fillna(c.default_perturbation_type)
+        known = (
+            f"{', '.join(PERTURBATION_TYPES)}, or {', '.join(k for k in TYPE_ALIASES if k not in PERTURBATION_TYPES)}"
+        )
+        for idx in given.index[~given.isin(list(TYPE_ALIASES)) & (given != "")]:
+            s.problems.add(
+                src,
+                f"'{s.raw.at[idx, c.perturbation_type]}' is not a perturbation type ({known})",
+                int(lines[idx]),
+                c.perturbation_type,
+            )
+    else:
+        src, lines = s.file, s.line_of_row
+        ptype = pd.Series(c.default_perturbation_type, index=s.raw.index, dtype="string")
+    controls = ", ".join(map(str, c.control_values))
+    for idx in ptype.index[(ptype == "control") & ~is_control]:
+        s.problems.add(
+            src,
+            f"perturbation_type is '{s.raw.at[idx, c.perturbation_type]}' (a control) but the row is not a control "
+            f"well (controls: {controls})",
+            int(lines[idx]),
+            c.perturbation_type,
+        )
+    return ptype.where(~is_control, "control")
+
+
+def _check_duplicates(s: _Source, out: pd.DataFrame) -> None:
+    """Duplicate site keys: name every line involved."""
+    key = out[SITE_KEY]
+    dup = key.duplicated(keep=False) & out["well"].notna()
+    for _, grp in key[dup].groupby(SITE_KEY, sort=False):
+        lines = ", ".join(str(s.line(i)) for i in grp.index)
+        s.problems.add(
+            s.file, f"duplicate site {site_id(*grp.loc[grp.index[0]])} on lines {lines}", s.line(grp.index[1])
+        )
 
 
 def channel_path_columns(table: pd.DataFrame) -> list[str]:

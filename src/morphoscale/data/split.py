@@ -30,7 +30,8 @@ class Split(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    by: Literal["none", "perturbations", "wells"] = "none"  # perturbations: unseen genes/compounds; wells: unseen wells of each
+    # perturbations: unseen genes/compounds; wells: unseen wells of each
+    by: Literal["none", "perturbations", "wells"] = "none"
     fraction: float = Field(0.5, gt=0, lt=1)  # of perturbation names, or of each perturbation's wells, held out
     seed: int = 0  # which part is drawn
 
@@ -41,7 +42,9 @@ class Split(BaseModel):
 
 def _rng(split: Split, *key: str) -> np.random.Generator:
     # a stable seed from names, not Python's salted hash
-    return np.random.default_rng([split.seed, *(int.from_bytes(k.encode()[:8].ljust(8, b"\0"), "little") for k in key), sum(map(len, key))])
+    return np.random.default_rng(
+        [split.seed, *(int.from_bytes(k.encode()[:8].ljust(8, b"\0"), "little") for k in key), sum(map(len, key))]
+    )
 
 
 def held_out_perturbations(table: pd.DataFrame, split: Split) -> set[str]:
@@ -74,7 +77,11 @@ def held_out_wells(table: pd.DataFrame, split: Split) -> set[tuple[str, str]]:
 def held_out_mask(table: pd.DataFrame, split: Split, source: str = "the table") -> np.ndarray:
     """Rows (sites of a site table, or wells of an embedding) in the held-out part. Under
     `by: perturbations` the controls count as held out too: maps align on them."""
-    need = ["perturbation", "is_control", "perturbation_type"] if split.by == "perturbations" else ["plate", "well", "perturbation"]
+    need = (
+        ["perturbation", "is_control", "perturbation_type"]
+        if split.by == "perturbations"
+        else ["plate", "well", "perturbation"]
+    )
     missing = [c for c in need if c not in table.columns]
     if missing:
         raise InputError(f"{source}: a split by {split.by} needs column(s) {', '.join(missing)}")
@@ -118,7 +125,9 @@ def scored_part(emb, wells: set[tuple[str, str]] | None, source: str = "embeddin
         return emb
     missing = [c for c in ("plate", "well") if c not in emb.obs.columns]
     if missing:
-        raise InputError(f"{source}: obs lacks column(s) {', '.join(missing)}, needed to keep the held-out wells of the split")
+        raise InputError(
+            f"{source}: obs lacks column(s) {', '.join(missing)}, needed to keep the held-out wells of the split"
+        )
     keep = in_wells(emb.obs, wells)
     if not keep.any():
         raise InputError(f"{source}: none of its rows is in the held-out part of the split")

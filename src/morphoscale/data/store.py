@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError, why
-from ..io import write_new_file
+from .direct_io import write_new_file
 
 STORE_FORMAT = "morphoscale-image-store/1"
 IMAGE_DIMENSIONS = ("site", "channel", "y", "x")
@@ -93,7 +93,9 @@ class SiteChunks:
         if np.dtype(arr.dtype).byteorder == ">":
             raise ValueError("big-endian stores are not supported")
         blosc = codecs[1]
-        shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[blosc.shuffle.value]
+        shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[
+            blosc.shuffle.value
+        ]
         _blosc.set_nthreads(1)  # one process per core already
         self.codec = Blosc(cname=blosc.cname.value, clevel=blosc.clevel, shuffle=shuffle, blocksize=blosc.blocksize)
         self.shape = tuple(arr.shape[1:])
@@ -119,7 +121,10 @@ class SiteChunks:
             raise ValueError(f"{len(data)} bytes, shorter than a Blosc header")
         nbytes, cbytes = int.from_bytes(data[4:8], "little"), int.from_bytes(data[12:16], "little")
         if cbytes != len(data) or nbytes != site.nbytes:
-            raise ValueError(f"truncated or not this store's: {len(data)} bytes on disk, the header says {cbytes} bytes decoding to {nbytes} (a site is {site.nbytes})")
+            raise ValueError(
+                f"truncated or not this store's: {len(data)} bytes on disk, the header says {cbytes} bytes decoding "
+                f"to {nbytes} (a site is {site.nbytes})"
+            )
         self.codec.decode(data, out=site)
         return site
 
@@ -136,10 +141,18 @@ class SiteChunks:
         if site.shape != self.shape or site.dtype != self.dtype:
             raise ValueError(f"got {site.shape} {site.dtype}, the store holds {self.shape} {self.dtype}")
         c = self.codec
-        return len(imagecodecs.blosc_encode(
-            np.ascontiguousarray(site), c.clevel, compressor=c.cname, shuffle=c.shuffle, typesize=self.dtype.itemsize,
-            blocksize=c.blocksize or None, numthreads=1, out=np.frombuffer(out, np.uint8),
-        ))
+        return len(
+            imagecodecs.blosc_encode(
+                np.ascontiguousarray(site),
+                c.clevel,
+                compressor=c.cname,
+                shuffle=c.shuffle,
+                typesize=self.dtype.itemsize,
+                blocksize=c.blocksize or None,
+                numthreads=1,
+                out=np.frombuffer(out, np.uint8),
+            )
+        )
 
     def put(self, i: int, buf: memoryview, n: int) -> None:
         """Store buf[:n], an encoded chunk, as site i's chunk file: a temporary name, then a rename."""
@@ -210,7 +223,9 @@ class ImageStore:
             return list(range(len(self.channels)))
         unknown = [n for n in names if n not in self.channels]
         if unknown:
-            raise InputError(f"{self.path}: unknown channel(s) {', '.join(unknown)}; the store has {', '.join(self.channels)}")
+            raise InputError(
+                f"{self.path}: unknown channel(s) {', '.join(unknown)}; the store has {', '.join(self.channels)}"
+            )
         return [self.channels.index(n) for n in names]
 
     def read(self, i: int, channels: list[int] | None = None) -> np.ndarray:
@@ -231,7 +246,9 @@ class ImageStore:
             what = "is missing (the store is damaged; ingest it again)"
         except (RuntimeError, ValueError, TypeError) as e:
             what = f"cannot be decoded ({why(e, 120)}; the store is damaged)"
-        raise InputError(f"{self.path}: site {i}'s image chunk {self._chunks.chunk_file(i).relative_to(self.path)} {what}")
+        raise InputError(
+            f"{self.path}: site {i}'s image chunk {self._chunks.chunk_file(i).relative_to(self.path)} {what}"
+        )
 
     def intensity_range(self) -> np.ndarray:
         import zarr

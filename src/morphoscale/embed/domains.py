@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 ADABN_SITES = 256  # sites per experimental batch that estimate its BatchNorm statistics
 
 

@@ -22,36 +22,52 @@ def model_channels(model, store, channels: list[str] | None) -> tuple[list[str],
         use = list(channels or store.channels)
         unknown = [c for c in use if c not in known]
         if unknown:
-            raise InputError(f"{store.path}: channel(s) {', '.join(unknown)} unknown to the model (trained on {', '.join(known)}); pass --channels to choose")
+            raise InputError(
+                f"{store.path}: channel(s) {', '.join(unknown)} unknown to the model (trained on {', '.join(known)}); "
+                "pass --channels to choose"
+            )
         store.channel_indices(use)
         return use, [known.index(c) for c in use]
     if channels and list(channels) != known:
         raise InputError(f"--channels: this model takes exactly {', '.join(known)} in that order")
     missing = [c for c in known if c not in store.channels]
     if missing:
-        raise InputError(f"{store.path}: the store lacks channel(s) {', '.join(missing)} the model was trained on (store: {', '.join(store.channels)})")
+        raise InputError(
+            f"{store.path}: the store lacks channel(s) {', '.join(missing)} the model was trained on (store: {', '.join(store.channels)})"
+        )
     return known, None
 
 
-def check_options(level: str, fmt: str, batch_size: int, chunk_sites: int, tile_size: int | None, stride: int | None, num_workers: int) -> None:
+def check_options(
+    level: str, fmt: str, batch_size: int, chunk_sites: int, tile_size: int | None, stride: int | None, num_workers: int
+) -> None:
     """Every option checked before anything is read or written."""
     if level not in LEVELS:
         raise InputError(f"--level: '{level}' is not one of {', '.join(LEVELS)}")
     if fmt not in ("h5ad", "parquet"):
         raise InputError(f"--format: '{fmt}' is not h5ad or parquet")
-    for name, v in (("--batch-size", batch_size), ("--chunk-sites", chunk_sites), ("--tile-size", tile_size), ("--stride", stride)):
+    for name, v in (
+        ("--batch-size", batch_size),
+        ("--chunk-sites", chunk_sites),
+        ("--tile-size", tile_size),
+        ("--stride", stride),
+    ):
         if v is not None and v < 1:
             raise InputError(f"{name}: must be at least 1, got {v}")
     if num_workers < 0:
         raise InputError(f"--num-workers: must be 0 or more, got {num_workers}")
 
 
-def load_encoder(checkpoint: Path | None, weights: Path | None, channels: list[str], weights_layout: str, arch: str | None):
+def load_encoder(
+    checkpoint: Path | None, weights: Path | None, channels: list[str], weights_layout: str, arch: str | None
+):
     """(model in eval mode, its training module or None for pretrained weights)."""
     from ..train.checkpoint import load_module, load_pretrained
 
     if (checkpoint is None) == (weights is None):
-        raise InputError("embed: give --checkpoint (a morphoscale training checkpoint) or --weights (pretrained weights), one of them")
+        raise InputError(
+            "embed: give --checkpoint (a morphoscale training checkpoint) or --weights (pretrained weights), one of them"
+        )
     if weights is not None:
         return load_pretrained(weights, channels, weights_layout, arch), None
     module = load_module(checkpoint)
@@ -72,6 +88,14 @@ def place(devices: int, num_nodes: int, accelerator: str):
     fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp")
     fabric.launch()
     return fabric, fabric.device
+
+
+def _shared_job(fabric, rank: int, out: Path, settings: dict, n_sites: int, chunk_sites: int) -> ChunkedJob:
+    """Rank 0 opens (or resumes) the partial folder first; the others then find it, kept."""
+    job = ChunkedJob(out, settings, n_sites, chunk_sites) if rank == 0 else None
+    if fabric:
+        fabric.barrier()
+    return job or ChunkedJob(out, settings, n_sites, chunk_sites)
 
 
 def readout(model, device, channel_ids, n_channels: int, tile: int, layer: int, pooling: str, compile: bool):
@@ -103,8 +127,13 @@ def embed_sites(model, forward, kwargs, sub, device, batch_size: int, num_worker
 
     from .domains import embed_per_domain
 
-    loader = DataLoader(sub, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if num_workers else None)
+    loader = DataLoader(
+        sub,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers else None,
+    )
     per_tile = []
     for batch in loader:
         x = batch["image"].to(device, non_blocking=True)
@@ -165,23 +194,35 @@ def embed(
     forward, kwargs = readout(model, device, channel_ids, len(use_channels), tile, layer, pooling, compile)
 
     tiles = TileDataset(store, tile, stride, remainder, channels=use_channels)
-    settings = {"checkpoint_sha256": file_sha256(Path(checkpoint or weights)), "preset": model.preset, "channels": use_channels, "layer": layer, "pooling": pooling,
-                "tile_size": tile, "stride": tiles.stride, "remainder": remainder, "tiles_per_site": tiles.tiles_per_site, "level": level,
-                "store": str(Path(store_path).resolve()), "n_sites": len(store), "adabn": bool(getattr(model.cfg, "adabn", False)),
-                "precision": precision}
-    if weights is not None:
-        settings["weights"] = json.dumps(model.weights_source)
-    job = None if rank != 0 else ChunkedJob(out, settings, len(store), chunk_sites)
-    if fabric:
-        fabric.barrier()
-    job = job or ChunkedJob(out, settings, len(store), chunk_sites)  # rank 0 made it: kept, same settings
+    settings = {
+        "checkpoint_sha256": file_sha256(Path(checkpoint or weights)),
+        "preset": model.preset,
+        "channels": use_channels,
+        "layer": layer,
+        "pooling": pooling,
+        "tile_size": tile,
+        "stride": tiles.stride,
+        "remainder": remainder,
+        "tiles_per_site": tiles.tiles_per_site,
+        "level": level,
+        "store": str(Path(store_path).resolve()),
+        "n_sites": len(store),
+        "adabn": bool(getattr(model.cfg, "adabn", False)),
+        "precision": precision,
+        **({"weights": json.dumps(model.weights_source)} if weights is not None else {}),
+    }
+    job = _shared_job(fabric, rank, out, settings, len(store), chunk_sites)
     todo = job.todo(rank, world)
-    domains = adabn_states(model, store, tiles, use_channels, batch_size, device) if settings["adabn"] and todo else None
+    domains = (
+        adabn_states(model, store, tiles, use_channels, batch_size, device) if settings["adabn"] and todo else None
+    )
     with _bar(progress and rank == 0) as bar, torch.inference_mode(), autocast(device.type, precision):
         task = bar.add_task("embed", total=len(store), completed=job.n_done(todo))
         for i, a, b in todo:
             sub = TileDataset(store, tile, stride, remainder, channels=use_channels, sites=np.arange(a, b))
-            E = embed_sites(model, forward, kwargs, sub, device, batch_size, num_workers, domains).reshape(b - a, tiles.tiles_per_site, -1)
+            E = embed_sites(model, forward, kwargs, sub, device, batch_size, num_workers, domains).reshape(
+                b - a, tiles.tiles_per_site, -1
+            )
             job.save(i, E if level == "crop" else E.mean(axis=1))
             bar.update(task, advance=b - a)
 
@@ -189,14 +230,24 @@ def embed(
         fabric.barrier()  # every rank's chunks are on disk
         if rank != 0:
             return out
-    trained = module.provenance() if module is not None else {"pretrained": model.weights_source}
-    uns = {"provenance": {**{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in settings.items()},
-                          "train_config": json.dumps(trained, default=str),
-                          "morphoscale_version": __version__, "time": job.started,
-                          "determinism": json.dumps(record())}}
-    write_profiles(job, store, tiles, level, uns, out, fmt)
+    write_profiles(job, store, tiles, level, _provenance(settings, module, model, job.started), out, fmt)
     job.finish()
     return out
+
+
+def _provenance(settings: dict, module, model, started: str) -> dict:
+    """The output's uns: every setting, the training config (or the pretrained weights), the
+    version, when the run started and the determinism record."""
+    trained = module.provenance() if module is not None else {"pretrained": model.weights_source}
+    return {
+        "provenance": {
+            **{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in settings.items()},
+            "train_config": json.dumps(trained, default=str),
+            "morphoscale_version": __version__,
+            "time": started,
+            "determinism": json.dumps(record()),
+        }
+    }
 
 
 def _bar(enabled: bool):

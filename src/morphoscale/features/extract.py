@@ -37,7 +37,9 @@ class FeatureConfig:
 
     def validate(self, channels: list[str]) -> None:
         if self.nuclear_channel not in channels:
-            raise InputError(f"--nuclear-channel: '{self.nuclear_channel}' is not a channel of the store ({', '.join(channels)})")
+            raise InputError(
+                f"--nuclear-channel: '{self.nuclear_channel}' is not a channel of the store ({', '.join(channels)})"
+            )
         if self.nucleus_diameter is not None and not self.nucleus_diameter > 0:
             raise InputError(f"--nucleus-diameter: must be positive, got {self.nucleus_diameter}")
         if self.flatfield not in FLATFIELDS:
@@ -53,21 +55,52 @@ class FeatureConfig:
 # (`infer_cp_features`: columns starting Cells/Nuclei/Image) or beside CellProfiler's own are
 # named alike. One list makes both, so the two can never fall out of step.
 CP_COMPARTMENTS = {"nucleus": "Nuclei", "cell": "Cells"}
-CP_SHAPE = {"area": "Area", "perimeter": "Perimeter", "eccentricity": "Eccentricity", "solidity": "Solidity", "extent": "Extent",
-            "major_axis_length": "MajorAxisLength", "minor_axis_length": "MinorAxisLength"}
-CP_INTENSITY = {"integrated": "IntegratedIntensity", "mean": "MeanIntensity", "std": "StdIntensity", "max": "MaxIntensity"}
-CP_TEXTURE = {"contrast": "Contrast", "homogeneity": "InverseDifferenceMoment", "energy": "Energy", "correlation": "Correlation", "entropy": "Entropy"}
+CP_SHAPE = {
+    "area": "Area",
+    "perimeter": "Perimeter",
+    "eccentricity": "Eccentricity",
+    "solidity": "Solidity",
+    "extent": "Extent",
+    "major_axis_length": "MajorAxisLength",
+    "minor_axis_length": "MinorAxisLength",
+}
+CP_INTENSITY = {
+    "integrated": "IntegratedIntensity",
+    "mean": "MeanIntensity",
+    "std": "StdIntensity",
+    "max": "MaxIntensity",
+}
+CP_TEXTURE = {
+    "contrast": "Contrast",
+    "homogeneity": "InverseDifferenceMoment",
+    "energy": "Energy",
+    "correlation": "Correlation",
+    "entropy": "Entropy",
+}
 
 
 def _cell_features(channels: list[str], texture_levels: int = 8) -> list[tuple[str, str]]:
     """(our name, CellProfiler's name) of every per-cell feature, in the table's fixed order.
     Texture: distance 1, the horizontal and vertical co-occurrences summed ('avg'), at
     `texture_levels` grey levels; radial: the fraction of intensity in ring k (FracAtD)."""
-    pairs = [(f"{comp}_{k}", f"{CP_COMPARTMENTS[comp]}_AreaShape_{CP_SHAPE[k]}") for comp in ("nucleus", "cell") for k in SHAPE]
+    pairs = [
+        (f"{comp}_{k}", f"{CP_COMPARTMENTS[comp]}_AreaShape_{CP_SHAPE[k]}")
+        for comp in ("nucleus", "cell")
+        for k in SHAPE
+    ]
     for ch in channels:
-        pairs += [(f"{comp}_{ch}_{s}", f"{CP_COMPARTMENTS[comp]}_Intensity_{CP_INTENSITY[s]}_{ch}") for comp in ("nucleus", "cell") for s in CP_INTENSITY]
-        pairs += [(f"cell_{ch}_texture_{k}", f"Cells_Texture_{CP_TEXTURE[k]}_{ch}_1_avg_{texture_levels}") for k in HARALICK]
-        pairs += [(f"cell_{ch}_radial_{k}", f"Cells_RadialDistribution_FracAtD_{ch}_{k + 1}of{RADIAL_BINS}") for k in range(RADIAL_BINS)]
+        pairs += [
+            (f"{comp}_{ch}_{s}", f"{CP_COMPARTMENTS[comp]}_Intensity_{CP_INTENSITY[s]}_{ch}")
+            for comp in ("nucleus", "cell")
+            for s in CP_INTENSITY
+        ]
+        pairs += [
+            (f"cell_{ch}_texture_{k}", f"Cells_Texture_{CP_TEXTURE[k]}_{ch}_1_avg_{texture_levels}") for k in HARALICK
+        ]
+        pairs += [
+            (f"cell_{ch}_radial_{k}", f"Cells_RadialDistribution_FracAtD_{ch}_{k + 1}of{RADIAL_BINS}")
+            for k in range(RADIAL_BINS)
+        ]
     return pairs
 
 
@@ -169,9 +202,9 @@ def extract_features(
 ) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..data.store import ImageStore
     from ..chunked import ChunkedJob
     from ..data.profiles import write_profiles
+    from ..data.store import ImageStore
     from ..parallel import process_map
 
     if level not in ("site", "well"):
@@ -186,8 +219,15 @@ def extract_features(
     cfg.validate(store.channels)
     n_sites = len(store)
     names = site_feature_names(store.channels)
-    settings = {"kind": "hand-crafted features", **{k: v for k, v in asdict(cfg).items()}, "channels": json.dumps(store.channels),
-                "level": level, "store": str(Path(store_path).resolve()), "n_sites": n_sites, "n_features": len(names)}
+    settings = {
+        "kind": "hand-crafted features",
+        **{k: v for k, v in asdict(cfg).items()},
+        "channels": json.dumps(store.channels),
+        "level": level,
+        "store": str(Path(store_path).resolve()),
+        "n_sites": n_sites,
+        "n_features": len(names),
+    }
     job = ChunkedJob(out, settings, n_sites, chunk_sites)
     todo = [(i, a, b, str(job.part)) for i, a, b in job.todo()]
     cols = (TextColumn("features"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
@@ -198,10 +238,18 @@ def extract_features(
                 bar.update(task, advance=n)
 
     n_empty = fill_cellless_sites(job)
-    uns = {"provenance": {**{k: ("" if v is None else v) for k, v in settings.items()}, "sites_without_cells": n_empty,
-                          "morphoscale_version": __version__, "time": job.started,
-                          "determinism": json.dumps(record())}}
-    write_profiles(job, store, None, level, uns, out, fmt, var_names=cellprofiler_names(store.channels, cfg.texture_levels))
+    uns = {
+        "provenance": {
+            **{k: ("" if v is None else v) for k, v in settings.items()},
+            "sites_without_cells": n_empty,
+            "morphoscale_version": __version__,
+            "time": job.started,
+            "determinism": json.dumps(record()),
+        }
+    }
+    write_profiles(
+        job, store, None, level, uns, out, fmt, var_names=cellprofiler_names(store.channels, cfg.texture_levels)
+    )
     job.finish()
     return out
 
@@ -216,7 +264,9 @@ def fill_cellless_sites(job) -> int:
     if not empty.any():
         return 0
     if empty.all():
-        raise InputError(f"{job.part.name.removesuffix('.partial')}: no nuclei were found on any site (check --nuclear-channel and --nucleus-diameter)")
+        raise InputError(
+            f"{job.part.name.removesuffix('.partial')}: no nuclei were found on any site (check --nuclear-channel and --nucleus-diameter)"
+        )
     fill = np.nanmedian(X, axis=0)
     for i, block in enumerate(blocks):
         holes = np.isnan(block)

@@ -20,7 +20,13 @@ def _sums(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 def shape_features(labels: np.ndarray, prefix: str) -> pd.DataFrame:
     t = measure.regionprops_table(labels, properties=("label", "centroid") + SHAPE)
     df = pd.DataFrame(t).set_index("label")
-    return df.rename(columns={"centroid-0": f"{prefix}_center_y", "centroid-1": f"{prefix}_center_x", **{k: f"{prefix}_{k}" for k in SHAPE}})
+    return df.rename(
+        columns={
+            "centroid-0": f"{prefix}_center_y",
+            "centroid-1": f"{prefix}_center_x",
+            **{k: f"{prefix}_{k}" for k in SHAPE},
+        }
+    )
 
 
 def intensity_features(labels: np.ndarray, image: np.ndarray, n: int, prefix: str) -> dict[str, np.ndarray]:
@@ -30,7 +36,12 @@ def intensity_features(labels: np.ndarray, image: np.ndarray, n: int, prefix: st
     mean = s / count
     var = np.maximum(_sums(labels, x * x, n) / count - mean**2, 0)
     mx = ndi.maximum(x, labels, np.arange(1, n + 1)) if n else np.zeros(0)
-    return {f"{prefix}_integrated": s, f"{prefix}_mean": mean, f"{prefix}_std": np.sqrt(var), f"{prefix}_max": np.asarray(mx)}
+    return {
+        f"{prefix}_integrated": s,
+        f"{prefix}_mean": mean,
+        f"{prefix}_std": np.sqrt(var),
+        f"{prefix}_max": np.asarray(mx),
+    }
 
 
 def quantize(image: np.ndarray, levels: int) -> np.ndarray:
@@ -45,7 +56,10 @@ def object_glcms(labels: np.ndarray, q: np.ndarray, n: int, levels: int) -> np.n
     Equals skimage.feature.graycomatrix(distances=[1], angles=[0, pi/2], symmetric=True)
     summed over the two angles, per object."""
     glcm = np.zeros((n + 1, levels, levels))
-    for a, b, la, lb in ((q[:, :-1], q[:, 1:], labels[:, :-1], labels[:, 1:]), (q[:-1], q[1:], labels[:-1], labels[1:])):
+    for a, b, la, lb in (
+        (q[:, :-1], q[:, 1:], labels[:, :-1], labels[:, 1:]),
+        (q[:-1], q[1:], labels[:-1], labels[1:]),
+    ):
         same = (la == lb) & (la > 0)
         idx = la[same] * levels * levels + a[same] * levels + b[same]
         m = np.bincount(idx, minlength=(n + 1) * levels * levels).reshape(n + 1, levels, levels)
@@ -66,16 +80,25 @@ def haralick(glcm: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = np.where(sd_i * sd_j > 1e-15, cov / (sd_i * sd_j), 1.0)
         ent = -(np.where(P > 0, P * np.log2(np.where(P > 0, P, 1)), 0)).sum((1, 2))
-    return {"contrast": (P * (i - j) ** 2).sum((1, 2)), "homogeneity": (P / (1 + (i - j) ** 2)).sum((1, 2)),
-            "energy": np.sqrt((P**2).sum((1, 2))), "correlation": corr, "entropy": ent}
+    return {
+        "contrast": (P * (i - j) ** 2).sum((1, 2)),
+        "homogeneity": (P / (1 + (i - j) ** 2)).sum((1, 2)),
+        "energy": np.sqrt((P**2).sum((1, 2))),
+        "correlation": corr,
+        "entropy": ent,
+    }
 
 
-def haralick_features(labels: np.ndarray, image: np.ndarray, n: int, prefix: str, levels: int = 8) -> dict[str, np.ndarray]:
+def haralick_features(
+    labels: np.ndarray, image: np.ndarray, n: int, prefix: str, levels: int = 8
+) -> dict[str, np.ndarray]:
     vals = haralick(object_glcms(labels, quantize(image, levels), n, levels))
     return {f"{prefix}_texture_{k}": vals[k] for k in HARALICK}
 
 
-def radial_features(cells: np.ndarray, centers: np.ndarray, image: np.ndarray, n: int, prefix: str, bins: int = 4) -> dict[str, np.ndarray]:
+def radial_features(
+    cells: np.ndarray, centers: np.ndarray, image: np.ndarray, n: int, prefix: str, bins: int = 4
+) -> dict[str, np.ndarray]:
     """Fraction of each cell's intensity in `bins` rings of relative distance from its nucleus
     centre (0) to its edge (1)."""
     yy, xx = np.indices(cells.shape)
@@ -89,7 +112,9 @@ def radial_features(cells: np.ndarray, centers: np.ndarray, image: np.ndarray, n
     return {f"{prefix}_radial_{k}": _sums(np.where(ring == k, cells, 0), image, n) / total for k in range(bins)}
 
 
-def measure_cells(image: np.ndarray, channels: list[str], nuclei: np.ndarray, cells: np.ndarray, levels: int = 8, radial_bins: int = 4) -> pd.DataFrame:
+def measure_cells(
+    image: np.ndarray, channels: list[str], nuclei: np.ndarray, cells: np.ndarray, levels: int = 8, radial_bins: int = 4
+) -> pd.DataFrame:
     """One row per nucleus (its cell grown from it), one column per feature."""
     n = int(nuclei.max())
     if n == 0:
@@ -103,4 +128,6 @@ def measure_cells(image: np.ndarray, channels: list[str], nuclei: np.ndarray, ce
         cols |= intensity_features(cells, image[c], n, f"cell_{name}")
         cols |= haralick_features(cells, image[c], n, f"cell_{name}", levels)
         cols |= radial_features(cells, centers, image[c].astype(np.float64), n, f"cell_{name}", radial_bins)
-    return pd.concat([nuc, cel.drop(columns=["cell_center_y", "cell_center_x"]), pd.DataFrame(cols, index=nuc.index)], axis=1)
+    return pd.concat(
+        [nuc, cel.drop(columns=["cell_center_y", "cell_center_x"]), pd.DataFrame(cols, index=nuc.index)], axis=1
+    )

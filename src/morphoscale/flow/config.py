@@ -94,7 +94,14 @@ class EncoderSpec(_Strict):
         if self.kind == "model" and self.train is None:
             raise ValueError(f"encoder '{self.name}': kind model needs a train config")
         if (self.kind == "pretrained") != (self.weights is not None):
-            raise ValueError(f"encoder '{self.name}': " + ("kind pretrained needs weights (a file)" if self.kind == "pretrained" else "weights belong to kind pretrained"))
+            raise ValueError(
+                f"encoder '{self.name}': "
+                + (
+                    "kind pretrained needs weights (a file)"
+                    if self.kind == "pretrained"
+                    else "weights belong to kind pretrained"
+                )
+            )
         return self
 
 
@@ -118,7 +125,8 @@ class BenchSpec(_Strict):
     compound_targets: Path | None = None  # CSV compound,target; default for a simulated screen: its ground truth
     truth: bool = True  # a simulated screen: decoding R2 and cosine correlation against its ground_truth/
     clustering: bool = False  # also UMAP + HDBSCAN cluster scores (slow)
-    null_size: int = Field(10000, ge=100)  # draws of each mAP null (2,000 left the BH fraction swinging by seed: docs/bench.md)
+    # draws of each mAP null (2,000 left the BH fraction swinging by seed: docs/bench.md)
+    null_size: int = Field(10000, ge=100)
     metrics: list[str] | None = None  # only these (bench.suite.METRICS); default: all the map supports but clustering
     quick: bool = False  # recall and the cheapest checks only
 
@@ -158,7 +166,8 @@ class RunConfig(_Strict):
     probe: ProbeSpec | None = None  # a real field: the nucleus-feature probe replaces embed, map and bench
     workers: int | None = None  # processes for simulate, ingest and features (default: one per core)
     isolate_training: bool = False  # train each model in a process of its own, so its peak memory is its own
-    parallel_training: int = Field(1, ge=1)  # models trained at once, each in its own process (one GPU each where there are GPUs)
+    # models trained at once, each in its own process (one GPU each where there are GPUs)
+    parallel_training: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _checks(self):
@@ -172,11 +181,20 @@ class RunConfig(_Strict):
             if e.baseline is not None and (e.baseline not in names or e.baseline == e.name):
                 raise ValueError(f"encoder '{e.name}': baseline '{e.baseline}' is not another encoder of the run")
         for e in self.encoders:
-            if self.split.active and isinstance(e.train, dict) and "split" in e.train and Split.model_validate(e.train["split"]) != self.split:
-                raise ValueError(f"encoders.{e.name}.train.split differs from the run's split; set the split once, at the top")
+            if (
+                self.split.active
+                and isinstance(e.train, dict)
+                and "split" in e.train
+                and Split.model_validate(e.train["split"]) != self.split
+            ):
+                raise ValueError(
+                    f"encoders.{e.name}.train.split differs from the run's split; set the split once, at the top"
+                )
         if self.probe is not None:
             if self.split.active:
-                raise ValueError("split: the nucleus probe holds out space (train key holdout_width), not perturbations")
+                raise ValueError(
+                    "split: the nucleus probe holds out space (train key holdout_width), not perturbations"
+                )
             if any(e.kind != "model" for e in self.encoders):
                 raise ValueError("the nucleus probe compares trained models: every encoder needs kind model")
             if self.probe.nuclei is None and self.data.example != "jump-pilot-field":

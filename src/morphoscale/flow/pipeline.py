@@ -76,33 +76,108 @@ class Flow:
     def _plan(self) -> None:
         cfg = self.cfg
         d = cfg.data
-        data_spec = {"simulate": d.simulate.model_dump() if d.simulate else None, "example": d.example, "ingest": _file_spec(d.ingest), "store": str(d.store) if d.store else None}
+        data_spec = {
+            "simulate": d.simulate.model_dump() if d.simulate else None,
+            "example": d.example,
+            "ingest": _file_spec(d.ingest),
+            "store": str(d.store) if d.store else None,
+        }
         self.stages.append(Stage("data", "data", data_spec, [], self._data, [self.store]))
         if cfg.probe is not None:
             self.stages += [self._train_stage(e) for e in cfg.encoders]
-            self.stages.append(Stage("bench:probe", "bench", cfg.probe.model_dump(mode="json"), [f"train:{e.name}" for e in cfg.encoders], self._probe,
-                                     [self.out / "probe" / "r2.csv"]))
-            self.stages.append(Stage("report", "report", {}, ["bench:probe"], self._report, [self.out / "recall.csv", self.out / "report.html"]))
+            self.stages.append(
+                Stage(
+                    "bench:probe",
+                    "bench",
+                    cfg.probe.model_dump(mode="json"),
+                    [f"train:{e.name}" for e in cfg.encoders],
+                    self._probe,
+                    [self.out / "probe" / "r2.csv"],
+                )
+            )
+            self.stages.append(
+                Stage(
+                    "report",
+                    "report",
+                    {},
+                    ["bench:probe"],
+                    self._report,
+                    [self.out / "recall.csv", self.out / "report.html"],
+                )
+            )
             return
         for e in cfg.encoders:
             ed = self.enc_dir(e)
             emb = ed / "embeddings.h5ad"
             if e.kind == "model":
                 self.stages.append(self._train_stage(e))
-                self.stages.append(Stage(f"embed:{e.name}", "embed", e.embed.model_dump(), [f"train:{e.name}"], lambda e=e: self._embed(e), [emb]))
+                self.stages.append(
+                    Stage(
+                        f"embed:{e.name}",
+                        "embed",
+                        e.embed.model_dump(),
+                        [f"train:{e.name}"],
+                        lambda e=e: self._embed(e),
+                        [emb],
+                    )
+                )
             elif e.kind == "features":
-                self.stages.append(Stage(f"embed:{e.name}", "embed", {"features": e.features.model_dump()}, ["data"], lambda e=e: self._features(e), [emb]))
+                self.stages.append(
+                    Stage(
+                        f"embed:{e.name}",
+                        "embed",
+                        {"features": e.features.model_dump()},
+                        ["data"],
+                        lambda e=e: self._features(e),
+                        [emb],
+                    )
+                )
             elif e.kind == "pretrained":
                 from ..io import file_sha256
 
-                spec = {**e.embed.model_dump(), "weights_sha256": file_sha256(Path(e.weights)), "weights_layout": e.weights_layout, "arch": e.arch}
-                self.stages.append(Stage(f"embed:{e.name}", "embed", spec, ["data"], lambda e=e: self._pretrained(e), [emb]))
+                spec = {
+                    **e.embed.model_dump(),
+                    "weights_sha256": file_sha256(Path(e.weights)),
+                    "weights_layout": e.weights_layout,
+                    "arch": e.arch,
+                }
+                self.stages.append(
+                    Stage(f"embed:{e.name}", "embed", spec, ["data"], lambda e=e: self._pretrained(e), [emb])
+                )
             else:
-                self.stages.append(Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda e=e: self._oracle(e), [emb]))
-            self.stages.append(Stage(f"map:{e.name}", "map", {**cfg.map.model_dump(), **self._split_spec()}, [f"embed:{e.name}"], lambda e=e: self._map(e), [ed / "map.h5ad"]))
-            self.stages.append(Stage(f"bench:{e.name}", "bench", cfg.bench.model_dump(mode="json"), [f"map:{e.name}"], lambda e=e: self._bench(e), [ed / "bench" / "summary.json"]))
-        self.stages.append(Stage("report", "report", {"encoders": [e.name for e in cfg.encoders], "baselines": self.baselines()}, [f"bench:{e.name}" for e in cfg.encoders],
-                                 self._report, [self.out / "recall.csv", self.out / "paired.csv", self.out / "report.html"]))
+                self.stages.append(
+                    Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda e=e: self._oracle(e), [emb])
+                )
+            self.stages.append(
+                Stage(
+                    f"map:{e.name}",
+                    "map",
+                    {**cfg.map.model_dump(), **self._split_spec()},
+                    [f"embed:{e.name}"],
+                    lambda e=e: self._map(e),
+                    [ed / "map.h5ad"],
+                )
+            )
+            self.stages.append(
+                Stage(
+                    f"bench:{e.name}",
+                    "bench",
+                    cfg.bench.model_dump(mode="json"),
+                    [f"map:{e.name}"],
+                    lambda e=e: self._bench(e),
+                    [ed / "bench" / "summary.json"],
+                )
+            )
+        self.stages.append(
+            Stage(
+                "report",
+                "report",
+                {"encoders": [e.name for e in cfg.encoders], "baselines": self.baselines()},
+                [f"bench:{e.name}" for e in cfg.encoders],
+                self._report,
+                [self.out / "recall.csv", self.out / "paired.csv", self.out / "report.html"],
+            )
+        )
 
     def baselines(self) -> dict[str, str]:
         return {e.name: e.baseline for e in self.cfg.encoders if e.baseline}
@@ -112,12 +187,21 @@ class Flow:
 
     def _train_stage(self, e: EncoderSpec) -> Stage:
         self._encoders[f"train:{e.name}"] = e
-        return Stage(f"train:{e.name}", "train", {"train": _file_spec(e.train), **self._split_spec()}, ["data"], lambda: self._train(e), [self.enc_dir(e) / "train" / "model.ckpt"])
+        return Stage(
+            f"train:{e.name}",
+            "train",
+            {"train": _file_spec(e.train), **self._split_spec()},
+            ["data"],
+            lambda: self._train(e),
+            [self.enc_dir(e) / "train" / "model.ckpt"],
+        )
 
     def keys(self) -> dict[str, str]:
         keys: dict[str, str] = {}
         for s in self.stages:
-            keys[s.id] = _hash({"stage": s.id, "spec": s.spec, "upstream": [keys[u] for u in s.upstream], "version": __version__})
+            keys[s.id] = _hash(
+                {"stage": s.id, "spec": s.spec, "upstream": [keys[u] for u in s.upstream], "version": __version__}
+            )
         return keys
 
     # --- running ------------------------------------------------------------------
@@ -132,7 +216,7 @@ class Flow:
         (self.out / "stages").mkdir(exist_ok=True)
         write_text(self.out / "run.yaml", yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False))
         keys = self.keys()
-        forced = set(STAGES[STAGES.index(start):]) if start else set()
+        forced = set(STAGES[STAGES.index(start) :]) if start else set()
         todo = [s for s in self.stages if s.kind in forced or not self._cached(s, keys[s.id])]
         self.progress = progress
         console.rule(f"morphoscale run: {self.cfg.name} -> {self.out}")
@@ -148,7 +232,9 @@ class Flow:
                 continue
             if s.kind == "train" and self.cfg.parallel_training > 1:
                 batch = [t for t in todo if t.kind == "train"]
-                console.print(f"[bold][{i}/{len(self.stages)}] {len(batch)} train stages, {self.cfg.parallel_training} at a time[/bold] ...")
+                console.print(
+                    f"[bold][{i}/{len(self.stages)}] {len(batch)} train stages, {self.cfg.parallel_training} at a time[/bold] ..."
+                )
                 for t, dt in self._train_parallel(batch, console):
                     took.setdefault("train", []).append(dt)
                     self._finish(t, keys[t.id], dt)
@@ -161,11 +247,17 @@ class Flow:
             dt = time.time() - ts
             took.setdefault(s.kind, []).append(dt)
             rest = [r for r in todo[todo.index(s) + 1 :] if r.id not in ran_ahead]
-            left = sum(previous[r.id] or (np.mean(took[r.kind]) if r.kind in took else TYPICAL_SECONDS[r.kind]) for r in rest)
+            left = sum(
+                previous[r.id] or (np.mean(took[r.kind]) if r.kind in took else TYPICAL_SECONDS[r.kind]) for r in rest
+            )
             eta = f", about {left / 60:.1f} min left ({len(rest)} stages)" if rest else ""
             console.print(f"    done in {dt:.1f} s; elapsed {(time.time() - t0) / 60:.1f} min{eta}")
             self._finish(s, keys[s.id], dt)
-        return {"out": str(self.out), "ran": [s.id for s in todo], "cached": [s.id for s in self.stages if s not in todo]}
+        return {
+            "out": str(self.out),
+            "ran": [s.id for s in todo],
+            "cached": [s.id for s in self.stages if s not in todo],
+        }
 
     def _clear(self, s: Stage) -> None:
         """A re-run replaces the stage's outputs; its record goes first, so a kill is never a cache hit."""
@@ -175,8 +267,17 @@ class Flow:
                 remove(p)
 
     def _finish(self, s: Stage, key: str, seconds: float) -> None:
-        write_text(self._record_path(s), json.dumps({"key": key, "seconds": round(seconds, 2), "outputs": [str(p) for p in s.outputs],
-                                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        write_text(
+            self._record_path(s),
+            json.dumps(
+                {
+                    "key": key,
+                    "seconds": round(seconds, 2),
+                    "outputs": [str(p) for p in s.outputs],
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+            ),
+        )
 
     def _train_parallel(self, batch: list[Stage], console) -> list[tuple[Stage, float]]:
         """Train stages `parallel_training` at a time, each in its own process (on a machine
@@ -248,24 +349,42 @@ class Flow:
         elif d.simulate:
             from ..simulate.screen import simulate
 
-            simulate(self.screen, d.simulate.preset, seed=d.simulate.seed, workers=self.workers, overwrite=True, progress=self.progress)
+            simulate(
+                self.screen,
+                d.simulate.preset,
+                seed=d.simulate.seed,
+                workers=self.workers,
+                overwrite=True,
+                progress=self.progress,
+            )
             icfg = load_ingest_config(None, {"format": "rxrx", "source": str(self.screen), "workers": self.workers})
         elif isinstance(d.ingest, Path):
             icfg = load_ingest_config(d.ingest, {"workers": self.workers})
         else:
             from ..config import parse_model
 
-            icfg = parse_model(IngestConfig, {**d.ingest, **({"workers": self.workers} if self.workers else {})}, "run config", "data.ingest")
+            icfg = parse_model(
+                IngestConfig,
+                {**d.ingest, **({"workers": self.workers} if self.workers else {})},
+                "run config",
+                "data.ingest",
+            )
         ingest(icfg, self.store, overwrite=True, progress=self.progress)
 
     def _train(self, e: EncoderSpec, env: dict | None = None) -> None:
         from ..config import parse_model
         from ..train.fit import TrainConfig, load_train_config, train
 
-        tcfg = load_train_config(e.train) if isinstance(e.train, Path) else parse_model(TrainConfig, e.train, "run config", f"encoders.{e.name}.train")
+        tcfg = (
+            load_train_config(e.train)
+            if isinstance(e.train, Path)
+            else parse_model(TrainConfig, e.train, "run config", f"encoders.{e.name}.train")
+        )
         if self.cfg.split.active:
             if tcfg.split.active and tcfg.split != self.cfg.split:
-                raise ConfigError(f"key 'encoders.{e.name}.train.split': differs from the run's split; set the split once, at the top")
+                raise ConfigError(
+                    f"key 'encoders.{e.name}.train.split': differs from the run's split; set the split once, at the top"
+                )
             tcfg = tcfg.model_copy(update={"split": self.cfg.split})
         gt = self.screen / "ground_truth"
         if tcfg.probe_every and tcfg.probe_truth is None and self.cfg.data.simulate:
@@ -286,10 +405,27 @@ class Flow:
         with tempfile.TemporaryDirectory() as tmp:
             cfg_file = Path(tmp) / "train.yaml"
             cfg_file.write_text(yaml.safe_dump(tcfg.model_dump(mode="json"), sort_keys=False))
-            cmd = [sys.executable, "-m", "morphoscale", "train", "--store", str(self.store), "--out", str(out), "--config", str(cfg_file), "--overwrite"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "morphoscale",
+                "train",
+                "--store",
+                str(self.store),
+                "--out",
+                str(out),
+                "--config",
+                str(cfg_file),
+                "--overwrite",
+            ]
             quiet = not self.progress or self.cfg.parallel_training > 1  # bars of parallel runs would interleave
-            res = subprocess.run(cmd + (["--quiet"] if quiet else []), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if quiet else None, text=True,
-                                 env={**os.environ, **env} if env else None)
+            res = subprocess.run(
+                cmd + (["--quiet"] if quiet else []),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE if quiet else None,
+                text=True,
+                env={**os.environ, **env} if env else None,
+            )
         if res.returncode:
             last = ((res.stderr or "").strip().splitlines() or [f"exit code {res.returncode}"])[-1]
             raise InputError(f"training {out} in its own process failed: {last.removeprefix('error: ')}")
@@ -298,23 +434,53 @@ class Flow:
         from ..embed import embed
 
         s = e.embed
-        embed(self.enc_dir(e) / "train" / "model.ckpt", self.store, self.enc_dir(e) / "embeddings.h5ad", layer=s.layer, pooling=s.pooling,
-              level=s.level, tile_size=s.tile_size, batch_size=s.batch_size, overwrite=True, progress=self.progress)
+        embed(
+            self.enc_dir(e) / "train" / "model.ckpt",
+            self.store,
+            self.enc_dir(e) / "embeddings.h5ad",
+            layer=s.layer,
+            pooling=s.pooling,
+            level=s.level,
+            tile_size=s.tile_size,
+            batch_size=s.batch_size,
+            overwrite=True,
+            progress=self.progress,
+        )
 
     def _pretrained(self, e: EncoderSpec) -> None:
         from ..embed import embed
 
         s = e.embed
-        embed(None, self.store, self.enc_dir(e) / "embeddings.h5ad", layer=s.layer, pooling=s.pooling, level=s.level, tile_size=s.tile_size,
-              batch_size=s.batch_size, overwrite=True, progress=self.progress, weights=Path(e.weights), weights_layout=e.weights_layout, arch=e.arch)
+        embed(
+            None,
+            self.store,
+            self.enc_dir(e) / "embeddings.h5ad",
+            layer=s.layer,
+            pooling=s.pooling,
+            level=s.level,
+            tile_size=s.tile_size,
+            batch_size=s.batch_size,
+            overwrite=True,
+            progress=self.progress,
+            weights=Path(e.weights),
+            weights_layout=e.weights_layout,
+            arch=e.arch,
+        )
 
     def _features(self, e: EncoderSpec) -> None:
         import os
 
         from ..features.extract import FeatureConfig, extract_features
 
-        extract_features(self.store, self.enc_dir(e) / "embeddings.h5ad", FeatureConfig(**e.features.model_dump()), level="well",
-                         workers=self.workers or os.cpu_count() or 1, overwrite=True, progress=self.progress)
+        extract_features(
+            self.store,
+            self.enc_dir(e) / "embeddings.h5ad",
+            FeatureConfig(**e.features.model_dump()),
+            level="well",
+            workers=self.workers or os.cpu_count() or 1,
+            overwrite=True,
+            progress=self.progress,
+        )
 
     def _oracle(self, e: EncoderSpec) -> None:
         from ..maps.build import write_h5ad
@@ -341,7 +507,11 @@ class Flow:
 
         out = self.enc_dir(e) / "map.h5ad"
         path = self.enc_dir(e) / "embeddings.h5ad"
-        m, aligned = build_map(scored_part(read_embeddings(path), self._scored_wells(), str(path)), align=self.cfg.map.align, method=self.cfg.map.aggregate)
+        m, aligned = build_map(
+            scored_part(read_embeddings(path), self._scored_wells(), str(path)),
+            align=self.cfg.map.align,
+            method=self.cfg.map.aggregate,
+        )
         write_h5ad(aligned, wells_path(out), overwrite=True)
         write_h5ad(m, out, overwrite=True)
 
@@ -360,9 +530,18 @@ class Flow:
         from ..bench.suite import run_bench
 
         ed = self.enc_dir(e)
-        run_bench(ed / "map.h5ad", ed / "bench", raw=ed / "embeddings.h5ad", compound_targets=self.compound_targets(),
-                  clustering=self.cfg.bench.clustering, null_size=self.cfg.bench.null_size, overwrite=True, truth=self.truth(),
-                  metrics=self.cfg.bench.metrics, quick=self.cfg.bench.quick)
+        run_bench(
+            ed / "map.h5ad",
+            ed / "bench",
+            raw=ed / "embeddings.h5ad",
+            compound_targets=self.compound_targets(),
+            clustering=self.cfg.bench.clustering,
+            null_size=self.cfg.bench.null_size,
+            overwrite=True,
+            truth=self.truth(),
+            metrics=self.cfg.bench.metrics,
+            quick=self.cfg.bench.quick,
+        )
 
     def nuclei_table(self) -> Path:
         if self.cfg.probe.nuclei:
@@ -375,12 +554,18 @@ class Flow:
         from ..bench.nuclei import run_probe
 
         p = self.cfg.probe
-        run_probe(self.store, self.nuclei_table(), {e.name: self.enc_dir(e) / "train" for e in self.cfg.encoders}, self.out / "probe", p.crop_size, p.folds)
+        run_probe(
+            self.store,
+            self.nuclei_table(),
+            {e.name: self.enc_dir(e) / "train" for e in self.cfg.encoders},
+            self.out / "probe",
+            p.crop_size,
+            p.folds,
+        )
 
     def _report(self) -> None:
-        from ..report.html import write_report
-
         from ..bench import summary
+        from ..report.html import write_report
 
         names = [e.name for e in self.cfg.encoders]
         results = summary.run_results(self.out, names + list(self.baselines().values()))

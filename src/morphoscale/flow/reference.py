@@ -49,10 +49,19 @@ def _models_in(annotation) -> list[type[BaseModel]]:
 def model_section(model: type[BaseModel], heading: str, prefix: str, level: int = 2) -> str:
     doc = model.__dict__.get("__doc__") or ""
     notes = _notes(model)
-    lines = [f"{'#' * level} {heading}", "", inspect.cleandoc(doc), "", "| key | type | default | note |", "|---|---|---|---|"]
+    lines = [
+        f"{'#' * level} {heading}",
+        "",
+        inspect.cleandoc(doc),
+        "",
+        "| key | type | default | note |",
+        "|---|---|---|---|",
+    ]
     nested = []
     for name, f in model.model_fields.items():
-        lines.append(f"| `{prefix}{name}` | `{_type_name(f.annotation).replace('|', '&#124;')}` | {_default(f)} | {notes.get(name, '')} |")
+        lines.append(
+            f"| `{prefix}{name}` | `{_type_name(f.annotation).replace('|', '&#124;')}` | {_default(f)} | {notes.get(name, '')} |"
+        )
         is_list = typing.get_origin(f.annotation) is list
         nested += [(m, f"{prefix}{name}{'[]' if is_list else ''}") for m in _models_in(f.annotation)]
     text = "\n".join(lines) + "\n"
@@ -66,11 +75,20 @@ def reference() -> str:
     from ..train.fit import TrainConfig
     from .config import RunConfig
 
-    out = ["# Config reference", "", "Generated from the config types by `python -m morphoscale.flow.reference > docs/config-reference.md`;",
-           "a test keeps this page current. Unknown keys are errors that name the key.", ""]
+    out = [
+        "# Config reference",
+        "",
+        "Generated from the config types by `python -m morphoscale.flow.reference > docs/config-reference.md`;",
+        "a test keeps this page current. Unknown keys are errors that name the key.",
+        "",
+    ]
     out.append(model_section(RunConfig, "Run config (`morphoscale run CONFIG.yaml`)", ""))
-    out.append(model_section(TrainConfig, "Train config (`morphoscale train --config`, or `encoders[].train` of a run)", ""))
-    out.append(model_section(IngestConfig, "Ingest config (`morphoscale ingest --config`, or `data.ingest` of a run)", ""))
+    out.append(
+        model_section(TrainConfig, "Train config (`morphoscale train --config`, or `encoders[].train` of a run)", "")
+    )
+    out.append(
+        model_section(IngestConfig, "Ingest config (`morphoscale ingest --config`, or `data.ingest` of a run)", "")
+    )
     return "\n".join(out)
 
 

@@ -14,14 +14,32 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
 from ..io import remove
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # keys whose values are when or how fast, not what: never compared
-_VOLATILE = ("time", "seconds", "per_second", "started", "finished", "peak", "rss_mb", "gpu_mb", "img_s", "elapsed", "path", "store", "out")
+_VOLATILE = (
+    "time",
+    "seconds",
+    "per_second",
+    "started",
+    "finished",
+    "peak",
+    "rss_mb",
+    "gpu_mb",
+    "img_s",
+    "elapsed",
+    "path",
+    "store",
+    "out",
+)
 
 
 def _volatile(key: str) -> bool:
@@ -35,9 +53,14 @@ def stages_to_check(flow, names: list[str]) -> list:
     kinds = {s.kind for s in flow.stages}
     for n in names:
         if n not in ids and n not in kinds:
-            raise InputError(f"--check-reproducible: '{n}' is not a stage of this run; stages: {', '.join(s.id for s in flow.stages if s.kind != 'report')}")
+            raise InputError(
+                f"--check-reproducible: '{n}' is not a stage of this run; stages: "
+                f"{', '.join(s.id for s in flow.stages if s.kind != 'report')}"
+            )
         if n.startswith("report"):
-            raise InputError("--check-reproducible: the report only lays out other stages' numbers; check the stages it reads")
+            raise InputError(
+                "--check-reproducible: the report only lays out other stages' numbers; check the stages it reads"
+            )
     return [s for s in flow.stages if s.id in names or s.kind in names]
 
 
@@ -46,7 +69,9 @@ def _unit(flow, s) -> list[Path]:
     if s.kind == "train":
         return [s.outputs[0].parent]
     if s.kind == "data" and flow.cfg.data.store:
-        raise InputError("--check-reproducible: data.store names a store this run did not build; there is nothing to re-run")
+        raise InputError(
+            "--check-reproducible: data.store names a store this run did not build; there is nothing to re-run"
+        )
     return list(s.outputs)
 
 
@@ -90,7 +115,12 @@ def _pairs(orig: Path, new: Path):
     """Files of an output to compare (a folder: its comparable files; logs and images left out)."""
     if orig.is_dir() and not orig.name.endswith(".zarr"):
         for f in sorted(orig.rglob("*")):
-            if f.is_file() and f.suffix in (".ckpt", ".h5ad", ".csv", ".parquet", ".json") and "tensorboard" not in f.parts and "checkpoints" not in f.parts:
+            if (
+                f.is_file()
+                and f.suffix in (".ckpt", ".h5ad", ".csv", ".parquet", ".json")
+                and "tensorboard" not in f.parts
+                and "checkpoints" not in f.parts
+            ):
                 yield f, new / f.relative_to(orig)
     else:
         yield orig, new
@@ -147,8 +177,12 @@ def _compare_h5ad(a: Path, b: Path) -> dict:
     x, y = ad.read_h5ad(a), ad.read_h5ad(b)
     if not (x.obs.index.equals(y.obs.index) and x.var.index.equals(y.var.index)):
         return {"equal": False, "max_abs_diff": math.nan, "detail": "rows or columns differ"}
-    arrays = lambda d: {"X": np.asarray(d.X), **{f"obs.{c}": d.obs[c].to_numpy() for c in d.obs.columns if not _volatile(c)}}
-    return _compare_arrays(arrays(x), arrays(y))
+    return _compare_arrays(_h5ad_arrays(x), _h5ad_arrays(y))
+
+
+def _h5ad_arrays(d) -> dict:
+    """X and every obs column that is not a time or a path."""
+    return {"X": np.asarray(d.X), **{f"obs.{c}": d.obs[c].to_numpy() for c in d.obs.columns if not _volatile(c)}}
 
 
 def _compare_store(a: Path, b: Path) -> dict:
@@ -162,7 +196,11 @@ def _compare_store(a: Path, b: Path) -> dict:
     for i in range(len(x)):
         r = _compare_arrays({f"images[{i}]": x.read(i)}, {f"images[{i}]": y.read(i)})
         if not r["equal"]:
-            result = {"equal": False, "max_abs_diff": max(result["max_abs_diff"], r["max_abs_diff"]), "detail": result["detail"] or r["detail"]}
+            result = {
+                "equal": False,
+                "max_abs_diff": max(result["max_abs_diff"], r["max_abs_diff"]),
+                "detail": result["detail"] or r["detail"],
+            }
     return result
 
 
@@ -173,7 +211,10 @@ def _compare_tables(a: Path, b: Path) -> dict:
     x, y = read(a), read(b)
     if list(x.columns) != list(y.columns) or len(x) != len(y):
         return {"equal": False, "max_abs_diff": math.nan, "detail": "columns or rows differ"}
-    return _compare_arrays({c: x[c].to_numpy() for c in x.columns if not _volatile(c)}, {c: y[c].to_numpy() for c in y.columns if not _volatile(c)})
+    return _compare_arrays(
+        {c: x[c].to_numpy() for c in x.columns if not _volatile(c)},
+        {c: y[c].to_numpy() for c in y.columns if not _volatile(c)},
+    )
 
 
 def _numbers(obj, prefix: str = "") -> dict:
@@ -189,7 +230,6 @@ def _numbers(obj, prefix: str = "") -> dict:
     else:
         out[prefix.rstrip(".")] = np.asarray(np.nan if obj is None else obj)
     return out
-
 
 
 def check_reproducible(flow, names: list[str], console=None) -> "pd.DataFrame":

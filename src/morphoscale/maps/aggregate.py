@@ -33,7 +33,9 @@ def aggregate(X: np.ndarray, obs: pd.DataFrame, method: str = "mean") -> tuple[n
     frame = obs[keys + ["perturbation_type", "is_control"]].copy()
     if "concentration" in keys:
         # genes and controls have no concentration: one group each
-        frame["concentration"] = pd.to_numeric(frame["concentration"], errors="coerce").where(frame["perturbation_type"] == "compound")
+        frame["concentration"] = pd.to_numeric(frame["concentration"], errors="coerce").where(
+            frame["perturbation_type"] == "compound"
+        )
     frame["is_control"] = frame["is_control"].astype(bool)
     groups = frame.groupby(["is_control"] + keys, sort=True, dropna=False, observed=True)
     codes = groups.ngroup().to_numpy()
@@ -43,7 +45,10 @@ def aggregate(X: np.ndarray, obs: pd.DataFrame, method: str = "mean") -> tuple[n
         from scipy import sparse
 
         counts = np.bincount(codes, minlength=n_groups)
-        member = sparse.csr_matrix((np.ones(len(codes), X.dtype if X.dtype == np.float32 else np.float64), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes)))
+        member = sparse.csr_matrix(
+            (np.ones(len(codes), X.dtype if X.dtype == np.float32 else np.float64), (codes, np.arange(len(codes)))),
+            shape=(n_groups, len(codes)),
+        )
         profiles = np.asarray(member @ X) / counts[:, None]
     else:
         order = np.argsort(codes, kind="stable")
@@ -54,11 +59,18 @@ def aggregate(X: np.ndarray, obs: pd.DataFrame, method: str = "mean") -> tuple[n
         rec = dict(zip(["is_control"] + keys, key if isinstance(key, tuple) else (key,)))
         ptypes = g["perturbation_type"].unique()
         if len(ptypes) > 1:
-            raise InputError(f"perturbation '{rec['perturbation']}' has several perturbation types: {', '.join(map(str, ptypes))}")
+            raise InputError(
+                f"perturbation '{rec['perturbation']}' has several perturbation types: {', '.join(map(str, ptypes))}"
+            )
         rec["perturbation_type"] = ptypes[0]
         rec["n_rows"] = len(g)
         rows.append(rec)
     out = pd.DataFrame(rows)
-    out = out[["perturbation", "perturbation_type", "is_control"] + [k for k in keys if k != "perturbation"] + ["n_rows"]]
-    out.index = [f"{p}@{c}" if "concentration" in keys and pd.notna(c) else str(p) for p, c in zip(out["perturbation"], out.get("concentration", pd.Series([np.nan] * len(out))))]
+    out = out[
+        ["perturbation", "perturbation_type", "is_control"] + [k for k in keys if k != "perturbation"] + ["n_rows"]
+    ]
+    out.index = [
+        f"{p}@{c}" if "concentration" in keys and pd.notna(c) else str(p)
+        for p, c in zip(out["perturbation"], out.get("concentration", pd.Series([np.nan] * len(out))))
+    ]
     return np.asarray(profiles, dtype=np.float32), out

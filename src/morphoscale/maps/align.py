@@ -24,7 +24,6 @@ from sklearn.utils.validation import check_is_fitted
 from ..errors import AlignmentWarning, InputError
 from . import ALIGNER_SUMMARIES
 
-
 # chosen on a second simulator seed and untrained representations (benchmarks/alignment_choice.py, docs/map.md)
 SUPPORT_RTOL = 1e-10  # a component whose control variance is below this fraction of the largest is numerical noise
 
@@ -90,8 +89,13 @@ class Aligner(BaseEstimator):
             raise InputError(f"{int(is_control.sum())} control wells; {self.name} needs at least {self.min_controls}")
         self.n_features_in_ = X.shape[1]
         self.batches_ = sorted(set(batch))
-        self.summary_ = {"method": self.name, "n_features_in": int(X.shape[1]), "n_controls": int(is_control.sum()),
-                         "controls_per_batch": {str(b): int(((batch == b) & is_control).sum()) for b in self.batches_}, "warnings": []}
+        self.summary_ = {
+            "method": self.name,
+            "n_features_in": int(X.shape[1]),
+            "n_controls": int(is_control.sum()),
+            "controls_per_batch": {str(b): int(((batch == b) & is_control).sum()) for b in self.batches_},
+            "warnings": [],
+        }
         self._fit(X, batch, is_control)
         self.summary_.setdefault("n_components", int(self.n_components_out_))
         return self
@@ -124,7 +128,9 @@ class Aligner(BaseEstimator):
         """Record (and say, in one line) that only k of d directions are supported by the controls."""
         if k < d:
             self.summary_["dropped_components"] = int(d - k)
-            self._warn(f"{self.name}: kept {k} of {d} dimensions, the components {n_controls} control wells{detail} support")
+            self._warn(
+                f"{self.name}: kept {k} of {d} dimensions, the components {n_controls} control wells{detail} support"
+            )
 
     def _warn(self, message: str) -> None:
         self.summary_["warnings"].append(message)
@@ -214,7 +220,9 @@ class PCACenterScale(_PerBatchAffine):
             Cb = X[rows].astype(np.float64)
             P = (Cb - mu) @ R
             m, sd = P.mean(axis=0), _scale_of(P.std(axis=0), self.eps)
-            mu_b = Cb.mean(axis=0)  # centre on the batch's controls first: (x - mu) @ R - m = (x - mu_b) @ R + ((mu_b - mu) @ R - m)
+            mu_b = Cb.mean(
+                axis=0
+            )  # centre on the batch's controls first: (x - mu) @ R - m = (x - mu_b) @ R + ((mu_b - mu) @ R - m)
             self.params_[b] = (mu_b, R / sd, ((mu_b - mu) @ R - m) / sd)
 
 
@@ -260,8 +268,10 @@ class TVN(_PerBatchAffine):
         supported = _supported(pca.explained_variance_, len(C), SUPPORT_RTOL)
         self.summary_["supported_components"] = supported
         if supported < k:
-            self._warn(f"tvn: {len(C)} control wells of {X.shape[1]} dimensions support {supported} of the {k} components the reference keeps "
-                       "and scales by their numerical noise (tvn_per_batch, pca_center_scale and sphering keep only supported components)")
+            self._warn(
+                f"tvn: {len(C)} control wells of {X.shape[1]} dimensions support {supported} of the {k} components the reference keeps "
+                "and scales by their numerical noise (tvn_per_batch, pca_center_scale and sphering keep only supported components)"
+            )
         self.params_ = {}
         small = []
         for b, rows in _controls_per_batch(batch, is_control, self.min_controls, self.name).items():
@@ -271,8 +281,10 @@ class TVN(_PerBatchAffine):
             if rows.sum() < k:
                 small.append(f"'{b}' ({int(rows.sum())})")
         if small:
-            self._warn(f"tvn: {len(small)} of {len(self.params_)} batches have fewer control wells than the {k} components "
-                       f"(first: {small[0]}): their covariance is regularized by {self.reg} I alone")
+            self._warn(
+                f"tvn: {len(small)} of {len(self.params_)} batches have fewer control wells than the {k} components "
+                f"(first: {small[0]}): their covariance is regularized by {self.reg} I alone"
+            )
 
 
 class TVNPerBatch(_PerBatchAffine):
@@ -378,14 +390,25 @@ class Harmony(Aligner):
         self.fit(X, batch, is_control)
         X, batch, _ = _check(X, batch)
         Z = self.pca_.transform(X, batch)
-        ho = harmonypy.run_harmony(Z, pd.DataFrame({"batch": batch}), ["batch"], random_state=self.seed, max_iter_harmony=self.max_iter, verbose=False)
+        ho = harmonypy.run_harmony(
+            Z,
+            pd.DataFrame({"batch": batch}),
+            ["batch"],
+            random_state=self.seed,
+            max_iter_harmony=self.max_iter,
+            verbose=False,
+        )
         out = np.asarray(ho.Z_corr)
         return out.T if out.shape[0] != X.shape[0] else out
 
 
-ALIGNERS: dict[str, type[Aligner]] = {cls.name: cls for cls in (TVNPerBatch, TVN, Sphering, PCACenterScale, CenterScale, Harmony, NoAlign)}
+ALIGNERS: dict[str, type[Aligner]] = {
+    cls.name: cls for cls in (TVNPerBatch, TVN, Sphering, PCACenterScale, CenterScale, Harmony, NoAlign)
+}
 if list(ALIGNERS) != list(ALIGNER_SUMMARIES):
-    raise ImportError(f"maps/__init__.py ALIGNER_SUMMARIES {list(ALIGNER_SUMMARIES)} and maps/align.py ALIGNERS {list(ALIGNERS)} differ")
+    raise ImportError(
+        f"maps/__init__.py ALIGNER_SUMMARIES {list(ALIGNER_SUMMARIES)} and maps/align.py ALIGNERS {list(ALIGNERS)} differ"
+    )
 
 
 def make_aligner(name: str, **params) -> Aligner:

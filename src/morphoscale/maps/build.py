@@ -12,8 +12,8 @@ from .. import __version__
 from ..determinism import record
 from ..errors import InputError, why
 from ..io import atomic_file
-from .aggregate import aggregate
 from . import DEFAULT_ALIGNER
+from .aggregate import aggregate
 from .align import make_aligner
 
 REQUIRED_OBS = ("perturbation", "perturbation_type", "is_control", "batch")
@@ -48,7 +48,13 @@ def read_embeddings(path: Path):
     return emb
 
 
-def build_map(emb, align: str = DEFAULT_ALIGNER, method: str = "mean", exclude: list[str] | None = None, align_params: dict | None = None):
+def build_map(
+    emb,
+    align: str = DEFAULT_ALIGNER,
+    method: str = "mean",
+    exclude: list[str] | None = None,
+    align_params: dict | None = None,
+):
     """Returns (map AnnData, aligned well-level AnnData)."""
     import anndata as ad
 

@@ -24,7 +24,9 @@ def load_batchnorm_state(model: nn.Module, state: list[tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def estimate_batchnorm_state(model: nn.Module, images: Iterable[torch.Tensor], forward=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def estimate_batchnorm_state(
+    model: nn.Module, images: Iterable[torch.Tensor], forward=None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """BatchNorm statistics over all the given images (the exact average over mini-batches:
     momentum None), leaving the model's own statistics and mode as they were."""
     bns = _batchnorms(model)

@@ -22,7 +22,9 @@ class ConvAutoencoder(BackboneModel):
     def __init__(self, cfg: BaselineConfig):
         super().__init__(cfg)
         if not isinstance(self.encoder, MIDLSimpleCNN):
-            raise ValueError(f"key 'backbone': the autoencoders use the MIDL CNN (midl_cnn, any width), not {cfg.backbone}")
+            raise ValueError(
+                f"key 'backbone': the autoencoders use the MIDL CNN (midl_cnn, any width), not {cfg.backbone}"
+            )
         self.decoder = MIDLSimpleDecoder(self.encoder, cfg.in_chans)
         self.regularized = cfg.paradigm == "rae"
         if self.regularized:
@@ -45,7 +47,10 @@ class ConvAutoencoder(BackboneModel):
             logits = self.classifier(z)  # no detach: the classifier shapes the encoder
             ce = F.cross_entropy(logits, batch["label"])
             loss = rec + self.cfg.classifier_weight * ce
-            losses |= {"classifier": ce.detach(), "accuracy": (logits.argmax(1) == batch["label"]).float().mean().detach()}
+            losses |= {
+                "classifier": ce.detach(),
+                "accuracy": (logits.argmax(1) == batch["label"]).float().mean().detach(),
+            }
             prior = prior_cross_entropy(self, batch["label"])
             trivial = trivial + self.cfg.classifier_weight * prior if prior is not None else None
         losses["loss"] = loss

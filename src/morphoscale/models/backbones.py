@@ -28,10 +28,16 @@ class MIDLSimpleCNN(StagedReadout, nn.Module):
         w = [max(1, int(round(c * width))) for c in (64, 32, 16, 8)]
         self.widths = w
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, w[0], 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(w[0], w[1], 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(w[1], w[2], 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(w[2], w[3], 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_chans, w[0], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w[0], w[1], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w[1], w[2], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w[2], w[3], 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.grid = img_size // 4
         self.dim = w[3] * self.grid * self.grid
@@ -60,9 +66,14 @@ class MIDLSimpleDecoder(nn.Module):
         w = encoder.widths
         self.shape = (w[3], encoder.grid, encoder.grid)
         self.layers = nn.Sequential(
-            nn.Conv2d(w[3], w[2], 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(w[2], w[1], 3, padding=1), nn.ReLU(inplace=True), nn.Upsample(scale_factor=2),
-            nn.Conv2d(w[1], w[0], 3, padding=1), nn.ReLU(inplace=True), nn.Upsample(scale_factor=2),
+            nn.Conv2d(w[3], w[2], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(w[2], w[1], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(w[1], w[0], 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2),
             nn.Conv2d(w[0], out_chans, 3, padding=1),
         )
 
@@ -82,7 +93,9 @@ class TorchvisionCNN(StagedReadout, nn.Module):
 
         net = getattr(torchvision.models, arch)(weights=None)
         if arch.startswith("resnet"):
-            net.conv1 = nn.Conv2d(in_chans, net.conv1.out_channels, *((3, 1, 1) if small_stem else (7, 2, 3)), bias=False)
+            net.conv1 = nn.Conv2d(
+                in_chans, net.conv1.out_channels, *((3, 1, 1) if small_stem else (7, 2, 3)), bias=False
+            )
             if small_stem:
                 net.maxpool = nn.Identity()
             self.dim = net.fc.in_features
@@ -127,8 +140,18 @@ class TimmViT(nn.Module):
         from timm.models.vision_transformer import VisionTransformer
 
         d, depth, heads = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}[size]
-        self.net = VisionTransformer(img_size=img_size, patch_size=patch, in_chans=in_chans, num_classes=0, embed_dim=d, depth=depth,
-                                     num_heads=heads, global_pool="avg", drop_path_rate=drop_path, dynamic_img_size=True)
+        self.net = VisionTransformer(
+            img_size=img_size,
+            patch_size=patch,
+            in_chans=in_chans,
+            num_classes=0,
+            embed_dim=d,
+            depth=depth,
+            num_heads=heads,
+            global_pool="avg",
+            drop_path_rate=drop_path,
+            dynamic_img_size=True,
+        )
         self.dim = d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,17 +164,31 @@ class TimmViT(nn.Module):
             raise ValueError(f"pooling '{pooling}' is not defined for a ViT (mean or cls)")
         n = len(self.net.blocks)
         k = pick_layer(n, layer)
-        tokens = self.net.forward_intermediates(x, indices=[k], norm=k == n - 1, output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True)
+        tokens = self.net.forward_intermediates(
+            x, indices=[k], norm=k == n - 1, output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True
+        )
         patches, prefix = tokens[0]
         pooled = patches.mean(dim=1) if pooling == "mean" else prefix[:, 0]
         return self.net.fc_norm(pooled) if k == n - 1 else pooled
 
 
-BACKBONES = ("midl_cnn", "resnet18", "resnet34", "resnet50", "densenet121", "densenet161",
-             "vit_tiny_patch8", "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16")
+BACKBONES = (
+    "midl_cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "densenet121",
+    "densenet161",
+    "vit_tiny_patch8",
+    "vit_tiny_patch16",
+    "vit_small_patch16",
+    "vit_base_patch16",
+)
 
 
-def create_backbone(name: str, in_chans: int, img_size: int, width: float = 1.0, small_stem: bool = False, drop_path: float = 0.0) -> nn.Module:
+def create_backbone(
+    name: str, in_chans: int, img_size: int, width: float = 1.0, small_stem: bool = False, drop_path: float = 0.0
+) -> nn.Module:
     if name == "midl_cnn":
         if img_size % 4:
             raise ConfigError(f"key 'img_size': the MIDL CNN needs a multiple of 4, not {img_size}")

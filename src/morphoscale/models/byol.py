@@ -50,8 +50,10 @@ class BYOL(BackboneModel):
         for t, o in zip(self.target_parameters(), self.online_parameters()):
             t.mul_(tau).add_(o.detach(), alpha=1 - tau)
         # BatchNorm running statistics follow the same average
-        for t, o in zip(list(self.target_encoder.buffers()) + list(self.target_projector.buffers()),
-                        list(self.encoder.buffers()) + list(self.projector.buffers())):
+        for t, o in zip(
+            list(self.target_encoder.buffers()) + list(self.target_projector.buffers()),
+            list(self.encoder.buffers()) + list(self.projector.buffers()),
+        ):
             if t.dtype.is_floating_point:
                 t.mul_(tau).add_(o, alpha=1 - tau)
             else:

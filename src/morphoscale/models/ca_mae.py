@@ -30,13 +30,17 @@ class CAMAEViT(MAEViT):
     def channel_ids(self, names: list[str], device=None) -> torch.Tensor:
         unknown = [n for n in names if n not in self.channel_names]
         if unknown:
-            raise ValueError(f"channel(s) {', '.join(unknown)} unknown to the model (it knows {', '.join(self.channel_names)})")
+            raise ValueError(
+                f"channel(s) {', '.join(unknown)} unknown to the model (it knows {', '.join(self.channel_names)})"
+            )
         return torch.tensor([self.channel_names.index(n) for n in names], device=device)
 
     def _ids(self, imgs, channel_ids):
         if channel_ids is None:
             if imgs.shape[1] != len(self.channel_names):
-                raise ValueError(f"{imgs.shape[1]} channels given without names; the model knows {len(self.channel_names)}")
+                raise ValueError(
+                    f"{imgs.shape[1]} channels given without names; the model knows {len(self.channel_names)}"
+                )
             channel_ids = torch.arange(imgs.shape[1])
         return channel_ids.to(imgs.device)
 
@@ -70,7 +74,10 @@ class CAMAEViT(MAEViT):
         mask_tokens = self.mask_token.expand(N, L + 1 - x.shape[1], -1)
         x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)
         x_ = torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, x.shape[2]))
-        pos = self.pos_embed(x.shape[-1], *grid, x.device)[:, None] + self.decoder_channel_embed(channel_ids)[None, :, None]
+        pos = (
+            self.pos_embed(x.shape[-1], *grid, x.device)[:, None]
+            + self.decoder_channel_embed(channel_ids)[None, :, None]
+        )
         x_ = x_ + pos.reshape(1, n_channels * grid[0] * grid[1], -1)
         x = torch.cat([x[:, :1], x_], dim=1)
         for blk in self.decoder_blocks:
@@ -78,7 +85,9 @@ class CAMAEViT(MAEViT):
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
     def forward_loss(self, imgs, pred, mask):
-        return mae_loss(pred, self.patchify(imgs), mask, self.cfg.patch_size, 1, self.cfg.fourier_weight, self.cfg.norm_pix_loss)
+        return mae_loss(
+            pred, self.patchify(imgs), mask, self.cfg.patch_size, 1, self.cfg.fourier_weight, self.cfg.norm_pix_loss
+        )
 
     def forward(self, imgs, mask_ratio=None, generator=None, channel_ids=None):
         ids = self._ids(imgs, channel_ids)

@@ -34,5 +34,7 @@ def mae_loss(pred, target, mask, p: int, C: int, fourier_weight: float = 0.01, n
     if norm_pix_loss:
         target = standardize_patches(target)
     mse = masked_mean(((pred - target) ** 2).mean(dim=-1), mask)
-    fft = masked_mean(fourier_l1(pred, target, p, C), mask) if fourier_weight > 0 else torch.zeros((), device=pred.device)
+    fft = (
+        masked_mean(fourier_l1(pred, target, p, C), mask) if fourier_weight > 0 else torch.zeros((), device=pred.device)
+    )
     return {"loss": (1 - fourier_weight) * mse + fourier_weight * fft, "mse": mse, "fourier": fft}

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from timm.models.vision_transformer import Block
+from torch import nn
 
 from .masked import MaskedReconstruction
 from .noise import batch_uniform
@@ -51,13 +51,17 @@ class MAEViT(MaskedReconstruction, nn.Module):
         self.patch_embed = nn.Conv2d(C, D, kernel_size=p, stride=p)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         dpr = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # stochastic depth, linearly deeper
-        self.blocks = nn.ModuleList([Block(D, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, drop_path=dpr[i]) for i in range(cfg.depth)])
+        self.blocks = nn.ModuleList(
+            [Block(D, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, drop_path=dpr[i]) for i in range(cfg.depth)]
+        )
         self.norm = nn.LayerNorm(D, eps=1e-6)
 
         Dd = cfg.decoder_embed_dim
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
-        self.decoder_blocks = nn.ModuleList([Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.decoder_depth)])
+        self.decoder_blocks = nn.ModuleList(
+            [Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.decoder_depth)]
+        )
         self.decoder_norm = nn.LayerNorm(Dd, eps=1e-6)
         self.decoder_pred = nn.Linear(Dd, p * p * C)
         self._pos_cache: dict = {}

@@ -39,7 +39,15 @@ class MaskedReconstruction:
 
     def forward_loss(self, imgs, pred, mask):
         """The MAE loss (models/losses.py) of predicted patches against the image's, on the hidden ones."""
-        return mae_loss(pred, self.patchify(imgs), mask, self.cfg.patch_size, self.cfg.in_chans, self.cfg.fourier_weight, self.cfg.norm_pix_loss)
+        return mae_loss(
+            pred,
+            self.patchify(imgs),
+            mask,
+            self.cfg.patch_size,
+            self.cfg.in_chans,
+            self.cfg.fourier_weight,
+            self.cfg.norm_pix_loss,
+        )
 
     def training_loss(self, batch: dict, generator=None):
         imgs = batch["image"]

@@ -32,8 +32,12 @@ class UNetConfig:
 
 def _block(cin, cout):
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.GELU(),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.GELU(),
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.GroupNorm(min(8, cout), cout),
+        nn.GELU(),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.GroupNorm(min(8, cout), cout),
+        nn.GELU(),
     )
 
 
@@ -63,7 +67,9 @@ class MaskedUNet(MaskedReconstruction, nn.Module):
 
     @property
     def embed_dim(self) -> int:  # of the default readout: every stage and the bottleneck
-        return sum(self.cfg.base_width * 2**i for i in range(self.cfg.levels)) + self.cfg.base_width * 2**self.cfg.levels
+        return (
+            sum(self.cfg.base_width * 2**i for i in range(self.cfg.levels)) + self.cfg.base_width * 2**self.cfg.levels
+        )
 
     def random_mask(self, imgs, mask_ratio, generator=None) -> torch.Tensor:
         """(N, L) with exactly round(mask_ratio * L) ones (hidden patches) per image."""

@@ -35,7 +35,9 @@ class BaselineConfig:
     small_stem: bool = False  # torchvision CNNs: 3x3/1 stem for small crops
     drop_path: float = 0.0  # ViT backbones
     dropout: float = 0.0  # before the classifier
-    adabn: bool = False  # WSL: per-batch normalization statistics (train on one batch per step, re-estimate per batch to embed)
+    adabn: bool = (
+        False  # WSL: per-batch normalization statistics (train on one batch per step, re-estimate per batch to embed)
+    )
     classifier_weight: float = 1.0  # rae: weight of the perturbation-classifier term
     proj_hidden: int = 512  # byol
     proj_dim: int = 128
@@ -58,7 +60,9 @@ class BackboneModel(nn.Module):
     def __init__(self, cfg: BaselineConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = create_backbone(cfg.backbone, cfg.in_chans, cfg.img_size, cfg.width, cfg.small_stem, cfg.drop_path)
+        self.encoder = create_backbone(
+            cfg.backbone, cfg.in_chans, cfg.img_size, cfg.width, cfg.small_stem, cfg.drop_path
+        )
 
     @property
     def embed_dim(self) -> int:

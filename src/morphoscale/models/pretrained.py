@@ -58,9 +58,23 @@ class PhenomEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.channel_names = list(channel_names)
-        self.vit = VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=1, embed_dim=cfg.embed_dim, depth=cfg.depth,
-                                     num_heads=cfg.num_heads, num_classes=0, global_pool="avg", fc_norm=None, class_token=True, pos_embed="none",
-                                     block_fn=ParallelScalingBlock, qkv_bias=False, qk_norm=True, init_values=1e-4)
+        self.vit = VisionTransformer(
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            in_chans=1,
+            embed_dim=cfg.embed_dim,
+            depth=cfg.depth,
+            num_heads=cfg.num_heads,
+            num_classes=0,
+            global_pool="avg",
+            fc_norm=None,
+            class_token=True,
+            pos_embed="none",
+            block_fn=ParallelScalingBlock,
+            qkv_bias=False,
+            qk_norm=True,
+            init_values=1e-4,
+        )
 
     @property
     def embed_dim(self) -> int:
@@ -124,10 +138,19 @@ class TimmViTEncoder(nn.Module):
     def embed(self, imgs: torch.Tensor, layer: int = -1, pooling: str = "mean", channel_ids=None) -> torch.Tensor:
         n = len(self.net.blocks)
         stop = pick_layer(n, layer)
-        x = self.net.forward_intermediates(imgs, indices=[stop], norm=stop == n - 1, output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True)[0]
+        x = self.net.forward_intermediates(
+            imgs,
+            indices=[stop],
+            norm=stop == n - 1,
+            output_fmt="NLC",
+            intermediates_only=True,
+            return_prefix_tokens=True,
+        )[0]
         patches, prefix = x if isinstance(x, tuple) else (x, None)
         if pooling == "mean":
             return patches.mean(dim=1)
         if pooling == "cls" and prefix is not None and prefix.shape[1]:
             return prefix[:, 0]
-        raise ValueError(f"pooling '{pooling}' is not defined for this model (mean{', cls' if prefix is not None else ''})")
+        raise ValueError(
+            f"pooling '{pooling}' is not defined for this model (mean{', cls' if prefix is not None else ''})"
+        )

@@ -65,7 +65,15 @@ def _vit(size: str, patch: int, img: int, cpu: bool = False, channel_agnostic: b
         dec = dict(decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8)
     else:
         dec = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16)
-    return MAEConfig(img_size=img, patch_size=patch, embed_dim=d, depth=depth, num_heads=heads, channel_agnostic=channel_agnostic, **dec)
+    return MAEConfig(
+        img_size=img,
+        patch_size=patch,
+        embed_dim=d,
+        depth=depth,
+        num_heads=heads,
+        channel_agnostic=channel_agnostic,
+        **dec,
+    )
 
 
 def _mae(img: int):
@@ -77,54 +85,101 @@ def _ca_mae(img: int):
 
 
 @_mae(64)
-def mae_vit_tiny_patch8_64(): return _vit("tiny", 8, 64, cpu=True)
+def mae_vit_tiny_patch8_64():
+    return _vit("tiny", 8, 64, cpu=True)
+
+
 @_mae(128)
-def mae_vit_tiny_patch16_128(): return _vit("tiny", 16, 128, cpu=True)
+def mae_vit_tiny_patch16_128():
+    return _vit("tiny", 16, 128, cpu=True)
+
+
 @_mae(256)
-def mae_vit_small_patch16_256(): return _vit("small", 16, 256)
+def mae_vit_small_patch16_256():
+    return _vit("small", 16, 256)
+
+
 @_mae(256)
-def mae_vit_base_patch16_256(): return _vit("base", 16, 256)
+def mae_vit_base_patch16_256():
+    return _vit("base", 16, 256)
+
+
 @_mae(256)
-def mae_vit_base_patch8_256(): return _vit("base", 8, 256)
+def mae_vit_base_patch8_256():
+    return _vit("base", 8, 256)
+
+
 @_mae(256)
-def mae_vit_large_patch16_256(): return _vit("large", 16, 256)
+def mae_vit_large_patch16_256():
+    return _vit("large", 16, 256)
+
+
 @_mae(256)
-def mae_vit_large_patch8_256(): return _vit("large", 8, 256)
+def mae_vit_large_patch8_256():
+    return _vit("large", 8, 256)
 
 
 # channel-agnostic MAEs (the paper's CA-MAE): every channel its own tokens
 @_ca_mae(64)
-def ca_mae_vit_tiny_patch8_64(): return _vit("tiny", 8, 64, cpu=True, channel_agnostic=True)
+def ca_mae_vit_tiny_patch8_64():
+    return _vit("tiny", 8, 64, cpu=True, channel_agnostic=True)
+
+
 @_ca_mae(128)
-def ca_mae_vit_tiny_patch16_128(): return _vit("tiny", 16, 128, cpu=True, channel_agnostic=True)
+def ca_mae_vit_tiny_patch16_128():
+    return _vit("tiny", 16, 128, cpu=True, channel_agnostic=True)
+
+
 @_ca_mae(256)
-def ca_mae_vit_small_patch16_256(): return _vit("small", 16, 256, channel_agnostic=True)
+def ca_mae_vit_small_patch16_256():
+    return _vit("small", 16, 256, channel_agnostic=True)
+
+
 @_ca_mae(256)
-def ca_mae_vit_base_patch16_256(): return _vit("base", 16, 256, channel_agnostic=True)
+def ca_mae_vit_base_patch16_256():
+    return _vit("base", 16, 256, channel_agnostic=True)
+
+
 @_ca_mae(256)
-def ca_mae_vit_base_patch8_256(): return _vit("base", 8, 256, channel_agnostic=True)
+def ca_mae_vit_base_patch8_256():
+    return _vit("base", 8, 256, channel_agnostic=True)
+
+
 @_ca_mae(256)
-def ca_mae_vit_large_patch16_256(): return _vit("large", 16, 256, channel_agnostic=True)
+def ca_mae_vit_large_patch16_256():
+    return _vit("large", 16, 256, channel_agnostic=True)
+
+
 @_ca_mae(256)
-def ca_mae_vit_large_patch8_256(): return _vit("large", 8, 256, channel_agnostic=True)
+def ca_mae_vit_large_patch8_256():
+    return _vit("large", 8, 256, channel_agnostic=True)
 
 
 # --- masked U-Nets (Dmitrenko et al. 2022): fully convolutional, read by concatenated stages -----
+
 
 def _mu_net():
     return register_preset("mu_net", 64, default_readout="concat", reconstructs=True)
 
 
 @_mu_net()
-def mu_net_small(): return UNetConfig(base_width=16, levels=3)
+def mu_net_small():
+    return UNetConfig(base_width=16, levels=3)
+
+
 @_mu_net()
-def mu_net_medium(): return UNetConfig(base_width=32, levels=4)
+def mu_net_medium():
+    return UNetConfig(base_width=32, levels=4)
+
+
 @_mu_net()
-def mu_net_large(): return UNetConfig(base_width=64, levels=4)
+def mu_net_large():
+    return UNetConfig(base_width=64, levels=4)
 
 
 # --- the baselines (models/paradigm.py): <paradigm>_<backbone>_<crop size> ---------------------
 # CNN backbones are read by their concatenated stages, ViT backbones by their mean token.
+
 
 def _baseline(paradigm: str, backbone: str, img: int, **cfg) -> BaselineConfig:
     return BaselineConfig(paradigm=paradigm, backbone=backbone, img_size=img, **cfg)
@@ -139,41 +194,83 @@ def _byol(img: int, readout: str = "concat"):
 
 
 @_wsl(64)
-def wsl_midl_cnn_64(): return _baseline("wsl", "midl_cnn", 64)
+def wsl_midl_cnn_64():
+    return _baseline("wsl", "midl_cnn", 64)
+
+
 @_wsl(64)
-def wsl_resnet18_64(): return _baseline("wsl", "resnet18", 64)
+def wsl_resnet18_64():
+    return _baseline("wsl", "resnet18", 64)
+
+
 @_wsl(64, per_batch_norm=True)
-def wsl_resnet18_64_adabn(): return _baseline("wsl", "resnet18", 64, adabn=True)
+def wsl_resnet18_64_adabn():
+    return _baseline("wsl", "resnet18", 64, adabn=True)
+
+
 @_wsl(128)
-def wsl_resnet50_128(): return _baseline("wsl", "resnet50", 128)
+def wsl_resnet50_128():
+    return _baseline("wsl", "resnet50", 128)
+
+
 @_wsl(128)
-def wsl_densenet121_128(): return _baseline("wsl", "densenet121", 128)
+def wsl_densenet121_128():
+    return _baseline("wsl", "densenet121", 128)
+
+
 @_wsl(256)
-def wsl_densenet161_256(): return _baseline("wsl", "densenet161", 256)
+def wsl_densenet161_256():
+    return _baseline("wsl", "densenet161", 256)
+
+
 @_wsl(64, "mean")
-def wsl_vit_tiny_patch8_64(): return _baseline("wsl", "vit_tiny_patch8", 64)
+def wsl_vit_tiny_patch8_64():
+    return _baseline("wsl", "vit_tiny_patch8", 64)
+
+
 @_wsl(256, "mean")
-def wsl_vit_small_patch16_256(): return _baseline("wsl", "vit_small_patch16", 256)
+def wsl_vit_small_patch16_256():
+    return _baseline("wsl", "vit_small_patch16", 256)
 
 
 @register_preset("ae", 64, default_readout="concat")
-def ae_midl_cnn_64(): return _baseline("ae", "midl_cnn", 64)
+def ae_midl_cnn_64():
+    return _baseline("ae", "midl_cnn", 64)
+
+
 @register_preset("ae", 64, default_readout="concat")
-def ae_midl_cnn_wide_64(): return _baseline("ae", "midl_cnn", 64, width=4.0)
+def ae_midl_cnn_wide_64():
+    return _baseline("ae", "midl_cnn", 64, width=4.0)
+
+
 @register_preset("rae", 64, default_readout="concat")
-def rae_midl_cnn_64(): return _baseline("rae", "midl_cnn", 64)
+def rae_midl_cnn_64():
+    return _baseline("rae", "midl_cnn", 64)
 
 
 @_byol(64)
-def byol_midl_cnn_64(): return _baseline("byol", "midl_cnn", 64)
+def byol_midl_cnn_64():
+    return _baseline("byol", "midl_cnn", 64)
+
+
 @_byol(64)
-def byol_resnet18_64(): return _baseline("byol", "resnet18", 64)
+def byol_resnet18_64():
+    return _baseline("byol", "resnet18", 64)
+
+
 @_byol(128)
-def byol_resnet50_128(): return _baseline("byol", "resnet50", 128)
+def byol_resnet50_128():
+    return _baseline("byol", "resnet50", 128)
+
+
 @_byol(64, "mean")
-def byol_vit_tiny_patch8_64(): return _baseline("byol", "vit_tiny_patch8", 64)
+def byol_vit_tiny_patch8_64():
+    return _baseline("byol", "vit_tiny_patch8", 64)
+
+
 @_byol(256, "mean")
-def byol_vit_small_patch16_256(): return _baseline("byol", "vit_small_patch16", 256)
+def byol_vit_small_patch16_256():
+    return _baseline("byol", "vit_small_patch16", 256)
 
 
 PRESETS: dict[str, MAEConfig | UNetConfig | BaselineConfig] = {name: fn() for name, (fn, _) in _REGISTRY.items()}
@@ -222,7 +319,10 @@ def _vit_config_problem(cfg: MAEConfig) -> str | None:
         return f"key 'model.mask_ratio': {cfg.mask_ratio} must be between 0 and 1 (exclusive)"
     if cfg.img_size % cfg.patch_size:
         return f"key 'model.patch_size': {cfg.patch_size} px patches do not tile a {cfg.img_size} px image"
-    for dim, heads, key in ((cfg.embed_dim, cfg.num_heads, "num_heads"), (cfg.decoder_embed_dim, cfg.decoder_num_heads, "decoder_num_heads")):
+    for dim, heads, key in (
+        (cfg.embed_dim, cfg.num_heads, "num_heads"),
+        (cfg.decoder_embed_dim, cfg.decoder_num_heads, "decoder_num_heads"),
+    ):
         if heads < 1 or dim % heads:
             return f"key 'model.{key}': {heads} heads do not divide a width of {dim}"
     if cfg.depth < 1:

@@ -32,7 +32,9 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     except Exception as e:
         tried.append(f"safetensors ({type(e).__name__})")
     try:
-        with open(path, "rb") as f:  # a file object: torch reads a '.safetensors' name as safetensors, OpenPhenom's is a pickle
+        with open(
+            path, "rb"
+        ) as f:  # a file object: torch reads a '.safetensors' name as safetensors, OpenPhenom's is a pickle
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:
         tried.append(f"torch.load ({why(e, 120)})")
@@ -53,7 +55,9 @@ def detect_layout(sd: dict, path: Path) -> str:
         return "morphoscale"
     if "patch_embed.proj.weight" in sd and any(k.startswith("blocks.0.") for k in keys):
         return "timm"
-    raise InputError(f"{path}: weights of no known layout (first key '{keys[0] if keys else ''}'); give --weights-layout openphenom, timm or morphoscale")
+    raise InputError(
+        f"{path}: weights of no known layout (first key '{keys[0] if keys else ''}'); give --weights-layout openphenom, timm or morphoscale"
+    )
 
 
 def foreign_encoder(sd: dict, path: Path, channels: list[str], layout: str, arch: str | None = None):
@@ -77,7 +81,7 @@ def _max_in_chans(path: Path) -> int:
 def _openphenom(sd: dict, path: Path, channels: list[str]):
     from .pretrained import PhenomConfig, PhenomEncoder, phenom_sincos
 
-    enc = {k[len(PHENOM_PREFIX):]: v for k, v in sd.items() if k.startswith(PHENOM_PREFIX)}
+    enc = {k[len(PHENOM_PREFIX) :]: v for k, v in sd.items() if k.startswith(PHENOM_PREFIX)}
     for need in ("cls_token", "patch_embed.proj.weight", "pos_embed"):
         if need not in enc:
             raise InputError(f"{path}: OpenPhenom layout without '{PHENOM_PREFIX}{need}'")
@@ -87,14 +91,20 @@ def _openphenom(sd: dict, path: Path, channels: list[str]):
     m = _max_in_chans(path)
     grid = math.isqrt((n_pos - 1) // m)
     if grid * grid * m + 1 != n_pos:
-        raise InputError(f"{path}: {PHENOM_PREFIX}pos_embed has {n_pos} rows, not 1 + channels x grid^2 for {m} channels")
-    cfg = PhenomConfig(img_size=grid * p, patch_size=p, embed_dim=D, depth=depth, num_heads=max(D // 64, 1), max_in_chans=m)
+        raise InputError(
+            f"{path}: {PHENOM_PREFIX}pos_embed has {n_pos} rows, not 1 + channels x grid^2 for {m} channels"
+        )
+    cfg = PhenomConfig(
+        img_size=grid * p, patch_size=p, embed_dim=D, depth=depth, num_heads=max(D // 64, 1), max_in_chans=m
+    )
     if len(channels) > m:
         raise InputError(f"{path}: the model takes at most {m} channels; {len(channels)} given (--channels to choose)")
     model = PhenomEncoder(cfg, channels)
     expected = torch.cat([torch.zeros(1, D), phenom_sincos(D, grid).repeat(m, 1)])[None]
     if not torch.allclose(enc["pos_embed"].float(), expected, atol=1e-4):
-        raise InputError(f"{path}: {PHENOM_PREFIX}pos_embed is not OpenPhenom's fixed sin-cos table; these are not its weights")
+        raise InputError(
+            f"{path}: {PHENOM_PREFIX}pos_embed is not OpenPhenom's fixed sin-cos table; these are not its weights"
+        )
     enc.pop("pos_embed")
     _load_strict(model.vit, enc, path, PHENOM_PREFIX)
     return model
@@ -107,7 +117,9 @@ def _timm(sd: dict, path: Path, channels: list[str], arch: str | None):
         raise InputError(f"{path}: a timm checkpoint; name its architecture with --arch (e.g. vit_small_patch16_224)")
     c = sd["patch_embed.proj.weight"].shape[1]
     if c != len(channels):
-        raise InputError(f"{path}: patch_embed.proj.weight takes {c} channels; {len(channels)} given (--channels to choose {c})")
+        raise InputError(
+            f"{path}: patch_embed.proj.weight takes {c} channels; {len(channels)} given (--channels to choose {c})"
+        )
     pos = sd.get("pos_embed")
     img = None
     if pos is not None:
@@ -146,8 +158,10 @@ def initialize_from(model: torch.nn.Module, path: Path) -> None:
     sd, _ = read_state_dict(path)
     layout = detect_layout(sd, path)
     if layout != "morphoscale":
-        raise ConfigError(f"key 'weights': {path} holds {layout} weights; training starts only from a morphoscale checkpoint "
-                          "of the same model (embed --weights reads OpenPhenom and timm weights)")
-    own = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+        raise ConfigError(
+            f"key 'weights': {path} holds {layout} weights; training starts only from a morphoscale checkpoint "
+            "of the same model (embed --weights reads OpenPhenom and timm weights)"
+        )
+    own = {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
     _load_strict(model, own, path, "model.")
     model.initial_weights = str(path)

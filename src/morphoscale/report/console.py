@@ -22,18 +22,38 @@ def bench_tables(res: BenchResult) -> list[Table]:
     tables = []
     (lo_a, hi_a), (lo_b, hi_b) = DEFAULT_THRESHOLDS
     if len(rec):
-        table = Table("source", f"recall {lo_a:g}/{hi_a:g} [95% CI]", "random", f"recall {lo_b:g}/{hi_b:g} [95% CI]", "random", "pairs", "genes", title="known-relationship recall")
+        table = Table(
+            "source",
+            f"recall {lo_a:g}/{hi_a:g} [95% CI]",
+            "random",
+            f"recall {lo_b:g}/{hi_b:g} [95% CI]",
+            "random",
+            "pairs",
+            "genes",
+            title="known-relationship recall",
+        )
         for src in dict.fromkeys(rec["source"]):
             a = rec[(rec["source"] == src) & (rec["lower"] == lo_a)].iloc[0]
             b = rec[(rec["source"] == src) & (rec["lower"] == lo_b)].iloc[0]
-            table.add_row(src, fmt(a["recall"], a["ci_low"], a["ci_high"]), f"{a['random_recall']:.3f}",
-                          fmt(b["recall"], b["ci_low"], b["ci_high"]), f"{b['random_recall']:.3f}", str(a["n_pairs"]), str(a["n_genes"]))
+            table.add_row(
+                src,
+                fmt(a["recall"], a["ci_low"], a["ci_high"]),
+                f"{a['random_recall']:.3f}",
+                fmt(b["recall"], b["ci_low"], b["ci_high"]),
+                f"{b['random_recall']:.3f}",
+                str(a["n_pairs"]),
+                str(a["n_genes"]),
+            )
         tables.append(table)
     published = res.summary.get("protocol", {}).get("published", {})
     if published and len(rec):
         ours = {r.source: r.recall for r in rec[rec["lower"] == HEADLINE[0]].itertuples()}
         srcs = list(published["random"])
-        t = Table("source", *srcs, title=f"recall {HEADLINE[0]:g}/{HEADLINE[1]:g} beside the published numbers ({published['paper']})")
+        t = Table(
+            "source",
+            *srcs,
+            title=f"recall {HEADLINE[0]:g}/{HEADLINE[1]:g} beside the published numbers ({published['paper']})",
+        )
         t.add_row("this map", *[f"{ours[s]:.3f}" if s in ours else "-" for s in srcs])
         for name, vals in published.items():
             if isinstance(vals, dict):
@@ -54,7 +74,13 @@ def reproducible_table(t: pd.DataFrame) -> Table:
     for c in ("stage", "output", "equal", "max |difference|", "detail"):
         table.add_column(c)
     for r in t.itertuples():
-        table.add_row(r.stage, escape(r.output), "yes" if r.equal else "[red]no[/red]", f"{r.max_abs_diff:.3g}", escape(str(r.detail)))
+        table.add_row(
+            r.stage,
+            escape(r.output),
+            "yes" if r.equal else "[red]no[/red]",
+            f"{r.max_abs_diff:.3g}",
+            escape(str(r.detail)),
+        )
     return table
 
 
@@ -70,7 +96,13 @@ def recall_table(path: Path) -> Table | None:
         table.add_column(src, justify="right")
     for enc, g in t.groupby("encoder", sort=False):
         g = g.set_index("source")
-        table.add_row(enc, *[fmt(g.loc[s, "recall"], g.loc[s, "ci_low"], g.loc[s, "ci_high"]) if s in g.index else "" for s in sources])
+        table.add_row(
+            enc,
+            *[
+                fmt(g.loc[s, "recall"], g.loc[s, "ci_low"], g.loc[s, "ci_high"]) if s in g.index else ""
+                for s in sources
+            ],
+        )
     rnd = t.groupby("source", sort=False)["random"].first()
     pairs = t.groupby("source", sort=False)["n_pairs"].first()
     table.add_row("random", *[f"{rnd[s]:.3f}" for s in sources], style="dim")
@@ -89,8 +121,14 @@ def paired_table(path: Path) -> Table | None:
     for c in ("encoder - baseline", "metric", "encoder", "baseline", "difference [95% CI]", ""):
         table.add_column(c, justify="left" if c in ("encoder - baseline", "metric", "") else "right")
     for r in t.itertuples():
-        table.add_row(f"{r.encoder} - {r.baseline}", r.label, f"{r.a:.3f}", f"{r.b:.3f}", fmt(r.difference, r.ci_low, r.ci_high),
-                      str(r.note) if isinstance(r.note, str) else "")
+        table.add_row(
+            f"{r.encoder} - {r.baseline}",
+            r.label,
+            f"{r.a:.3f}",
+            f"{r.b:.3f}",
+            fmt(r.difference, r.ci_low, r.ci_high),
+            str(r.note) if isinstance(r.note, str) else "",
+        )
     return table
 
 
@@ -98,7 +136,9 @@ def probe_table(path: Path) -> Table:
     """probe/r2.csv: R2 by target (rows) and embedding (columns), to 3 decimals."""
     t = pd.read_csv(path)
     wide = t.pivot_table(index="target", columns="embedding", values="r2", sort=False)
-    table = Table(title=f"cross-validated R2 of CellProfiler nucleus features ({int(t['nuclei'].iloc[0])} nuclei; 0 = the mean)")
+    table = Table(
+        title=f"cross-validated R2 of CellProfiler nucleus features ({int(t['nuclei'].iloc[0])} nuclei; 0 = the mean)"
+    )
     table.add_column("target")
     for c in wide.columns:
         table.add_column(str(c), justify="right")
@@ -109,7 +149,19 @@ def probe_table(path: Path) -> Table:
 
 def grid_table(results: pd.DataFrame) -> Table:
     """The comparison grid's headline columns, each with its interval."""
-    cols = [c for c in ("name", "images_seen", "wall_seconds", "training_flops", "recall_CORUM", "random_recall", "recall_CORUM_minus_baseline") if c in results.columns]
+    cols = [
+        c
+        for c in (
+            "name",
+            "images_seen",
+            "wall_seconds",
+            "training_flops",
+            "recall_CORUM",
+            "random_recall",
+            "recall_CORUM_minus_baseline",
+        )
+        if c in results.columns
+    ]
     table = Table(title="comparison grid (CORUM recall at 5% / 95%, 95% CI; minus baseline: paired)")
     for c in cols:
         if c == "name":

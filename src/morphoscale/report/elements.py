@@ -11,8 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PALETTE = {"DNA": (0.2, 0.4, 1.0), "ER": (0.1, 1.0, 0.2), "RNA": (1.0, 1.0, 0.1), "AGP": (1.0, 0.2, 0.2), "Actin": (1.0, 0.2, 0.2),
-           "Mito": (1.0, 0.3, 1.0), "Golgi": (1.0, 0.6, 0.1)}
+PALETTE = {
+    "DNA": (0.2, 0.4, 1.0),
+    "ER": (0.1, 1.0, 0.2),
+    "RNA": (1.0, 1.0, 0.1),
+    "AGP": (1.0, 0.2, 0.2),
+    "Actin": (1.0, 0.2, 0.2),
+    "Mito": (1.0, 0.3, 1.0),
+    "Golgi": (1.0, 0.6, 0.1),
+}
 FALLBACK = [(0.2, 0.4, 1.0), (0.1, 1.0, 0.2), (1.0, 0.2, 0.2), (1.0, 1.0, 0.1), (1.0, 0.3, 1.0), (0.1, 1.0, 1.0)]
 
 
@@ -61,7 +68,12 @@ def html_table(df: pd.DataFrame, digits: int = 3) -> str:
     df = df.map(lambda v: np.nan if v is None else v).infer_objects()
     for col in df.columns:
         vals = df[col]
-        if pd.api.types.is_float_dtype(vals) and vals.notna().any() and (vals.dropna() % 1 == 0).all() and (vals.dropna().abs() > 1).any():
+        if (
+            pd.api.types.is_float_dtype(vals)
+            and vals.notna().any()
+            and (vals.dropna() % 1 == 0).all()
+            and (vals.dropna().abs() > 1).any()
+        ):
             df[col] = vals.map(lambda v: "n/a" if pd.isna(v) else str(int(v)))
     return df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, classes="t", na_rep="n/a")
 

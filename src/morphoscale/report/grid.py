@@ -21,7 +21,9 @@ def grid_section(run_dir: Path) -> str:
         return ""
     results, summary = pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "summary.csv")
     cols = table_columns(results)
-    figs = "".join(f"<figure>{file_img(folder / f, Path(f).stem, 640)}</figure>" for f in GRID_FIGURES if (folder / f).exists())
+    figs = "".join(
+        f"<figure>{file_img(folder / f, Path(f).stem, 640)}</figure>" for f in GRID_FIGURES if (folder / f).exists()
+    )
     return f"""
 <h2>Comparison grid: every setup under the same budget</h2>
 <p>Images seen, steps, time and memory as measured by each run (resources.json); FLOPs counted by torch over one
@@ -35,8 +37,22 @@ and the headline metrics as paired differences from each setup's untrained twin 
 
 
 def table_columns(results: pd.DataFrame) -> list[str]:
-    cols = ["name", "images_seen", "optimizer_steps", "wall_seconds", "images_per_second", "peak_rss_mb", "parameters", "training_flops"]
-    cols += [c for c in RESULT_METRICS if c.startswith("recall_")] + ["random_recall", "map_activity_fraction", "decoding_r2", "truth_cosine"]
+    cols = [
+        "name",
+        "images_seen",
+        "optimizer_steps",
+        "wall_seconds",
+        "images_per_second",
+        "peak_rss_mb",
+        "parameters",
+        "training_flops",
+    ]
+    cols += [c for c in RESULT_METRICS if c.startswith("recall_")] + [
+        "random_recall",
+        "map_activity_fraction",
+        "decoding_r2",
+        "truth_cosine",
+    ]
     cols += ["baseline"] + [f"{c}_minus_baseline" for c in PAIRED_METRICS]
     return [c for c in cols if c in results.columns]
 
@@ -67,6 +83,9 @@ def markdown_table(results: pd.DataFrame) -> str:
     """The results as a Markdown table (compare/results.md), to paste into notes and docs."""
     cols = table_columns(results)
 
-    lines = ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "|".join("---" if c == "name" else "---:" for c in cols) + "|"]
+    lines = [
+        "| " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+        "|" + "|".join("---" if c == "name" else "---:" for c in cols) + "|",
+    ]
     lines += ["| " + " | ".join(format_cell(r, c) for c in cols) + " |" for _, r in results.iterrows()]
     return "\n".join(lines) + "\n"

@@ -21,13 +21,24 @@ from ..io import write_text
 from .elements import file_img, html_table
 from .grid import grid_section
 from .probe import probe_section
-from .sections import (bench_cost_section, budget_section, data_section, distributions_figure, paired_section, recall_figure,
-                       skipped_section, split_note, summary_table, training_section)
+from .sections import (
+    bench_cost_section,
+    budget_section,
+    data_section,
+    distributions_figure,
+    paired_section,
+    recall_figure,
+    skipped_section,
+    split_note,
+    summary_table,
+    training_section,
+)
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table.t{border-collapse:collapse;font-size:13px;margin:.5em 0} table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+table.t{border-collapse:collapse;font-size:13px;margin:.5em 0}
+table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 table.t td:first-child,table.t th:first-child{text-align:left}
 .row{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0} figcaption{font-size:12px;color:#555}
 img{max-width:100%} pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto} .meta{color:#666}
@@ -63,7 +74,9 @@ class RunFolder:
         cfg = yaml.safe_load(cfg_file.read_text())
         names = [e["name"] for e in cfg.get("encoders", [])]
         encoders = {n: run_dir / "encoders" / n for n in names if (run_dir / "encoders" / n).exists()}
-        stages = {f.stem.replace("--", ":"): json.loads(f.read_text()) for f in sorted((run_dir / "stages").glob("*.json"))}
+        stages = {
+            f.stem.replace("--", ":"): json.loads(f.read_text()) for f in sorted((run_dir / "stages").glob("*.json"))
+        }
         store = Path(cfg["data"]["store"]) if cfg["data"].get("store") else run_dir / "store.zarr"
         return cls(run_dir, cfg, encoders, stages, store)
 
@@ -74,28 +87,48 @@ def recall_wide(table: pd.DataFrame) -> pd.DataFrame:
     if not len(table):
         return table
     table["shown"] = [fmt(v, lo, hi) for v, lo, hi in zip(table["recall"], table["ci_low"], table["ci_high"])]
-    wide = table.pivot_table(index="encoder", columns="source", values="shown", sort=False, aggfunc="first").reset_index()
+    wide = table.pivot_table(
+        index="encoder", columns="source", values="shown", sort=False, aggfunc="first"
+    ).reset_index()
     rnd = table.groupby("source", sort=False)["random"].first()
     pairs = table.groupby("source", sort=False)["n_pairs"].first()
-    extra = [{"encoder": "random", **{k: f"{v:.3f}" for k, v in rnd.items()}}, {"encoder": "pairs in map", **{k: str(int(v)) for k, v in pairs.items()}}]
+    extra = [
+        {"encoder": "random", **{k: f"{v:.3f}" for k, v in rnd.items()}},
+        {"encoder": "pairs in map", **{k: str(int(v)) for k, v in pairs.items()}},
+    ]
     return pd.concat([wide, pd.DataFrame(extra[:1]), pd.DataFrame(extra[1:])], ignore_index=True)
 
 
 def figures_section(encoders: dict[str, Path], table: pd.DataFrame) -> tuple[str, str]:
     """(UMAPs before and after alignment, complex heatmaps with the best CORUM encoder first)."""
-    umaps = "".join(f"<figure>{file_img(d / 'bench' / 'umap_batch.png', f'UMAP of {n}', 560)}<figcaption>{html.escape(n)}</figcaption></figure>"
-                    for n, d in encoders.items() if (d / "bench" / "umap_batch.png").exists())
-    best = table[table["source"] == "CORUM"].sort_values("recall", ascending=False)["encoder"].tolist() if len(table) else []
+    umaps = "".join(
+        f"<figure>{file_img(d / 'bench' / 'umap_batch.png', f'UMAP of {n}', 560)}<figcaption>{html.escape(n)}</figcaption></figure>"
+        for n, d in encoders.items()
+        if (d / "bench" / "umap_batch.png").exists()
+    )
+    best = (
+        table[table["source"] == "CORUM"].sort_values("recall", ascending=False)["encoder"].tolist()
+        if len(table)
+        else []
+    )
     best = [b for b in best if (encoders[b] / "bench" / "complex_heatmap.png").exists()]
     if not best:
         return umaps, ""
-    heat = f"<p>Encoder with the highest CORUM recall: <b>{html.escape(best[0])}</b>.</p>{file_img(encoders[best[0]] / 'bench' / 'complex_heatmap.png', 'complex heatmap', 700)}"
-    others = "".join(f"<figure>{file_img(encoders[b] / 'bench' / 'complex_heatmap.png', f'complex heatmap {b}', 500)}<figcaption>{html.escape(b)}</figcaption></figure>" for b in best[1:])
-    return umaps, heat + (f"<details><summary>the other encoders</summary><div class=row>{others}</div></details>" if others else "")
+    heat = f"<p>Encoder with the highest CORUM recall: <b>{html.escape(best[0])}</b>.</p>" + file_img(
+        encoders[best[0]] / "bench" / "complex_heatmap.png", "complex heatmap", 700
+    )
+    others = "".join(
+        f"<figure>{file_img(encoders[b] / 'bench' / 'complex_heatmap.png', f'complex heatmap {b}', 500)}"
+        f"<figcaption>{html.escape(b)}</figcaption></figure>"
+        for b in best[1:]
+    )
+    return umaps, heat + (
+        f"<details><summary>the other encoders</summary><div class=row>{others}</div></details>" if others else ""
+    )
 
 
 def _ci(entry: dict, key: str) -> str:
-    lo, hi = (entry.get(f"{key}_ci") or [None, None])
+    lo, hi = entry.get(f"{key}_ci") or [None, None]
     return fmt(entry.get(key), lo, hi)
 
 
@@ -105,17 +138,39 @@ def metric_rows(results: dict) -> tuple[list, list, list]:
     for n, r in results.items():
         s = r.summary
         a, mc = s.get("map_activity", {}), s.get("map_consistency", {})
-        map_rows.append({"encoder": n, "activity: mean mAP": a.get("mean_map"), "activity: fraction retrieved [95% CI]": _ci(a, "fraction_retrieved"),
-                         "random fraction": a.get("random_fraction_retrieved"), "CORUM consistency: mean mAP": mc.get("mean_map"),
-                         "CORUM consistency: fraction retrieved [95% CI]": _ci(mc, "fraction_retrieved")})
+        map_rows.append(
+            {
+                "encoder": n,
+                "activity: mean mAP": a.get("mean_map"),
+                "activity: fraction retrieved [95% CI]": _ci(a, "fraction_retrieved"),
+                "random fraction": a.get("random_fraction_retrieved"),
+                "CORUM consistency: mean mAP": mc.get("mean_map"),
+                "CORUM consistency: fraction retrieved [95% CI]": _ci(mc, "fraction_retrieved"),
+            }
+        )
         cg = s.get("compound_gene")
         if cg and "skipped" not in cg:
-            cg_rows.append({"encoder": n, "compounds": cg.get("n"), "mean AUC [95% CI]": _ci(cg, "mean_auc"), "random AUC": cg.get("random_auc"),
-                            "mean average precision [95% CI]": _ci(cg, "mean_average_precision"), "random average precision": cg.get("random_average_precision")})
+            cg_rows.append(
+                {
+                    "encoder": n,
+                    "compounds": cg.get("n"),
+                    "mean AUC [95% CI]": _ci(cg, "mean_auc"),
+                    "random AUC": cg.get("random_auc"),
+                    "mean average precision [95% CI]": _ci(cg, "mean_average_precision"),
+                    "random average precision": cg.get("random_average_precision"),
+                }
+            )
         dr, tc = s.get("decoding_r2", {}), s.get("truth_cosine", {})
         if "mean_r2" in dr or "spearman" in tc:
-            truth_rows.append({"encoder": n, "decoding R2 [95% CI]": _ci(dr, "mean_r2"), "cosine correlation with the truth [95% CI]": _ci(tc, "spearman"),
-                               "genes": tc.get("n_genes"), "random": 0.0})
+            truth_rows.append(
+                {
+                    "encoder": n,
+                    "decoding R2 [95% CI]": _ci(dr, "mean_r2"),
+                    "cosine correlation with the truth [95% CI]": _ci(tc, "spearman"),
+                    "genes": tc.get("n_genes"),
+                    "random": 0.0,
+                }
+            )
     return map_rows, cg_rows, truth_rows
 
 
@@ -126,13 +181,23 @@ def maps_body(run: RunFolder, results: dict) -> str:
     wide = recall_wide(table)
     umaps, heat = figures_section(run.encoders, table)
     map_rows, cg_rows, truth_rows = metric_rows(results)
-    recall_json = json.dumps(table.drop(columns="shown", errors="ignore").to_dict(orient="records")).replace("</", "<\\/")  # safe inside <script>
-    truth = ('<h2>Against the simulated truth</h2><p>Decoding R2: ridge regression from aligned well embeddings to the 15 true morphology parameters of each well, '
-             'cross-validated with folds grouped by plate (0 = predicting the mean). Cosine correlation: Spearman correlation between the '
-             "map's gene-gene cosines and those of the genes' true phenotypes.</p>" + html_table(pd.DataFrame(truth_rows))) if truth_rows else ""
+    recall_json = json.dumps(table.drop(columns="shown", errors="ignore").to_dict(orient="records")).replace(
+        "</", "<\\/"
+    )  # safe inside <script>
+    truth = (
+        (
+            "<h2>Against the simulated truth</h2><p>Decoding R2: ridge regression from aligned well embeddings to the "
+            "15 true morphology parameters of each well, "
+            "cross-validated with folds grouped by plate (0 = predicting the mean). Cosine correlation: Spearman correlation between the "
+            "map's gene-gene cosines and those of the genes' true phenotypes.</p>"
+            + html_table(pd.DataFrame(truth_rows))
+        )
+        if truth_rows
+        else ""
+    )
     return f"""
 <h2>Every encoder side by side</h2>
-{split_note(run.cfg.get('split') or {})}
+{split_note(run.cfg.get("split") or {})}
 <p>Every number with its 95% interval (delete-one-unit jackknife: genes for gene-gene metrics, perturbations for
 decoding, compounds for compound-gene retrieval; Wilson intervals for fractions of perturbations or complexes); the last
 column is what a random map scores.</p>
@@ -152,16 +217,16 @@ efaar-benchmarking's rank rule (random: about 0.10), with 95% intervals.</p>
 {data_section(run.store)}
 <h2>Training</h2>
 {training_section(run.encoders)}
-<h2>Batch correction: wells before and after alignment ({html.escape(str(run.cfg.get('map', {}).get('align', '')))})</h2>
-<div class=row>{umaps or '<p>No UMAP (needs raw and aligned well embeddings).</p>'}</div>
+<h2>Batch correction: wells before and after alignment ({html.escape(str(run.cfg.get("map", {}).get("align", "")))})</h2>
+<div class=row>{umaps or "<p>No UMAP (needs raw and aligned well embeddings).</p>"}</div>
 <h2>Best-recovered complexes (cosine similarity, clustered)</h2>
-{heat or '<p>No complex with enough genes in the map.</p>'}
+{heat or "<p>No complex with enough genes in the map.</p>"}
 <h2>Replicate consistency and perturbation magnitude</h2>
 {distributions_figure(run.encoders)}
 <h2>mAP (copairs)</h2>
 {html_table(pd.DataFrame(map_rows))}
 <h2>Compound-gene retrieval</h2>
-{html_table(pd.DataFrame(cg_rows)) if cg_rows else '<p>No compounds with annotated targets.</p>'}
+{html_table(pd.DataFrame(cg_rows)) if cg_rows else "<p>No compounds with annotated targets.</p>"}
 {grid_section(run.path)}
 """
 
@@ -173,20 +238,27 @@ def write_report(run_dir: Path) -> Path:
 <h1>morphoscale run: {html.escape(name)}</h1>
 <p class=meta>morphoscale {__version__} &middot; {html.escape(str(run.path.resolve()))}</p>
 """
-    stage_df = pd.DataFrame([{"stage": k, "seconds": v.get("seconds"), "finished": v.get("finished")} for k, v in run.stages.items()])
+    stage_df = pd.DataFrame(
+        [{"stage": k, "seconds": v.get("seconds"), "finished": v.get("finished")} for k, v in run.stages.items()]
+    )
     tail = f"""
 <h2>Config and provenance</h2>
 <pre>{html.escape((run.path / "run.yaml").read_text())}</pre>
-{html_table(stage_df, 1) if len(stage_df) else ''}
+{html_table(stage_df, 1) if len(stage_df) else ""}
 """
     probe = probe_section(run.path, int((run.cfg.get("probe") or {}).get("crop_size", 64)))
     results = run_results(run.path, list(run.encoders))
     if not results:  # no maps (a real field): its own section, the data and the training
-        body = head + probe + f"<h2>Data</h2>{data_section(run.store)}<h2>Training</h2>{training_section(run.encoders)}" + tail
+        body = (
+            head
+            + probe
+            + f"<h2>Data</h2>{data_section(run.store)}<h2>Training</h2>{training_section(run.encoders)}"
+            + tail
+        )
     else:
         body = head + maps_body(run, results) + probe + tail
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>morphoscale report: {html.escape(str(run.cfg.get('name', '')))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>morphoscale report: {html.escape(str(run.cfg.get("name", "")))}</title>
 <style>{STYLE}</style></head><body>
 {body}
 <script>{CHECKS}</script>

@@ -13,6 +13,7 @@ import pandas as pd
 from ..train.learning_check import LEVELS_NOTE, sentence
 from .elements import array_img, composite, figure_img, file_img, html_table, pyplot, scaled
 
+
 def data_section(store_path: Path) -> str:
     from ..data.store import ImageStore
 
@@ -21,29 +22,54 @@ def data_section(store_path: Path) -> str:
     st = ImageStore(store_path)
     s = st.sites
     n, c, h, w = st.shape
-    facts = pd.DataFrame([
-        ("sites", n), ("image size", f"{h} x {w}, {st.dtype}"), ("channels", ", ".join(st.channels)),
-        ("plates", s["plate"].nunique()), ("wells", (s["plate"].astype(str) + s["well"].astype(str)).nunique()),
-        ("batches", s["batch"].nunique()), ("control sites", int(s["is_control"].sum())),
-        *[(f"{t} perturbations", s.loc[s["perturbation_type"] == t, "perturbation"].nunique()) for t in sorted(s["perturbation_type"].astype(str).unique())],
-    ], columns=["", "value"])
+    facts = pd.DataFrame(
+        [
+            ("sites", n),
+            ("image size", f"{h} x {w}, {st.dtype}"),
+            ("channels", ", ".join(st.channels)),
+            ("plates", s["plate"].nunique()),
+            ("wells", (s["plate"].astype(str) + s["well"].astype(str)).nunique()),
+            ("batches", s["batch"].nunique()),
+            ("control sites", int(s["is_control"].sum())),
+            *[
+                (f"{t} perturbations", s.loc[s["perturbation_type"] == t, "perturbation"].nunique())
+                for t in sorted(s["perturbation_type"].astype(str).unique())
+            ],
+        ],
+        columns=["", "value"],
+    )
     picks = [int(np.flatnonzero(s["is_control"].to_numpy(bool))[0])] if s["is_control"].any() else []
     for t in ("gene", "compound"):
         idx = np.flatnonzero((s["perturbation_type"].astype(str) == t).to_numpy())
         picks += [int(i) for i in idx[:2]]
     picks = (picks or [0])[:4]
     scale = max(1, 160 // max(h, w))
-    tiles = "".join(f'<figure>{array_img(composite(st.read(i), st.channels), f"composite of site {i}", scale)}'
-                    f"<figcaption>{html.escape(str(s['perturbation'].iloc[i]))} ({html.escape(str(s['batch'].iloc[i]))})</figcaption></figure>" for i in picks)
+    tiles = "".join(
+        f"<figure>{array_img(composite(st.read(i), st.channels), f'composite of site {i}', scale)}"
+        f"<figcaption>{html.escape(str(s['perturbation'].iloc[i]))} ({html.escape(str(s['batch'].iloc[i]))})</figcaption></figure>"
+        for i in picks
+    )
     site = st.read(picks[0])
-    thumbs = "".join(f"<figure>{array_img(np.repeat(scaled(site[k])[..., None], 3, -1), f'channel {name}', scale, max_side=256)}<figcaption>{html.escape(name)}</figcaption></figure>"
-                     for k, name in enumerate(st.channels))
-    return f"{html_table(facts)}<h3>Sample sites (all channels)</h3><div class=row>{tiles}</div><h3>Channels of the first sample site</h3><div class=row>{thumbs}</div>"
+    thumbs = "".join(
+        f"<figure>{array_img(np.repeat(scaled(site[k])[..., None], 3, -1), f'channel {name}', scale, max_side=256)}"
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for k, name in enumerate(st.channels)
+    )
+    return (
+        f"{html_table(facts)}<h3>Sample sites (all channels)</h3><div class=row>{tiles}</div>"
+        f"<h3>Channels of the first sample site</h3><div class=row>{thumbs}</div>"
+    )
 
 
-PROBE_LABELS = {"probe/knn_perturbation": "kNN: which perturbation", "probe/logistic_control": "logistic: treated vs control",
-                "probe/decoding_r2": "decoding R2 of the truth"}
-FLOOR_STYLE = {"train/trivial": ("trivial prediction", "#999999", ":"), "train/interpolation": ("interpolating the visible pixels", "#d8833b", "--")}
+PROBE_LABELS = {
+    "probe/knn_perturbation": "kNN: which perturbation",
+    "probe/logistic_control": "logistic: treated vs control",
+    "probe/decoding_r2": "decoding R2 of the truth",
+}
+FLOOR_STYLE = {
+    "train/trivial": ("trivial prediction", "#999999", ":"),
+    "train/interpolation": ("interpolating the visible pixels", "#d8833b", "--"),
+}
 
 
 def training_section(encoders: dict[str, Path]) -> str:
@@ -63,7 +89,9 @@ def training_section(encoders: dict[str, Path]) -> str:
     if not curves:
         return "<p>No encoder was trained in this run.</p>"
     probes = [k for k in PROBE_LABELS if any(k in m.columns for m in curves.values())]
-    fig, axes = plt.subplots(1 + len(probes), len(curves), figsize=(4 * len(curves), 3 * (1 + len(probes))), squeeze=False)
+    fig, axes = plt.subplots(
+        1 + len(probes), len(curves), figsize=(4 * len(curves), 3 * (1 + len(probes))), squeeze=False
+    )
     for j, (name, m) in enumerate(curves.items()):
         ax = axes[0][j]
         loss = m.dropna(subset=["train/loss"])
@@ -96,10 +124,21 @@ def training_section(encoders: dict[str, Path]) -> str:
         pngs = sorted((d / "train" / "previews").glob("step*.png"))
         if pngs:
             kind = "masked input | reconstruction | target" if _reconstructs(d) else "panels"
-            previews += f"<figure>{file_img(pngs[-1], f'reconstructions of {name}', 600)}<figcaption>{html.escape(name)}, {pngs[-1].stem}: {kind}; one row per channel</figcaption></figure>"
+            previews += (
+                f"<figure>{file_img(pngs[-1], f'reconstructions of {name}', 600)}"
+                f"<figcaption>{html.escape(name)}, {pngs[-1].stem}: {kind}; one row per channel</figcaption></figure>"
+            )
     lines = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(sentence(c))}</li>" for n, c in checks.items())
     check_html = f"<h3>Learning check</h3><ul>{lines}</ul><p>{html.escape(LEVELS_NOTE)}</p>" if lines else ""
-    return check_html + figure_img(fig, "training curves and probes") + (f"<h3>Reconstructions (training crops, last preview)</h3><div class=row>{previews}</div>" if previews else "")
+    return (
+        check_html
+        + figure_img(fig, "training curves and probes")
+        + (
+            f"<h3>Reconstructions (training crops, last preview)</h3><div class=row>{previews}</div>"
+            if previews
+            else ""
+        )
+    )
 
 
 def _reconstructs(encoder_dir: Path) -> bool:
@@ -121,9 +160,18 @@ def recall_figure(table: pd.DataFrame) -> str:
     width = 0.8 / len(encs)
     for k, e in enumerate(encs):
         r = table[table["encoder"] == e].set_index("source").reindex(sources)
-        err = np.vstack([(r["recall"] - r["ci_low"]).clip(lower=0), (r["ci_high"] - r["recall"]).clip(lower=0)]).astype(float)
-        ax.bar(np.arange(len(sources)) + k * width - 0.4 + width / 2, r["recall"], width, yerr=np.nan_to_num(err), capsize=2, label=e,
-               error_kw={"elinewidth": 0.8, "ecolor": "#444"})
+        err = np.vstack([(r["recall"] - r["ci_low"]).clip(lower=0), (r["ci_high"] - r["recall"]).clip(lower=0)]).astype(
+            float
+        )
+        ax.bar(
+            np.arange(len(sources)) + k * width - 0.4 + width / 2,
+            r["recall"],
+            width,
+            yerr=np.nan_to_num(err),
+            capsize=2,
+            label=e,
+            error_kw={"elinewidth": 0.8, "ecolor": "#444"},
+        )
     rnd = table.groupby("source", sort=False)["random"].first().reindex(sources)
     for i, v in enumerate(rnd):
         ax.hlines(v, i - 0.45, i + 0.45, colors="crimson", linestyles="--", label="random" if i == 0 else None)
@@ -176,8 +224,13 @@ def summary_table(encoders: dict[str, Path], results: dict, seconds: dict[str, f
         if not any(cells.values()):
             continue
         rnd = next((results[n].random_of(h) for n in names if cells[n]), None)
-        rows.append({"metric": h.label, **{n: fmt(e["value"], e["ci_low"], e["ci_high"]) if e else "n/a" for n, e in cells.items()},
-                     "random": "" if rnd is None else f"{rnd:.3f}"})
+        rows.append(
+            {
+                "metric": h.label,
+                **{n: fmt(e["value"], e["ci_low"], e["ci_high"]) if e else "n/a" for n, e in cells.items()},
+                "random": "" if rnd is None else f"{rnd:.3f}",
+            }
+        )
     dims = {}
     for n in names:
         emb = encoders[n] / "embeddings.h5ad"
@@ -187,7 +240,13 @@ def summary_table(encoders: dict[str, Path], results: dict, seconds: dict[str, f
             with h5py.File(emb, "r") as f:
                 dims[n] = str(int(f["X"].shape[1]))
     rows.append({"metric": "embedding dimensions", **{n: dims.get(n, "") for n in names}, "random": ""})
-    rows.append({"metric": "train + embed seconds", **{n: f"{seconds.get(f'train:{n}', 0) + seconds.get(f'embed:{n}', 0):.1f}" for n in names}, "random": ""})
+    rows.append(
+        {
+            "metric": "train + embed seconds",
+            **{n: f"{seconds.get(f'train:{n}', 0) + seconds.get(f'embed:{n}', 0):.1f}" for n in names},
+            "random": "",
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -200,14 +259,28 @@ def paired_section(run_dir: Path) -> str:
     t = pd.read_csv(f)
     if not len(t):
         return ""
-    show = pd.DataFrame({"encoder - baseline": t["encoder"] + " - " + t["baseline"], "metric": t["label"], "encoder": t["a"], "baseline": t["b"],
-                         "difference [95% CI]": [fmt(d, lo, hi) for d, lo, hi in zip(t["difference"], t["ci_low"], t["ci_high"])], "": t["note"].fillna("")})
-    return ("<h2>Each encoder against its baseline, paired</h2><p>The same genes (perturbations, compounds) scored in both maps: the "
-            "jackknife replicates of the difference are the differences of the replicates, so the interval is the paired one. "
-            "A difference inside its interval is not evidence of a difference.</p>" + html_table(show))
+    show = pd.DataFrame(
+        {
+            "encoder - baseline": t["encoder"] + " - " + t["baseline"],
+            "metric": t["label"],
+            "encoder": t["a"],
+            "baseline": t["b"],
+            "difference [95% CI]": [fmt(d, lo, hi) for d, lo, hi in zip(t["difference"], t["ci_low"], t["ci_high"])],
+            "": t["note"].fillna(""),
+        }
+    )
+    return (
+        "<h2>Each encoder against its baseline, paired</h2><p>The same genes (perturbations, compounds) scored in both maps: the "
+        "jackknife replicates of the difference are the differences of the replicates, so the interval is the paired one. "
+        "A difference inside its interval is not evidence of a difference.</p>" + html_table(show)
+    )
 
 
-BUDGET_METRICS = {"decoding_r2": "decoding R2", "truth_cosine_spearman": "cosine correlation with the truth", "recall/CORUM/5": "CORUM recall"}
+BUDGET_METRICS = {
+    "decoding_r2": "decoding R2",
+    "truth_cosine_spearman": "cosine correlation with the truth",
+    "recall/CORUM/5": "CORUM recall",
+}
 
 
 def training_flops(encoder_dir: Path) -> float | None:
@@ -220,13 +293,24 @@ def budget_figure(paired: pd.DataFrame, flops: dict, baseline: str):
     """Paired differences from one baseline (the untrained twin) against counted training FLOPs,
     one point per encoder with its 95% interval: where the gap to the floor closes, if it does."""
     plt = pyplot()
-    rows = paired[(paired["baseline"] == baseline) & paired["encoder"].isin(list(flops)) & paired["metric"].isin(list(BUDGET_METRICS))]
+    rows = paired[
+        (paired["baseline"] == baseline)
+        & paired["encoder"].isin(list(flops))
+        & paired["metric"].isin(list(BUDGET_METRICS))
+    ]
     metrics = [m for m in BUDGET_METRICS if m in set(rows["metric"])]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         r = rows[rows["metric"] == m].assign(flops=lambda d: d["encoder"].map(flops)).sort_values("flops")
         ax.axhline(0, color="0.5", lw=1, ls="--")
-        ax.errorbar(r["flops"], r["difference"], yerr=[r["difference"] - r["ci_low"], r["ci_high"] - r["difference"]], fmt="o-", capsize=3, color="C0")
+        ax.errorbar(
+            r["flops"],
+            r["difference"],
+            yerr=[r["difference"] - r["ci_low"], r["ci_high"] - r["difference"]],
+            fmt="o-",
+            capsize=3,
+            color="C0",
+        )
         for x, y, n in zip(r["flops"], r["difference"], r["encoder"]):
             ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
@@ -250,12 +334,18 @@ def budget_section(run_dir: Path, encoders: dict) -> str:
         flops = {n: training_flops(encoders[n]) for n in group["encoder"].unique() if n in encoders}
         flops = {n: v for n, v in flops.items() if v}
         if len(set(flops.values())) >= 3:
-            out += figure_img(budget_figure(paired, flops, baseline), f"paired differences from {baseline} against training FLOPs", 1000)
+            out += figure_img(
+                budget_figure(paired, flops, baseline),
+                f"paired differences from {baseline} against training FLOPs",
+                1000,
+            )
     if not out:
         return ""
-    return ("<h3>Against the training budget</h3><p>Each trained encoder's paired difference from its baseline (the untrained twin) "
-            "against the FLOPs its training counted, with 95% intervals; encoders of one recipe at several budgets trace its scaling "
-            "curve. Above the dashed line beyond the interval is learning that shows in the map.</p>" + out)
+    return (
+        "<h3>Against the training budget</h3><p>Each trained encoder's paired difference from its baseline (the untrained twin) "
+        "against the FLOPs its training counted, with 95% intervals; encoders of one recipe at several budgets trace its scaling "
+        "curve. Above the dashed line beyond the interval is learning that shows in the map.</p>" + out
+    )
 
 
 def bench_cost_section(results: dict) -> str:
@@ -264,9 +354,21 @@ def bench_cost_section(results: dict) -> str:
     if not costs:
         return ""
     keys = list(dict.fromkeys(k for c in costs.values() for k in c))
-    rows = [{"metric": k, **{n: f"{c[k]['seconds']:.1f} s / {c[k]['peak_rss_mb']:,.0f} MB" if k in c else "" for n, c in costs.items()}} for k in keys]
-    return ("<h3>What the bench cost</h3><p>Wall seconds and the peak resident memory of the bench process while each metric ran "
-            "(<code>read</code>: reading the map and wells; <code>total</code>: the whole bench).</p>" + html_table(pd.DataFrame(rows)))
+    rows = [
+        {
+            "metric": k,
+            **{
+                n: f"{c[k]['seconds']:.1f} s / {c[k]['peak_rss_mb']:,.0f} MB" if k in c else ""
+                for n, c in costs.items()
+            },
+        }
+        for k in keys
+    ]
+    return (
+        "<h3>What the bench cost</h3><p>Wall seconds and the peak resident memory of the bench process while each metric ran "
+        "(<code>read</code>: reading the map and wells; <code>total</code>: the whole bench).</p>"
+        + html_table(pd.DataFrame(rows))
+    )
 
 
 def skipped_section(results: dict) -> str:
@@ -280,5 +382,7 @@ def split_note(split: dict) -> str:
     if by == "none":
         return "<p>Every model trained on the whole screen; maps are made of all of it.</p>"
     part = "perturbations (and the controls)" if by == "perturbations" else "wells of every perturbation"
-    return (f"<p><b>Split by {html.escape(by)}</b> (seed {split.get('seed', 0)}): {split.get('fraction', 0.5):.0%} of the {part} were held out "
-            "of every model's training, and every map below, of every encoder, is made and scored on that held-out part only.</p>")
+    return (
+        f"<p><b>Split by {html.escape(by)}</b> (seed {split.get('seed', 0)}): {split.get('fraction', 0.5):.0%} of the {part} were held out "
+        "of every model's training, and every map below, of every encoder, is made and scored on that held-out part only.</p>"
+    )

@@ -92,22 +92,60 @@ def read_complexes(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def make_biology(annotation_dir: Path, cfg: BiologyConfig, rng: np.random.Generator) -> Biology:
+    """The screen's biology from real annotations: chosen CORUM complexes and hu.MAP/StringDB
+    pairs give genes shared phenotypes, compounds hit some of the active genes. Every draw
+    comes from `rng`, in this order, so a seed gives one biology."""
     all_complexes = read_complexes(annotation_dir / "CORUM_clusters.tsv")
+    chosen, genes_seen = _choose_complexes(all_complexes, cfg, rng)
+    memberships = pd.DataFrame([(n, g, True) for n, ms in chosen for g in ms], columns=["complex", "gene", "chosen"])
+    pairs = _extra_pairs(annotation_dir, cfg, rng, genes_seen)
+    genes = sorted(genes_seen)
+    if cfg.max_genes and len(genes) > cfg.max_genes:
+        genes = sorted(rng.choice(genes, cfg.max_genes, replace=False).tolist())
+    gene_set = set(genes)
+    chosen_names = {name for name, _ in chosen}
+    incidental = [(n, [g for g in ms if g in gene_set]) for n, ms in all_complexes if n not in chosen_names]
+    incidental = [(n, ms) for n, ms in incidental if len(ms) >= 2]
+    groups = [(n, ms) for n, ms in chosen] + incidental + [(f"{s}:{a}-{b}", [a, b]) for s, a, b in pairs]
+    families_of, vec = _families(groups, len(chosen), len(incidental), genes, cfg, rng)
+    phenotype, has = _gene_phenotypes(genes, families_of, vec, cfg, rng)
+    compounds, offt = _compounds([g for g in genes if has[g]], cfg, rng)
+    memberships = pd.concat(
+        [
+            memberships,
+            pd.DataFrame([(n, g, False) for n, ms in incidental for g in ms], columns=["complex", "gene", "chosen"]),
+        ]
+    )
+    pair_groups = pd.DataFrame(pairs, columns=["source", "gene1", "gene2"])
+    return Biology(
+        genes,
+        phenotype,
+        memberships[memberships.gene.isin(gene_set)].reset_index(drop=True),
+        pair_groups,
+        compounds,
+        offt,
+        has,
+    )
+
+
+def _choose_complexes(all_complexes, cfg: BiologyConfig, rng) -> tuple[list, set]:
+    """Complexes of the allowed sizes in a random order, mostly new genes each (some genes
+    sit in two), up to cfg.n_complexes; and the genes they hold."""
     complexes = [(n, g) for n, g in all_complexes if cfg.min_complex_size <= len(g) <= cfg.max_complex_size]
-    order = rng.permutation(len(complexes))
     chosen, genes_seen = [], set()
-    for k in order:
+    for k in rng.permutation(len(complexes)):
         name, members = complexes[k]
-        # keep complexes mostly new, but let some genes sit in two complexes
-        overlap = len(genes_seen & set(members))
-        if overlap > 1:
+        if len(genes_seen & set(members)) > 1:
             continue
         chosen.append((name, members))
         genes_seen |= set(members)
         if len(chosen) == cfg.n_complexes:
             break
-    memberships = pd.DataFrame([(n, g, True) for n, ms in chosen for g in ms], columns=["complex", "gene", "chosen"])
-    # extra real pairs among new genes (hu.MAP and StringDB)
+    return chosen, genes_seen
+
+
+def _extra_pairs(annotation_dir: Path, cfg: BiologyConfig, rng, genes_seen: set) -> list[tuple[str, str, str]]:
+    """Real hu.MAP and StringDB pairs among new genes (genes_seen grows with them)."""
     pairs = []
     for source in ("HuMAP", "StringDB"):
         df = pd.read_csv(annotation_dir / f"{source}.txt", dtype=str)
@@ -117,22 +155,14 @@ def make_biology(annotation_dir: Path, cfg: BiologyConfig, rng: np.random.Genera
             if a not in genes_seen and b not in genes_seen:
                 pairs.append((source, a, b))
                 genes_seen |= {a, b}
-    pair_groups = pd.DataFrame(pairs, columns=["source", "gene1", "gene2"])
-    genes = sorted(genes_seen)
-    if cfg.max_genes and len(genes) > cfg.max_genes:
-        genes = sorted(rng.choice(genes, cfg.max_genes, replace=False).tolist())
+    return pairs
+
+
+def _families(groups, n_chosen: int, n_incidental: int, genes: list[str], cfg: BiologyConfig, rng) -> tuple[dict, dict]:
+    """CORUM lists many variants of one machine (spliceosome, proteasome, ...): groups whose
+    screen genes overlap by half or more form one family and share one latent phenotype.
+    Returns (gene -> its families, family -> latent vector)."""
     gene_set = set(genes)
-
-    def latent(lo_hi):
-        v = rng.normal(size=P)
-        return v / np.linalg.norm(v) * rng.uniform(*lo_hi) * np.sqrt(P) / 2
-
-    chosen_names = {name for name, _ in chosen}
-    incidental = [(n, [g for g in ms if g in gene_set]) for n, ms in all_complexes if n not in chosen_names]
-    incidental = [(n, ms) for n, ms in incidental if len(ms) >= 2]
-    # CORUM lists many variants of one machine (spliceosome, proteasome, ...): complexes whose
-    # screen genes overlap by half or more form one family and share one latent phenotype.
-    groups = [(n, ms) for n, ms in chosen] + incidental + [(f"{s}:{a}-{b}", [a, b]) for s, a, b in pairs]
     family = list(range(len(groups)))
 
     def root(i):
@@ -147,17 +177,27 @@ def make_biology(annotation_dir: Path, cfg: BiologyConfig, rng: np.random.Genera
             shared = len(sets[i] & sets[j])
             if shared >= 2 and shared >= 0.5 * min(len(sets[i]), len(sets[j])):
                 family[root(i)] = root(j)
-    n_chosen = len(chosen)
     vec = {}
     for i in range(len(groups)):
         r = root(i)
         if r not in vec:
-            major = any(root(k) == r for k in range(n_chosen)) or r >= n_chosen + len(incidental)
-            vec[r] = latent(cfg.complex_magnitude if major else cfg.incidental_magnitude)
+            major = any(root(k) == r for k in range(n_chosen)) or r >= n_chosen + n_incidental
+            vec[r] = _latent(cfg.complex_magnitude if major else cfg.incidental_magnitude, rng)
     families_of: dict[str, set[int]] = {g: set() for g in genes}
     for i, members in enumerate(sets):
         for g in members:
             families_of[g].add(root(i))
+    return families_of, vec
+
+
+def _latent(lo_hi, rng) -> np.ndarray:
+    v = rng.normal(size=P)
+    return v / np.linalg.norm(v) * rng.uniform(*lo_hi) * np.sqrt(P) / 2
+
+
+def _gene_phenotypes(genes, families_of, vec, cfg: BiologyConfig, rng) -> tuple[dict, dict]:
+    """Each gene's phenotype: a random strength times the sum of its families' vectors, plus
+    noise; a fraction of genes (and genes of no family) have none."""
     no_pheno = set(rng.choice(genes, int(round(cfg.frac_no_phenotype * len(genes))), replace=False).tolist())
     phenotype, has = {}, {}
     for g in genes:
@@ -165,10 +205,16 @@ def make_biology(annotation_dir: Path, cfg: BiologyConfig, rng: np.random.Genera
             phenotype[g], has[g] = np.zeros(P), False
             continue
         strength = rng.uniform(*cfg.gene_strength)
-        phenotype[g] = strength * np.sum([vec[f] for f in sorted(families_of[g])], axis=0) + cfg.gene_noise * rng.normal(size=P)
+        phenotype[g] = strength * np.sum(
+            [vec[f] for f in sorted(families_of[g])], axis=0
+        ) + cfg.gene_noise * rng.normal(size=P)
         has[g] = True
+    return phenotype, has
 
-    active = [g for g in genes if has[g]]
+
+def _compounds(active: list[str], cfg: BiologyConfig, rng) -> tuple[pd.DataFrame, dict]:
+    """Compounds with one or two targets among the active genes, dose-response parameters
+    shared by a compound's rows, and an off-target phenotype each."""
     rows, offt = [], {}
     for k in range(cfg.n_compounds):
         cid = f"CPD{k + 1:04d}"
@@ -176,11 +222,18 @@ def make_biology(annotation_dir: Path, cfg: BiologyConfig, rng: np.random.Genera
         targets = rng.choice(active, n_t, replace=False)
         ec50 = float(10 ** rng.uniform(-1.5, 0.5))
         for t in targets:
-            rows.append({"compound": cid, "target": t, "ec50": ec50, "hill": float(rng.uniform(0.8, 2.0)), "emax": float(rng.uniform(0.8, 1.2)), "toxicity": cfg.toxicity * float(rng.uniform(0.5, 1.5))})
+            rows.append(
+                {
+                    "compound": cid,
+                    "target": t,
+                    "ec50": ec50,
+                    "hill": float(rng.uniform(0.8, 2.0)),
+                    "emax": float(rng.uniform(0.8, 1.2)),
+                    "toxicity": cfg.toxicity * float(rng.uniform(0.5, 1.5)),
+                }
+            )
         offt[cid] = cfg.off_target * rng.normal(size=P)
     compounds = pd.DataFrame(rows)
-    # every row of a compound shares its dose-response parameters
     for col in ("ec50", "hill", "emax", "toxicity"):
         compounds[col] = compounds.groupby("compound")[col].transform("first")
-    memberships = pd.concat([memberships, pd.DataFrame([(n, g, False) for n, ms in incidental for g in ms], columns=["complex", "gene", "chosen"])])
-    return Biology(genes, phenotype, memberships[memberships.gene.isin(gene_set)].reset_index(drop=True), pair_groups, compounds, offt, has)
+    return compounds, offt

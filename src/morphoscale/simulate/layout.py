@@ -33,7 +33,9 @@ def plate_wells(plate_size: int) -> list[tuple[str, bool]]:
     return out
 
 
-def make_layout(genes: list[str], compounds: list[str], concentrations, cfg: LayoutConfig, rng: np.random.Generator) -> pd.DataFrame:
+def make_layout(
+    genes: list[str], compounds: list[str], concentrations, cfg: LayoutConfig, rng: np.random.Generator
+) -> pd.DataFrame:
     """One row per well: experiment, plate, well, edge, perturbation, perturbation_type, guide, concentration."""
     B = cfg.n_batches
     items: list[list[dict]] = [[] for _ in range(B)]
@@ -41,11 +43,20 @@ def make_layout(genes: list[str], compounds: list[str], concentrations, cfg: Lay
         for k in range(cfg.guides_per_gene):
             start = (gi + k * max(1, B // cfg.guides_per_gene)) % B
             for r in range(min(cfg.replicates, B)):
-                items[(start + r) % B].append({"perturbation": gene, "perturbation_type": "gene", "guide": f"{gene}_g{k + 1}", "concentration": np.nan})
+                items[(start + r) % B].append(
+                    {
+                        "perturbation": gene,
+                        "perturbation_type": "gene",
+                        "guide": f"{gene}_g{k + 1}",
+                        "concentration": np.nan,
+                    }
+                )
     for cid in compounds:
         for conc in concentrations:
             for b in range(B):
-                items[b].append({"perturbation": cid, "perturbation_type": "compound", "guide": "", "concentration": float(conc)})
+                items[b].append(
+                    {"perturbation": cid, "perturbation_type": "compound", "guide": "", "concentration": float(conc)}
+                )
     wells = plate_wells(cfg.plate_size)
     n_ctrl_min = max(1, int(np.ceil(cfg.control_fraction * len(wells))))
     capacity = len(wells) - n_ctrl_min
@@ -64,6 +75,14 @@ def make_layout(genes: list[str], compounds: list[str], concentrations, cfg: Lay
                 if slot < len(chunk):
                     rows.append({**base, **chunk[slot]})
                 else:  # the remaining wells, at least n_ctrl_min of them, are controls
-                    rows.append({**base, "perturbation": cfg.control_label, "perturbation_type": "control", "guide": "", "concentration": np.nan})
+                    rows.append(
+                        {
+                            **base,
+                            "perturbation": cfg.control_label,
+                            "perturbation_type": "control",
+                            "guide": "",
+                            "concentration": np.nan,
+                        }
+                    )
     df = pd.DataFrame(rows).sort_values(["experiment", "plate", "well"]).reset_index(drop=True)
     return df

@@ -18,15 +18,17 @@ def oracle_embeddings(sim_dir: Path):
     import anndata as ad
 
     wells = pd.read_csv(Path(sim_dir) / "ground_truth" / "wells.csv")
-    obs = pd.DataFrame({
-        "perturbation": wells["perturbation"].astype(str),
-        "perturbation_type": wells["perturbation_type"].astype(str),
-        "is_control": wells["perturbation_type"].eq("control"),
-        "batch": wells["experiment"].astype(str),
-        "plate": wells["experiment"].astype(str) + "_" + wells["plate"].astype(str),
-        "well": wells["well"].astype(str),
-        "concentration": wells["concentration"],
-    })
+    obs = pd.DataFrame(
+        {
+            "perturbation": wells["perturbation"].astype(str),
+            "perturbation_type": wells["perturbation_type"].astype(str),
+            "is_control": wells["perturbation_type"].eq("control"),
+            "batch": wells["experiment"].astype(str),
+            "plate": wells["experiment"].astype(str) + "_" + wells["plate"].astype(str),
+            "well": wells["well"].astype(str),
+            "concentration": wells["concentration"],
+        }
+    )
     obs.index = (obs["plate"] + "_" + obs["well"]).to_numpy()
     return ad.AnnData(X=wells[PARAMETERS].to_numpy(np.float32), obs=obs, uns={"provenance": {"embedding": "oracle"}})
 
@@ -42,7 +44,10 @@ def read_truth(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
             raise InputError(f"{f}: not found (give the ground_truth/ folder of a simulated screen)")
     params = json.loads(files["config.json"].read_text()).get("parameters")
     wells, phen = pd.read_csv(files["wells.csv"]), pd.read_csv(files["phenotypes.csv"])
-    for name, df, cols in (("wells.csv", wells, ["experiment", "plate", "well", *params]), ("phenotypes.csv", phen, ["gene", *params])):
+    for name, df, cols in (
+        ("wells.csv", wells, ["experiment", "plate", "well", *params]),
+        ("phenotypes.csv", phen, ["gene", *params]),
+    ):
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise InputError(f"{folder / name}: missing column(s) {', '.join(missing[:3])}")

@@ -45,7 +45,10 @@ class Renderer:
         fy = sfft.fftfreq(S)[:, None]
         fx = sfft.rfftfreq(S)[None, :]
         self.f2 = (fx**2 + fy**2).astype(np.float32)
-        self.fx, self.fy = np.broadcast_to(fx, self.f2.shape).astype(np.float32), np.broadcast_to(fy, self.f2.shape).astype(np.float32)
+        self.fx, self.fy = (
+            np.broadcast_to(fx, self.f2.shape).astype(np.float32),
+            np.broadcast_to(fy, self.f2.shape).astype(np.float32),
+        )
         yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
         self.yy, self.xx = yy, xx
         c = (S - 1) / 2
@@ -63,7 +66,10 @@ class Renderer:
 
     def noise(self, rng, sigma: float) -> np.ndarray:
         """Isotropic Gaussian-filtered white noise, unit variance."""
-        n = sfft.irfft2(sfft.rfft2(rng.standard_normal((self.size, self.size), dtype=np.float32)) * self._gauss_filter(sigma), s=(self.size, self.size))
+        n = sfft.irfft2(
+            sfft.rfft2(rng.standard_normal((self.size, self.size), dtype=np.float32)) * self._gauss_filter(sigma),
+            s=(self.size, self.size),
+        )
         return (n / (n.std() + 1e-8)).astype(np.float32)
 
     def oriented_noise(self, rng, angle: float, along: float, across: float) -> np.ndarray:
@@ -71,7 +77,9 @@ class Renderer:
         u = self.fx * np.cos(angle) + self.fy * np.sin(angle)
         v = -self.fx * np.sin(angle) + self.fy * np.cos(angle)
         filt = np.exp(-2 * np.pi**2 * ((u * along) ** 2 + (v * across) ** 2))
-        n = sfft.irfft2(sfft.rfft2(rng.standard_normal((self.size, self.size), dtype=np.float32)) * filt, s=(self.size, self.size))
+        n = sfft.irfft2(
+            sfft.rfft2(rng.standard_normal((self.size, self.size), dtype=np.float32)) * filt, s=(self.size, self.size)
+        )
         return (n / (n.std() + 1e-8)).astype(np.float32)
 
     def splat(self, ys, xs, weights, sigma: float) -> np.ndarray:
@@ -91,7 +99,11 @@ class Renderer:
 
         # cell count and positions: a jittered grid, then a random subset
         density = (S / (2.1 * R0)) ** 2
-        n = int(np.clip(rng.poisson(max(density * np.exp(0.35 * g("cell_count")) * n_cells_scale, 1.0)), 1, int(3 * density)))
+        n = int(
+            np.clip(
+                rng.poisson(max(density * np.exp(0.35 * g("cell_count")) * n_cells_scale, 1.0)), 1, int(3 * density)
+            )
+        )
         k = int(np.ceil(np.sqrt(max(n, 1) * 1.3)))
         gy, gx = np.meshgrid((np.arange(k) + 0.5) * S / k, (np.arange(k) + 0.5) * S / k, indexing="ij")
         pick = rng.permutation(k * k)[:n]
@@ -108,7 +120,9 @@ class Renderer:
         a, b = R * (1 + ecc), R / (1 + ecc)
 
         # nuclei: size and shape; some cells get two (multinucleation)
-        rn0 = np.clip(0.42 * np.exp(0.22 * g("nucleus_area") + 0.1 * rng.standard_normal(n)) * (0.9 + 0.2 * cycle), 0.2, 0.75)
+        rn0 = np.clip(
+            0.42 * np.exp(0.22 * g("nucleus_area") + 0.1 * rng.standard_normal(n)) * (0.9 + 0.2 * cycle), 0.2, 0.75
+        )
         necc = np.clip(0.05 + 0.3 * _sig(g("nucleus_eccentricity")) + 0.05 * rng.standard_normal(n), 0, 0.7)
         multi = rng.random(n) < _sig(1.5 * g("multinucleation") - 3.0)
         ox = rng.uniform(-0.15, 0.15, n) * R
@@ -189,12 +203,18 @@ class Renderer:
                 ys.append(y0 + rr * np.sin(aa))
                 xs.append(x0 + rr * np.cos(aa))
                 ws.append(np.full(kspots, 1.0, np.float32))
-        spots = self.splat(np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), max(size, 0.5)) if ys else np.zeros((S, S), np.float32)
+        spots = (
+            self.splat(np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), max(size, 0.5))
+            if ys
+            else np.zeros((S, S), np.float32)
+        )
         ch[3] = 0.18 * cyto + 0.25 * nuc + 0.9 * spots / max(size, 0.5) ** 0.5
 
         # Mito: filaments (oriented noise) or fragments (puncta) in the cytoplasm, perinuclear-weighted
         frag = _sig(1.3 * g("mito_fragmentation") - 0.5)
-        filaments = np.clip(self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None) + np.clip(self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None)
+        filaments = np.clip(self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None) + np.clip(
+            self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None
+        )
         puncta = np.clip(medium - 0.8, 0, None) * 2.5
         ch[4] = 0.5 * perinuclear * ((1 - frag) * filaments + frag * puncta)
 
@@ -209,7 +229,9 @@ class Renderer:
             ys.append(gy0 + spread * rng.standard_normal(npun) * 0.5)
             xs.append(gx0 + spread * rng.standard_normal(npun) * 0.5)
             ws.append(np.full(npun, 3.0 / npun**0.5, np.float32))
-        golgi = self.splat(np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), 1.2 * self.size / 128) if ys else 0
+        golgi = (
+            self.splat(np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), 1.2 * self.size / 128) if ys else 0
+        )
         ch[5] = 0.6 * golgi + 0.3 * boundary + 0.06 * cyto
 
         return self.camera(ch, optics, rng)
@@ -223,6 +245,10 @@ class Renderer:
         for k in range(ch.shape[0]):
             signal = np.clip(self.blur(ch[k], sigma), 0, None) * illum * o.gain[k] + o.offset[k]
             electrons = signal * o.photons
-            electrons = electrons + np.sqrt(np.clip(electrons, 0, None)) * rng.standard_normal(electrons.shape, dtype=np.float32) + o.read_noise * rng.standard_normal(electrons.shape, dtype=np.float32)
+            electrons = (
+                electrons
+                + np.sqrt(np.clip(electrons, 0, None)) * rng.standard_normal(electrons.shape, dtype=np.float32)
+                + o.read_noise * rng.standard_normal(electrons.shape, dtype=np.float32)
+            )
             out[k] = np.clip(electrons / o.photons * 160.0, 0, 255).astype(np.uint8)
         return out

@@ -54,12 +54,21 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset(64, BiologyConfig(n_complexes=6, n_pairs=4, n_compounds=3, concentrations=(0.1, 10.0)),
-                   LayoutConfig(n_batches=2, plate_size=96, sites_per_well=1, guides_per_gene=1, replicates=2)),
-    "demo": Preset(128, BiologyConfig(n_complexes=25, n_pairs=10, n_compounds=8),
-                   LayoutConfig(n_batches=3, plate_size=96, sites_per_well=2, guides_per_gene=2, replicates=2)),
-    "large": Preset(256, BiologyConfig(n_complexes=150, n_pairs=60, n_compounds=40),
-                    LayoutConfig(n_batches=4, plate_size=384, sites_per_well=4, guides_per_gene=3, replicates=2)),
+    "tiny": Preset(
+        64,
+        BiologyConfig(n_complexes=6, n_pairs=4, n_compounds=3, concentrations=(0.1, 10.0)),
+        LayoutConfig(n_batches=2, plate_size=96, sites_per_well=1, guides_per_gene=1, replicates=2),
+    ),
+    "demo": Preset(
+        128,
+        BiologyConfig(n_complexes=25, n_pairs=10, n_compounds=8),
+        LayoutConfig(n_batches=3, plate_size=96, sites_per_well=2, guides_per_gene=2, replicates=2),
+    ),
+    "large": Preset(
+        256,
+        BiologyConfig(n_complexes=150, n_pairs=60, n_compounds=40),
+        LayoutConfig(n_batches=4, plate_size=384, sites_per_well=4, guides_per_gene=3, replicates=2),
+    ),
 }
 
 
@@ -67,7 +76,9 @@ def plan(preset: Preset, seed: int, annotation_dir: Path):
     """Everything but the pixels: biology, layout, per-well oracle, per-site optics."""
     rng = np.random.default_rng([seed, 0])
     bio = make_biology(annotation_dir, preset.biology, rng)
-    layout = make_layout(bio.genes, sorted(bio.compounds.compound.unique()), preset.biology.concentrations, preset.layout, rng)
+    layout = make_layout(
+        bio.genes, sorted(bio.compounds.compound.unique()), preset.biology.concentrations, preset.layout, rng
+    )
     nz = preset.nuisance
     batches = sorted(layout.experiment.unique())
     gain = {b: np.exp(rng.normal(0, nz.batch_gain_sd, len(CHANNELS))) for b in batches}
@@ -100,9 +111,20 @@ def site_jobs(wells: pd.DataFrame, preset: Preset, nuisance: dict) -> list[dict]
         key = (r.experiment, r.plate)
         g = nuisance["gain"][r.experiment] * nuisance["plate_gain"][key] * (nz.edge_gain if r.edge else 1.0)
         for s in range(1, preset.layout.sites_per_well + 1):
-            jobs.append({"index": len(jobs), "well_row": w, "experiment": r.experiment, "plate": int(r.plate), "well": r.well, "site": s,
-                         "gain": g, "offset": nuisance["offset"][r.experiment], "vignetting": nuisance["vignetting"][key],
-                         "cells": nz.edge_cells if r.edge else 1.0})
+            jobs.append(
+                {
+                    "index": len(jobs),
+                    "well_row": w,
+                    "experiment": r.experiment,
+                    "plate": int(r.plate),
+                    "well": r.well,
+                    "site": s,
+                    "gain": g,
+                    "offset": nuisance["offset"][r.experiment],
+                    "vignetting": nuisance["vignetting"][key],
+                    "cells": nz.edge_cells if r.edge else 1.0,
+                }
+            )
     return jobs
 
 
@@ -121,7 +143,9 @@ def _render_site(job: dict) -> int:
     from PIL import Image
 
     root, nz = _W["out"], _W["nz"]
-    paths = [image_path(root, job["experiment"], job["plate"], job["well"], job["site"], c + 1) for c in range(len(CHANNELS))]
+    paths = [
+        image_path(root, job["experiment"], job["plate"], job["well"], job["site"], c + 1) for c in range(len(CHANNELS))
+    ]
     if all(p.exists() for p in paths):
         return job["index"]  # resumed: already written
     rng = np.random.default_rng([_W["seed"], 1, job["index"]])
@@ -137,7 +161,14 @@ def _render_site(job: dict) -> int:
     return job["index"]
 
 
-def simulate(out: Path, preset_name: str = "demo", seed: int = 0, workers: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+def simulate(
+    out: Path,
+    preset_name: str = "demo",
+    seed: int = 0,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..data import examples
@@ -157,7 +188,11 @@ def simulate(out: Path, preset_name: str = "demo", seed: int = 0, workers: int |
     part = partial_dir(out)
     stamp = {"preset": preset_name, "seed": seed, "morphoscale_version": __version__}
     if part.exists():
-        old = json.loads((part / "ground_truth" / "config.json").read_text()) if (part / "ground_truth" / "config.json").exists() else {}
+        old = (
+            json.loads((part / "ground_truth" / "config.json").read_text())
+            if (part / "ground_truth" / "config.json").exists()
+            else {}
+        )
         if {k: old.get(k) for k in stamp} != stamp:
             shutil.rmtree(part)
     (part / "ground_truth").mkdir(parents=True, exist_ok=True)
@@ -166,7 +201,13 @@ def simulate(out: Path, preset_name: str = "demo", seed: int = 0, workers: int |
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     init = (preset.size, str(part), seed, Z, preset.nuisance)
     t0 = time.perf_counter()
-    cols = (TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} sites/s"), TimeRemainingColumn())
+    cols = (
+        TextColumn("simulate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} sites/s"),
+        TimeRemainingColumn(),
+    )
     with process_map(_render_site, jobs, workers, _init, init, chunksize=8) as results:
         with Progress(*cols, disable=not progress) as bar:
             task = bar.add_task("simulate", total=len(jobs), rate="-")
@@ -183,18 +224,31 @@ def _write_metadata(root: Path, jobs: list[dict], wells: pd.DataFrame) -> None:
     for j in jobs:
         w = wells.iloc[j["well_row"]]
         control = w.perturbation_type == "control"
-        rows.append({
-            "site_id": f"{j['experiment']}_{j['plate']}_{j['well']}_{j['site']}", "well_id": f"{j['experiment']}_{j['plate']}_{j['well']}",
-            "cell_type": "SIM-U2OS", "dataset": "simulated", "experiment": j["experiment"], "plate": j["plate"], "well": j["well"], "site": j["site"],
-            "well_type": "negative_control" if control else "treatment", "sirna": w.perturbation, "perturbation_type": w.perturbation_type,
-            "guide": w.guide, "concentration": "" if pd.isna(w.concentration) else w.concentration,
-        })
+        rows.append(
+            {
+                "site_id": f"{j['experiment']}_{j['plate']}_{j['well']}_{j['site']}",
+                "well_id": f"{j['experiment']}_{j['plate']}_{j['well']}",
+                "cell_type": "SIM-U2OS",
+                "dataset": "simulated",
+                "experiment": j["experiment"],
+                "plate": j["plate"],
+                "well": j["well"],
+                "site": j["site"],
+                "well_type": "negative_control" if control else "treatment",
+                "sirna": w.perturbation,
+                "perturbation_type": w.perturbation_type,
+                "guide": w.guide,
+                "concentration": "" if pd.isna(w.concentration) else w.concentration,
+            }
+        )
     tmp = root / ".metadata.csv.tmp"
     pd.DataFrame(rows).to_csv(tmp, index=False)
     os.replace(tmp, root / "metadata.csv")
 
 
-def _write_truth(root: Path, preset_name: str, preset: Preset, seed: int, bio, wells: pd.DataFrame, nuisance: dict) -> None:
+def _write_truth(
+    root: Path, preset_name: str, preset: Preset, seed: int, bio, wells: pd.DataFrame, nuisance: dict
+) -> None:
     gt = root / "ground_truth"
     wells.to_csv(gt / "wells.csv", index=False)
     ph = pd.DataFrame([bio.phenotype[g] for g in bio.genes], columns=PARAMETERS)
@@ -205,8 +259,15 @@ def _write_truth(root: Path, preset_name: str, preset: Preset, seed: int, bio, w
     bio.pair_groups.to_csv(gt / "pairs.csv", index=False)
     bio.compounds.to_csv(gt / "compound_targets.csv", index=False)
     config = {
-        "preset": preset_name, "seed": seed, "morphoscale_version": __version__, "image_size": preset.size, "channels": CHANNELS,
-        "parameters": PARAMETERS, "biology": asdict(preset.biology), "layout": asdict(preset.layout), "nuisance": asdict(preset.nuisance),
+        "preset": preset_name,
+        "seed": seed,
+        "morphoscale_version": __version__,
+        "image_size": preset.size,
+        "channels": CHANNELS,
+        "parameters": PARAMETERS,
+        "biology": asdict(preset.biology),
+        "layout": asdict(preset.layout),
+        "nuisance": asdict(preset.nuisance),
         "batch_gain": {b: v.tolist() for b, v in nuisance["gain"].items()},
         "batch_offset": {b: v.tolist() for b, v in nuisance["offset"].items()},
     }

@@ -71,14 +71,18 @@ class ResourceAccounting(L.Callback):
         peak = self.sampler.stop() if self.sampler else None
         params = sum(p.numel() for p in pl_module.model.parameters())
         record = {
-            "wall_seconds": round(wall, 3), "optimizer_steps": self.steps, "images_seen": self.images,
+            "wall_seconds": round(wall, 3),
+            "optimizer_steps": self.steps,
+            "images_seen": self.images,
             "images_per_second": round(self.images / wall, 3) if wall > 0 else None,
             "peak_rss_mb": round(peak, 1) if peak else None,  # sampled during this fit
             "process_peak_rss_mb": round(peak_rss_mb(), 1),  # the process's high-water mark, earlier work included
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-            "parameters": params, "flops_per_image": self.flops_per_image,
+            "parameters": params,
+            "flops_per_image": self.flops_per_image,
             "training_flops": self.flops_per_image * self.images if self.flops_per_image is not None else None,
-            "world_size": trainer.world_size, "note": "this process's steps (a resumed run counts its own part)",
+            "world_size": trainer.world_size,
+            "note": "this process's steps (a resumed run counts its own part)",
         }
         tmp = self.out / f".resources.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(record, indent=2))

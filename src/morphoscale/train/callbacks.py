@@ -38,8 +38,10 @@ class NonFiniteLossGuard(L.Callback):
         loss = trainer.callback_metrics.get("train/loss")
         bad = [n for n, p in pl_module.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
         if (loss is not None and not torch.isfinite(loss)) or bad:
-            raise NonFiniteLoss(f"non-finite loss or gradient at step {trainer.global_step} (first bad parameter: {bad[0] if bad else 'loss'}); "
-                                f"the last good checkpoint is in {Path(trainer.default_root_dir) / 'checkpoints'}; lower the lr or check the inputs")
+            raise NonFiniteLoss(
+                f"non-finite loss or gradient at step {trainer.global_step} (first bad parameter: {bad[0] if bad else 'loss'}); "
+                f"the last good checkpoint is in {Path(trainer.default_root_dir) / 'checkpoints'}; lower the lr or check the inputs"
+            )
 
 
 class ReconstructionPreviews(L.Callback):
@@ -64,7 +66,9 @@ class ReconstructionPreviews(L.Callback):
         rows = []
         for c in range(ref.shape[0]):
             lo, hi = np.percentile(ref[c], [1, 99])
-            rows.append(np.concatenate([np.clip((v[c] - lo) / max(hi - lo, 1e-6), 0, 1) for v in panels.values()], axis=1))
+            rows.append(
+                np.concatenate([np.clip((v[c] - lo) / max(hi - lo, 1e-6), 0, 1) for v in panels.values()], axis=1)
+            )
         grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
         self.folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(self.folder / f"step{step:07d}.png")

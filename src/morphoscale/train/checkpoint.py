@@ -45,7 +45,16 @@ def save_untrained(module, out: Path) -> Path:
 
     final = out / "model.ckpt"
     tmp = out / ".model.ckpt.tmp"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0, "epoch": 0,
-                "pytorch-lightning_version": L.__version__, "random_init": True}, tmp)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "global_step": 0,
+            "epoch": 0,
+            "pytorch-lightning_version": L.__version__,
+            "random_init": True,
+        },
+        tmp,
+    )
     os.replace(tmp, final)
     return final

@@ -37,7 +37,11 @@ class ResumableSampler(Sampler[int]):
             return iter(range(self.start, self.total))
         b = self.global_batch // self.world
         first = self.start - self.start % self.global_batch
-        return (k for step in range(first, self.total, self.global_batch) for k in range(step + self.rank * b, min(step + (self.rank + 1) * b, self.total)))
+        return (
+            k
+            for step in range(first, self.total, self.global_batch)
+            for k in range(step + self.rank * b, min(step + (self.rank + 1) * b, self.total))
+        )
 
     def __len__(self) -> int:
         if self.world == 1:
@@ -47,9 +51,24 @@ class ResumableSampler(Sampler[int]):
 
 
 class StoreDataModule(L.LightningDataModule):
-    def __init__(self, store: str, crop_size: int, batch_size: int, max_steps: int, channels: list[str] | None = None,
-                 augment: str = "none", num_workers: int = 0, seed: int = 0, multicrop=None, n_views: int = 1, group_by_batch: bool = False, holdout_width: float = 0.0, sites=None,
-                 device_transforms: bool = False, prefetch: int = 4):
+    def __init__(
+        self,
+        store: str,
+        crop_size: int,
+        batch_size: int,
+        max_steps: int,
+        channels: list[str] | None = None,
+        augment: str = "none",
+        num_workers: int = 0,
+        seed: int = 0,
+        multicrop=None,
+        n_views: int = 1,
+        group_by_batch: bool = False,
+        holdout_width: float = 0.0,
+        sites=None,
+        device_transforms: bool = False,
+        prefetch: int = 4,
+    ):
         super().__init__()
         self.store_path = store
         self.crop_size = crop_size
@@ -64,7 +83,9 @@ class StoreDataModule(L.LightningDataModule):
         self.group_by_batch = group_by_batch
         self.holdout_width = holdout_width
         self.sites = sites  # site rows to crop from (None: all); the rest is held out
-        self.device_transforms = device_transforms  # crops cut by the workers, standardized and augmented where the batch lands
+        self.device_transforms = (
+            device_transforms  # crops cut by the workers, standardized and augmented where the batch lands
+        )
         self.prefetch = prefetch
         self.sampler = ResumableSampler(max_steps * batch_size, batch_size)
         self.dataset: CropDataset | None = None
@@ -76,24 +97,44 @@ class StoreDataModule(L.LightningDataModule):
         if self.batch_size % world:
             from ..errors import ConfigError
 
-            raise ConfigError(f"key 'batch_size': the global batch of {self.batch_size} does not split over {world} processes")
+            raise ConfigError(
+                f"key 'batch_size': the global batch of {self.batch_size} does not split over {world} processes"
+            )
         if self.sampler.world != world:
             self.sampler = ResumableSampler(self.max_steps * self.batch_size, self.batch_size, rank, world)
         self.per_device_batch = self.batch_size // world
         if self.dataset is None:
             store = ImageStore(self.store_path)
-            self.dataset = CropDataset(store, self.crop_size, self.augment, channels=self.channels, seed=self.seed,
-                                       length=self.max_steps * self.batch_size, multicrop=self.multicrop, n_views=self.n_views,
-                                       order="by_batch" if self.group_by_batch else "shuffle", group_size=self.per_device_batch,
-                                       holdout_width=self.holdout_width, sites=self.sites, raw=self.device_transforms)
+            self.dataset = CropDataset(
+                store,
+                self.crop_size,
+                self.augment,
+                channels=self.channels,
+                seed=self.seed,
+                length=self.max_steps * self.batch_size,
+                multicrop=self.multicrop,
+                n_views=self.n_views,
+                order="by_batch" if self.group_by_batch else "shuffle",
+                group_size=self.per_device_batch,
+                holdout_width=self.holdout_width,
+                sites=self.sites,
+                raw=self.device_transforms,
+            )
 
     def train_dataloader(self) -> DataLoader:
         """Workers (each opens its own store handle: ImageStore pickles without one) stay up
         between epochs and keep `prefetch` batches ready; pinned memory on a GPU."""
         workers = self.num_workers > 0
-        return DataLoader(self.dataset, batch_size=self.per_device_batch, sampler=self.sampler, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers,
-                          prefetch_factor=self.prefetch if workers else None)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.per_device_batch,
+            sampler=self.sampler,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=True,
+            persistent_workers=workers,
+            prefetch_factor=self.prefetch if workers else None,
+        )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if "aug" in batch:

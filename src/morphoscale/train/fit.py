@@ -54,7 +54,8 @@ class TrainConfig(BaseModel):
     probe_truth: Path | None = None  # a simulated screen's ground_truth/ folder: adds the decoding R2 probe
     probe_label: str | None = None  # a site-table column: adds a kNN probe of it (across wells)
     random_init: bool = False  # write the untrained model (the floor every trained model must clear)
-    weights: Path | None = None  # start from these weights: a morphoscale checkpoint of the same model (fine-tuning, continued pre-training)
+    # start from these weights: a morphoscale checkpoint of the same model (fine-tuning, continued pre-training)
+    weights: Path | None = None
     checkpoint_every: int = Field(200, ge=1)
     preview_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
@@ -63,7 +64,8 @@ class TrainConfig(BaseModel):
     precision: Precision | None = None  # default: bf16-mixed on GPU, 32 on CPU (compute.py); weights stay fp32
     compile: bool = False  # torch.compile the training step (eager, with a warning line, where compiling fails)
     loader_prefetch: int = Field(4, ge=1)  # batches each DataLoader worker keeps ready
-    transforms_on: Literal["auto", "cpu", "device"] = "auto"  # standardize + augment on the CPU or on the device (auto: the device when it is a GPU)
+    # standardize + augment on the CPU or on the device (auto: the device when it is a GPU)
+    transforms_on: Literal["auto", "cpu", "device"] = "auto"
     deterministic: bool = True
     devices: int | str = "auto"  # per node; batch_size is the global batch, split over devices x nodes
     num_nodes: int = Field(1, ge=1)
@@ -82,132 +84,52 @@ def load_train_config(path: Path | None, overrides: dict | None = None) -> Train
     return parse_model(TrainConfig, data, str(path) if path else "command line")
 
 
-def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume_from: Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+def train(
+    cfg: TrainConfig,
+    store: Path,
+    out: Path,
+    resume: bool = False,
+    resume_from: Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train `cfg.model` on the store into `out` (model.ckpt, checkpoints/, logs, previews).
 
+    Under DDP the launcher (Lightning's, torchrun or SLURM) starts this function once per
+    process; only global rank 0 prepares the folder and writes files. The output folder is
+    made (an old one removed with --overwrite) once the config and the store have been
+    checked: a config error leaves nothing behind."""
     from ..data.store import ImageStore
-    from ..models.registry import PRESETS, preset_info
-    from .accounting import ResourceAccounting
-    from rich.console import Console
-
-    from .callbacks import LearningCheck, NonFiniteLossGuard, ReconstructionPreviews, ResumeDataStream, step_progress_bar
-    from .data import StoreDataModule
-    from ..data.datasets import column_codes
-    from ..data.split import training_sites
-    from ..determinism import record, thread_invariant
-    from ..data.transforms import MultiCrop
-    from .module import TrainingModule
+    from ..determinism import thread_invariant
 
     _quiet_lightning()
     out = Path(out)
-    ckpt_dir = out / "checkpoints"
-    ckpt_path = None
-    # Under DDP the launcher (Lightning's, torchrun or SLURM) starts this function once per
-    # process; only global rank 0 prepares the folder and writes files.
     zero = is_global_zero()
     on_gpu = wants_gpu(cfg.accelerator)
     precision = resolve_precision(cfg.precision, on_gpu, "key 'precision'")
     if isinstance(cfg.devices, int) and cfg.batch_size % (cfg.devices * cfg.num_nodes):
-        raise ConfigError(f"key 'batch_size': the global batch of {cfg.batch_size} does not split over {cfg.devices * cfg.num_nodes} processes")
-    if resume_from:
-        ckpt_path = str(resume_from)
-    elif resume:
-        if not (ckpt_dir / "last.ckpt").exists():
-            raise InputError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
-        ckpt_path = str(ckpt_dir / "last.ckpt")
-    elif zero and out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
-    # the output folder is made (an old one removed with --overwrite) once the config and
-    # the store have been checked: a config error leaves nothing behind
-
+        raise ConfigError(
+            f"key 'batch_size': the global batch of {cfg.batch_size} does not split over {cfg.devices * cfg.num_nodes} processes"
+        )
+    ckpt_path = _resume_from(out, resume, resume_from, overwrite, zero)
     st = ImageStore(store)
     refuse_overlap(out, Path(store), cfg.weights, cfg.probe_truth)
-    channels = cfg.channels or st.channels
-    st.channel_indices(channels)  # unknown names fail here, naming the store
-    if cfg.probe_label is not None and cfg.probe_label not in st.sites.columns:
-        raise ConfigError(f"key 'probe_label': '{cfg.probe_label}' is not a column of {store}'s site table")
-    if cfg.probe_truth is not None and not Path(cfg.probe_truth).is_dir():
-        raise ConfigError(f"key 'probe_truth': {cfg.probe_truth} is not a folder (give a simulated screen's ground_truth/)")
-    if cfg.model not in PRESETS:
-        raise ConfigError(f"key 'model': unknown preset '{cfg.model}'")
-    crop = cfg.crop_size or preset_info(cfg.model).input_size
-    h, w = st.image_size
-    if crop > min(h, w):
-        raise ConfigError(f"key 'crop_size': {crop} does not fit the store's {h}x{w} images")
-    if crop > round(w * (1 - cfg.holdout_width)):
-        raise ConfigError(f"key 'holdout_width': {cfg.holdout_width} leaves {round(w * (1 - cfg.holdout_width))} px of width, less than a {crop} px crop")
-
-    multicrop = None
-    if cfg.crop == "multi":
-        local = cfg.local_size or crop // 2
-        if not 0 < local <= crop:
-            raise ConfigError(f"key 'local_size': {local} must be between 1 and the crop size {crop}")
-        multicrop = MultiCrop(crop, cfg.n_global, local, cfg.n_local)
-    classes = column_codes(st, "perturbation")[1]  # the dataset's label codes index these names
-    sites = training_sites(st.sites, cfg.split)
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    n_global = cfg.n_global if multicrop else cfg.views
-    module = TrainingModule(cfg.model, channels, cfg.model_overrides, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas,
-                            cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, cfg.seed, classes, n_global)
-    model = module.model
-    if cfg.weights is not None:
-        from ..models.weights import initialize_from
-
-        initialize_from(model, Path(cfg.weights))
-    model.class_prior = class_prior(column_codes(st, "perturbation")[0], len(classes), sites)
-    if model.multi_view and not (multicrop or cfg.views >= 2):
-        raise ConfigError(f"key 'views': {cfg.model} learns from two views of a site; set views: 2 (crop: one) or crop: multi")
-    group = cfg.batch_size if getattr(model.cfg, "adabn", False) else 1
-    if group > 1 and st.sites["batch"].nunique() < 2:
-        raise ConfigError(f"key 'model.adabn': {store} has one experimental batch; per-batch statistics need several")
-    one_view = multicrop is None and cfg.views == 1
-    if cfg.transforms_on == "device" and not one_view:
-        raise ConfigError("key 'transforms_on': transforms on the device need one view per site (crop: one, views: 1)")
-    device_transforms = one_view and (cfg.transforms_on == "device" or (cfg.transforms_on == "auto" and on_gpu))
-    data = StoreDataModule(str(store), crop, cfg.batch_size, cfg.max_steps, channels, cfg.augment, cfg.num_workers, cfg.seed,
-                           multicrop=multicrop, n_views=1 if multicrop else cfg.views, group_by_batch=group > 1,
-                           holdout_width=cfg.holdout_width, sites=sites, device_transforms=device_transforms, prefetch=cfg.loader_prefetch)
+    channels, crop = _check_against_store(cfg, st, store)
+    multicrop = _multicrop(cfg, crop)
+    module, sites, classes = _training_module(cfg, st, store, channels, multicrop)
+    data = _datamodule(cfg, st, store, crop, channels, multicrop, sites, module.model, on_gpu)
     if cfg.compile:
-        module.compile_step(warn=lambda msg: Console(stderr=True, soft_wrap=True).print(msg, markup=False, highlight=False))
+        module.compile_step(warn=lambda msg: _stderr().print(msg, markup=False, highlight=False))
     if zero and ckpt_path is None and overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if zero:
-        trained = {"random_init": True, "model": cfg.model, "model_overrides": cfg.model_overrides, "seed": cfg.seed} if cfg.random_init else cfg.model_dump()
-        (out / "config.json").write_text(json.dumps({"train": trained, "store": str(store), "channels": channels, "crop_size": crop,
-                                                 "initial_weights_sha256": file_sha256(Path(cfg.weights)) if cfg.weights else None,
-                                                 "classes": len(classes), "training_sites": len(st) if sites is None else len(sites), "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
-                                                 "morphoscale_version": __version__,
-                                                 "determinism": record(deterministic=cfg.deterministic and not on_gpu)}, indent=2, default=str))
+        _write_config(cfg, out, store, st, channels, crop, classes, sites, multicrop, on_gpu)
     if cfg.random_init:
         from .checkpoint import save_untrained
 
         return save_untrained(module, out) if zero else out / "model.ckpt"
-    loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
-    callbacks = [
-        ResumeDataStream(),
-        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", every_n_train_steps=cfg.checkpoint_every, save_top_k=-1, save_last=True, auto_insert_metric_name=False),
-        ReconstructionPreviews(out / "previews", cfg.preview_every),
-        NonFiniteLossGuard(),
-        ResourceAccounting(out),
-        LearningCheck(out, console=Console(stderr=True, soft_wrap=True)),
-    ]
-    if progress:
-        callbacks.append(step_progress_bar())
-    if cfg.probe_every:
-        from .probes import ProbeSet, Probes
-
-        callbacks.append(Probes(ProbeSet(st, crop, channels, cfg.probe_sites, cfg.seed, cfg.probe_truth, cfg.probe_label), cfg.probe_every))
-    trainer = L.Trainer(
-        max_steps=cfg.max_steps, max_time={"seconds": cfg.max_time_seconds} if cfg.max_time_seconds else None, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy, precision=precision,
-        gradient_clip_val=cfg.grad_clip, log_every_n_steps=cfg.log_every, logger=loggers, callbacks=callbacks,
-        enable_progress_bar=progress, enable_model_summary=False, deterministic=cfg.deterministic and not on_gpu,
-        default_root_dir=out, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
-    )
+    trainer = _trainer(cfg, out, st, crop, channels, precision, on_gpu, progress)
     with thread_invariant(module, on_gpu):
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     final = out / "model.ckpt"
@@ -216,6 +138,233 @@ def train(cfg: TrainConfig, store: Path, out: Path, resume: bool = False, resume
     if trainer.is_global_zero:
         os.replace(tmp, final)
     return final
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def _resume_from(out: Path, resume: bool, resume_from: Path | None, overwrite: bool, zero: bool) -> str | None:
+    """The checkpoint a resumed run starts from; None for a fresh run (an existing output
+    is refused unless overwriting)."""
+    last = out / "checkpoints" / "last.ckpt"
+    if resume_from:
+        return str(resume_from)
+    if resume:
+        if not last.exists():
+            raise InputError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
+        return str(last)
+    if zero and out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
+    return None
+
+
+def _check_against_store(cfg: TrainConfig, st, store: Path) -> tuple[list[str], int]:
+    """(channels, crop size): every key that names something of the store checked against it."""
+    from ..models.registry import PRESETS, preset_info
+
+    channels = cfg.channels or st.channels
+    st.channel_indices(channels)  # unknown names fail here, naming the store
+    if cfg.probe_label is not None and cfg.probe_label not in st.sites.columns:
+        raise ConfigError(f"key 'probe_label': '{cfg.probe_label}' is not a column of {store}'s site table")
+    if cfg.probe_truth is not None and not Path(cfg.probe_truth).is_dir():
+        raise ConfigError(
+            f"key 'probe_truth': {cfg.probe_truth} is not a folder (give a simulated screen's ground_truth/)"
+        )
+    if cfg.model not in PRESETS:
+        raise ConfigError(f"key 'model': unknown preset '{cfg.model}'")
+    crop = cfg.crop_size or preset_info(cfg.model).input_size
+    h, w = st.image_size
+    if crop > min(h, w):
+        raise ConfigError(f"key 'crop_size': {crop} does not fit the store's {h}x{w} images")
+    if crop > round(w * (1 - cfg.holdout_width)):
+        raise ConfigError(
+            f"key 'holdout_width': {cfg.holdout_width} leaves {round(w * (1 - cfg.holdout_width))} px of width, less than a {crop} px crop"
+        )
+    return channels, crop
+
+
+def _multicrop(cfg: TrainConfig, crop: int):
+    if cfg.crop != "multi":
+        return None
+    from ..data.transforms import MultiCrop
+
+    local = cfg.local_size or crop // 2
+    if not 0 < local <= crop:
+        raise ConfigError(f"key 'local_size': {local} must be between 1 and the crop size {crop}")
+    return MultiCrop(crop, cfg.n_global, local, cfg.n_local)
+
+
+def _training_module(cfg: TrainConfig, st, store: Path, channels: list[str], multicrop):
+    """(the LightningModule, the training sites, the perturbation names its labels index);
+    the model is initialized right after the seed, as every earlier run was."""
+    import lightning as L
+
+    from ..data.datasets import column_codes
+    from ..data.split import training_sites
+    from .module import TrainingModule
+
+    codes, classes = column_codes(st, "perturbation")  # the dataset's label codes index these names
+    sites = training_sites(st.sites, cfg.split)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    n_global = cfg.n_global if multicrop else cfg.views
+    module = TrainingModule(
+        cfg.model,
+        channels,
+        cfg.model_overrides,
+        cfg.optimizer,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.betas,
+        cfg.warmup_steps,
+        cfg.max_steps,
+        cfg.min_lr_ratio,
+        cfg.seed,
+        classes,
+        n_global,
+    )
+    model = module.model
+    if cfg.weights is not None:
+        from ..models.weights import initialize_from
+
+        initialize_from(model, Path(cfg.weights))
+    model.class_prior = class_prior(codes, len(classes), sites)
+    if model.multi_view and not (multicrop or cfg.views >= 2):
+        raise ConfigError(
+            f"key 'views': {cfg.model} learns from two views of a site; set views: 2 (crop: one) or crop: multi"
+        )
+    if getattr(model.cfg, "adabn", False) and cfg.batch_size > 1 and st.sites["batch"].nunique() < 2:
+        raise ConfigError(f"key 'model.adabn': {store} has one experimental batch; per-batch statistics need several")
+    return module, sites, classes
+
+
+def _datamodule(
+    cfg: TrainConfig, st, store: Path, crop: int, channels: list[str], multicrop, sites, model, on_gpu: bool
+):
+    from .data import StoreDataModule
+
+    one_view = multicrop is None and cfg.views == 1
+    if cfg.transforms_on == "device" and not one_view:
+        raise ConfigError("key 'transforms_on': transforms on the device need one view per site (crop: one, views: 1)")
+    device_transforms = one_view and (cfg.transforms_on == "device" or (cfg.transforms_on == "auto" and on_gpu))
+    by_batch = bool(getattr(model.cfg, "adabn", False))  # AdaBN: each step's crops from one experimental batch
+    return StoreDataModule(
+        str(store),
+        crop,
+        cfg.batch_size,
+        cfg.max_steps,
+        channels,
+        cfg.augment,
+        cfg.num_workers,
+        cfg.seed,
+        multicrop=multicrop,
+        n_views=1 if multicrop else cfg.views,
+        group_by_batch=by_batch and cfg.batch_size > 1,
+        holdout_width=cfg.holdout_width,
+        sites=sites,
+        device_transforms=device_transforms,
+        prefetch=cfg.loader_prefetch,
+    )
+
+
+def _write_config(
+    cfg: TrainConfig, out: Path, store: Path, st, channels, crop, classes, sites, multicrop, on_gpu: bool
+) -> None:
+    """config.json: what was trained, on what, and how (read back by embed and the report)."""
+    from ..determinism import record
+
+    trained = (
+        {"random_init": True, "model": cfg.model, "model_overrides": cfg.model_overrides, "seed": cfg.seed}
+        if cfg.random_init
+        else cfg.model_dump()
+    )
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "train": trained,
+                "store": str(store),
+                "channels": channels,
+                "crop_size": crop,
+                "initial_weights_sha256": file_sha256(Path(cfg.weights)) if cfg.weights else None,
+                "classes": len(classes),
+                "training_sites": len(st) if sites is None else len(sites),
+                "images_per_step": cfg.batch_size * (len(multicrop.sizes()) if multicrop else cfg.views),
+                "morphoscale_version": __version__,
+                "determinism": record(deterministic=cfg.deterministic and not on_gpu),
+            },
+            indent=2,
+            default=str,
+        )
+    )
+
+
+def _trainer(
+    cfg: TrainConfig, out: Path, st, crop: int, channels: list[str], precision: str, on_gpu: bool, progress: bool
+):
+    """Lightning's Trainer with our loggers and callbacks (checkpoints, previews, the NaN guard,
+    resources, the learning check, probes)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from .accounting import ResourceAccounting
+    from .callbacks import (
+        LearningCheck,
+        NonFiniteLossGuard,
+        ReconstructionPreviews,
+        ResumeDataStream,
+        step_progress_bar,
+    )
+
+    loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
+    callbacks = [
+        ResumeDataStream(),
+        ModelCheckpoint(
+            dirpath=out / "checkpoints",
+            filename="step{step:07d}",
+            every_n_train_steps=cfg.checkpoint_every,
+            save_top_k=-1,
+            save_last=True,
+            auto_insert_metric_name=False,
+        ),
+        ReconstructionPreviews(out / "previews", cfg.preview_every),
+        NonFiniteLossGuard(),
+        ResourceAccounting(out),
+        LearningCheck(out, console=_stderr()),
+    ]
+    if progress:
+        callbacks.append(step_progress_bar())
+    if cfg.probe_every:
+        from .probes import Probes, ProbeSet
+
+        callbacks.append(
+            Probes(
+                ProbeSet(st, crop, channels, cfg.probe_sites, cfg.seed, cfg.probe_truth, cfg.probe_label),
+                cfg.probe_every,
+            )
+        )
+    return L.Trainer(
+        max_steps=cfg.max_steps,
+        max_time={"seconds": cfg.max_time_seconds} if cfg.max_time_seconds else None,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=precision,
+        gradient_clip_val=cfg.grad_clip,
+        log_every_n_steps=cfg.log_every,
+        logger=loggers,
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        deterministic=cfg.deterministic and not on_gpu,
+        default_root_dir=out,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+    )
 
 
 def class_prior(codes: np.ndarray, n_classes: int, sites: np.ndarray | None):

@@ -25,12 +25,16 @@ import math
 import numpy as np
 
 TOLERANCE = 0.02
-LEVELS_NOTE = ("Floors measured on the same crops and masks as the loss: the trivial prediction (zero in self-standardized units; "
-               "the class prior for a classifier) and, for masked models, a Gaussian interpolation of the visible pixels. "
-               "Verdict from the mean loss of the last 10% of steps against them, with a 2% tolerance.")
+LEVELS_NOTE = (
+    "Floors measured on the same crops and masks as the loss: the trivial prediction (zero in self-standardized units; "
+    "the class prior for a classifier) and, for masked models, a Gaussian interpolation of the visible pixels. "
+    "Verdict from the mean loss of the last 10% of steps against them, with a 2% tolerance."
+)
 
 
-def verdict(first: float, final: float, trivial: float | None, interpolation: float | None = None, tol: float = TOLERANCE) -> str:
+def verdict(
+    first: float, final: float, trivial: float | None, interpolation: float | None = None, tol: float = TOLERANCE
+) -> str:
     """Which floors the final loss cleared (the module docstring lists the answers)."""
     floors = [v for v in (trivial, interpolation) if v is not None and math.isfinite(v)]
     if floors and final < min(floors) * (1 - tol):
@@ -49,8 +53,16 @@ def summarize(losses: list[float], trivial: list[float], interpolation: list[flo
     first, final = float(loss[: min(5, len(loss))].mean()), float(loss[-k:].mean())
     triv = float(np.mean(trivial)) if len(trivial) else None
     interp = float(np.mean(interpolation)) if len(interpolation) else None
-    return {"verdict": verdict(first, final, triv, interp, tol), "first_loss": first, "final_loss": final, "trivial_loss": triv,
-            "interpolation_loss": interp, "steps": int(len(loss)), "final_over_last_steps": k, "tolerance": tol}
+    return {
+        "verdict": verdict(first, final, triv, interp, tol),
+        "first_loss": first,
+        "final_loss": final,
+        "trivial_loss": triv,
+        "interpolation_loss": interp,
+        "steps": int(len(loss)),
+        "final_over_last_steps": k,
+        "tolerance": tol,
+    }
 
 
 def sentence(s: dict) -> str:

@@ -26,10 +26,22 @@ class TrainingModule(L.LightningModule):
     """Trains any model of the registry through its `training_loss` (models/paradigm.py):
     masked autoencoders, weakly supervised classifiers, autoencoders, BYOL."""
 
-    def __init__(self, preset: str, channels: list[str], model_overrides: dict | None = None, optimizer: str = "adamw",
-                 lr: float = 1.5e-4, weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.95),
-                 warmup_steps: int = 100, max_steps: int = 1000, min_lr_ratio: float = 0.0, seed: int = 0,
-                 classes: list[str] | None = None, n_global: int = 1):
+    def __init__(
+        self,
+        preset: str,
+        channels: list[str],
+        model_overrides: dict | None = None,
+        optimizer: str = "adamw",
+        lr: float = 1.5e-4,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        max_steps: int = 1000,
+        min_lr_ratio: float = 0.0,
+        seed: int = 0,
+        classes: list[str] | None = None,
+        n_global: int = 1,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(preset, channels, n_classes=len(classes or []), **(model_overrides or {}))
@@ -49,22 +61,28 @@ class TrainingModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """On a GPU, CNNs run channels-last (NHWC: what cuDNN's fastest convolutions take)."""
-        self._channels_last = self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in self.model.modules())
+        self._channels_last = self.device.type == "cuda" and any(
+            isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in self.model.modules()
+        )
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
-
 
     def model_batch(self, batch: dict) -> dict:
         """Multi-crop views as the model takes them: smaller (local) views resized to the
         model's input size; single-view models see every view as one more image."""
         if "views" not in batch:
             if self.model.multi_view:
-                raise ValueError(f"{self.hparams.preset} needs several views per site (crop: one with views: 2, or crop: multi)")
+                raise ValueError(
+                    f"{self.hparams.preset} needs several views per site (crop: one with views: 2, or crop: multi)"
+                )
             if getattr(self, "_channels_last", False):
                 return {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
             return batch
         size = max(v.shape[-1] for v in batch["views"])
-        views = [v if v.shape[-1] == size else F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in batch["views"]]
+        views = [
+            v if v.shape[-1] == size else F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False)
+            for v in batch["views"]
+        ]
         if self.model.multi_view:
             return {**batch, "views": views, "n_global": self.hparams.n_global}
         k = len(views)
@@ -88,7 +106,9 @@ class TrainingModule(L.LightningModule):
         losses, preview = self(batch, generator=g)
         n = self.images_per_step(batch)
         sync = world > 1  # logged values: means over the global batch (equal shards)
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, batch_size=n, sync_dist=sync)
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=False, batch_size=n, sync_dist=sync
+        )
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=n, sync_dist=sync)
         now = time.perf_counter()
         if self._t_last is not None:
@@ -117,7 +137,9 @@ class TrainingModule(L.LightningModule):
             opt = Lion(groups, lr=hp.lr, betas=tuple(hp.betas))
         else:
             raise ValueError(f"unknown optimizer {hp.optimizer}")
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, hp.warmup_steps, hp.max_steps, hp.min_lr_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, hp.warmup_steps, hp.max_steps, hp.min_lr_ratio)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # what an embedding records of the model it came from
@@ -134,4 +156,3 @@ class TrainingModule(L.LightningModule):
         if getattr(self, "random_init", False):
             return {"random_init": True, **{k: hp[k] for k in self._UNTRAINED_KEYS if k in hp}}
         return {**hp, "trained_steps": getattr(self, "trained_steps", None)}
-

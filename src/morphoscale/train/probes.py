@@ -83,7 +83,16 @@ def standardize(X: np.ndarray) -> np.ndarray:
 class ProbeSet:
     """The fixed subset: its tiles (read once), labels, wells and, when given, the truth."""
 
-    def __init__(self, store, crop: int, channels: list[str], n_sites: int, seed: int, truth: Path | None = None, label: str | None = None):
+    def __init__(
+        self,
+        store,
+        crop: int,
+        channels: list[str],
+        n_sites: int,
+        seed: int,
+        truth: Path | None = None,
+        label: str | None = None,
+    ):
         from ..data.datasets import TileDataset
 
         sites = store.sites
@@ -96,7 +105,9 @@ class ProbeSet:
         self.perturbation = s["perturbation"].astype(str).to_numpy()
         self.well = (s["plate"].astype(str) + "/" + s["well"].astype(str)).to_numpy()
         if label is not None and label not in sites.columns:
-            raise InputError(f"key 'probe_label': '{label}' is not a column of the store's site table ({', '.join(map(str, sites.columns[:12]))}, ...)")
+            raise InputError(
+                f"key 'probe_label': '{label}' is not a column of the store's site table ({', '.join(map(str, sites.columns[:12]))}, ...)"
+            )
         self.label_name = label
         self.label = s[label].astype(str).to_numpy() if label else None
         self.truth = self._truth(s, truth) if truth else None
@@ -115,7 +126,10 @@ class ProbeSet:
     @torch.no_grad()
     def embed(self, model, batch_size: int = 128) -> np.ndarray:
         device = next(model.parameters()).device
-        out = [model.embed(self.images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(self.images), batch_size)]
+        out = [
+            model.embed(self.images[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(self.images), batch_size)
+        ]
         E = torch.cat(out).numpy()
         return E.reshape(len(self.rows), self.tiles_per_site, -1).mean(1)
 
@@ -131,12 +145,22 @@ class ProbeSet:
         if self.label is not None and len(np.unique(self.label)) > 1:
             out[f"knn_{self.label_name}"], out[f"knn_{self.label_name}_chance"] = knn_accuracy(X, self.label, self.well)
         if self.is_control.any() and t.any():
-            out["logistic_control"] = grouped_cv(LogisticRegression(max_iter=500, C=0.1, class_weight="balanced"), X, self.is_control.astype(int),
-                                                 self.well, balanced_accuracy_score)
+            out["logistic_control"] = grouped_cv(
+                LogisticRegression(max_iter=500, C=0.1, class_weight="balanced"),
+                X,
+                self.is_control.astype(int),
+                self.well,
+                balanced_accuracy_score,
+            )
         if self.truth is not None:
             Y = standardize(self.truth)
-            out["decoding_r2"] = grouped_cv(RidgeCV(alphas=np.logspace(-1, 4, 11)), X, Y, self.well,
-                                            lambda y, p: np.mean([r2_score(y[:, j], p[:, j]) for j in range(y.shape[1])]))
+            out["decoding_r2"] = grouped_cv(
+                RidgeCV(alphas=np.logspace(-1, 4, 11)),
+                X,
+                Y,
+                self.well,
+                lambda y, p: np.mean([r2_score(y[:, j], p[:, j]) for j in range(y.shape[1])]),
+            )
         return out
 
 

@@ -9,4 +9,15 @@ from .rxrx import RXRX_CHANNELS, read_rxrx
 
 READERS = {"rxrx": read_rxrx, "jump": read_jump, "csv": read_csv_source}
 
-__all__ = ["READERS", "RXRX_CHANNELS", "SourceTable", "check_illumination", "check_images", "locate", "read_illumination", "read_csv_source", "read_jump", "read_rxrx"]
+__all__ = [
+    "READERS",
+    "RXRX_CHANNELS",
+    "SourceTable",
+    "check_illumination",
+    "check_images",
+    "locate",
+    "read_illumination",
+    "read_csv_source",
+    "read_jump",
+    "read_rxrx",
+]

@@ -35,7 +35,10 @@ class SourceTable:
         return [self.sites.at[i, PATH_PREFIX + ch] for ch in self.channels]
 
     def illum_paths(self, i: int) -> list[str | None]:
-        return [self.sites.at[i, ILLUM_PREFIX + ch] if ILLUM_PREFIX + ch in self.sites.columns else None for ch in self.channels]
+        return [
+            self.sites.at[i, ILLUM_PREFIX + ch] if ILLUM_PREFIX + ch in self.sites.columns else None
+            for ch in self.channels
+        ]
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -87,10 +90,12 @@ def locate(value: str, folder: Path, path_map: dict[str, str] | None = None) -> 
     value = str(value).strip()
     for prefix in sorted(path_map or {}, key=len, reverse=True):
         if value.startswith(prefix):
-            value = str(Path(path_map[prefix]) / value[len(prefix):].lstrip("/"))
+            value = str(Path(path_map[prefix]) / value[len(prefix) :].lstrip("/"))
             break
     if value.startswith(REMOTE_PREFIXES):
-        raise InputError(f"{value}: a remote path; copy the images here and map the prefix with --path-map PREFIX=LOCAL_DIR (config key path_map)")
+        raise InputError(
+            f"{value}: a remote path; copy the images here and map the prefix with --path-map PREFIX=LOCAL_DIR (config key path_map)"
+        )
     p = Path(value)
     return p if p.is_absolute() else folder / p
 
@@ -98,7 +103,9 @@ def locate(value: str, folder: Path, path_map: dict[str, str] | None = None) -> 
 SLOW_HEADER_SECONDS = 0.001  # per file: a network filesystem, whose latency threads hide
 
 
-def check_images(table: SourceTable, problems: Problems, file: str, workers: int = 8) -> tuple[tuple[int, int], np.dtype] | None:
+def check_images(
+    table: SourceTable, problems: Problems, file: str, workers: int = 8
+) -> tuple[tuple[int, int], np.dtype] | None:
     """Read every image header; add a problem for each missing/unreadable file or shape mismatch.
 
     Returns the common (height, width) and dtype when all agree.
@@ -147,7 +154,10 @@ def check_images(table: SourceTable, problems: Problems, file: str, workers: int
         common = max(shapes, key=shapes.get)
         for (i, ch, p), hdr, err in results:
             if hdr is not None and hdr != common and len(per_site.get(i, ())) == 1:
-                problems.add(file, f"{p}: image is {hdr[0][0]}x{hdr[0][1]} {hdr[1]}, the rest of the screen is {common[0][0]}x{common[0][1]} {common[1]}")
+                problems.add(
+                    file,
+                    f"{p}: image is {hdr[0][0]}x{hdr[0][1]} {hdr[1]}, the rest of the screen is {common[0][0]}x{common[0][1]} {common[1]}",
+                )
         return None
     return next(iter(shapes)) if shapes else None
 
@@ -178,4 +188,8 @@ def check_illumination(table: SourceTable, problems: Problems) -> None:
             problems.add(table.source, str(e))
             continue
         if f.shape != tuple(table.image_shape):
-            problems.add(table.source, f"{path}: the illumination function is {f.shape[0]}x{f.shape[1]}, the images are {table.image_shape[0]}x{table.image_shape[1]}")
+            problems.add(
+                table.source,
+                f"{path}: the illumination function is {f.shape[0]}x{f.shape[1]}, the images are "
+                f"{table.image_shape[0]}x{table.image_shape[1]}",
+            )

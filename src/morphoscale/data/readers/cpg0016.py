@@ -14,7 +14,14 @@ from ...errors import InputError, MorphoscaleWarning, Problems
 from ..sitetable import SiteColumns, normalize_well
 from .base import first_file, read_table
 
-TABLES = {"well": "well", "plate": "plate", "compound": "compound", "crispr": "crispr", "orf": "orf", "control": "perturbation_control"}
+TABLES = {
+    "well": "well",
+    "plate": "plate",
+    "compound": "compound",
+    "crispr": "crispr",
+    "orf": "orf",
+    "control": "perturbation_control",
+}
 MODALITIES = ("compound", "crispr", "orf")
 PERTURBATION_NAMES = ("symbol", "jcp2022")
 
@@ -30,14 +37,24 @@ CPG0016_COLUMNS = SiteColumns(
     control_column="Metadata_pert_type",
     control_values=["negcon"],
     positive_control_values=["poscon"],
-    optional=["Metadata_Source", "Metadata_JCP2022", "Metadata_modality", "Metadata_pert_type", "Metadata_Symbol", "Metadata_InChIKey", "Metadata_PlateType"],
+    optional=[
+        "Metadata_Source",
+        "Metadata_JCP2022",
+        "Metadata_modality",
+        "Metadata_pert_type",
+        "Metadata_Symbol",
+        "Metadata_InChIKey",
+        "Metadata_PlateType",
+    ],
 )
 
 
 def table_file(folder: Path, stem: str, required: bool) -> Path | None:
     found = first_file(folder, [stem + suffix for suffix in (".csv.gz", ".csv", ".parquet")])
     if found is None and required:
-        raise InputError(f"{folder}: no {stem}.csv.gz (or .csv, .parquet): not a cpg0016 metadata folder (jump-cellpainting/datasets metadata/)")
+        raise InputError(
+            f"{folder}: no {stem}.csv.gz (or .csv, .parquet): not a cpg0016 metadata folder (jump-cellpainting/datasets metadata/)"
+        )
     return found
 
 
@@ -52,7 +69,9 @@ def _table(folder: Path, stem: str, needed: list[str], required: bool = False) -
     return df, str(path)
 
 
-def join_cpg0016(raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: str, problems: Problems, perturbation: str = "symbol") -> tuple[pd.DataFrame, dict]:
+def join_cpg0016(
+    raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: str, problems: Problems, perturbation: str = "symbol"
+) -> tuple[pd.DataFrame, dict]:
     """The load_data rows (empty wells left out, with a warning) with the Metadata_ columns of
     `CPG0016_COLUMNS`; and, per joined column, the file it came from (for messages).
 
@@ -62,31 +81,94 @@ def join_cpg0016(raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: st
         raise InputError(f"jump_perturbation: '{perturbation}' is not one of {', '.join(PERTURBATION_NAMES)}")
     if not folder.is_dir():
         raise InputError(f"{folder}: the cpg0016 metadata folder is not a folder")
-    wells, well_file = _table(folder, TABLES["well"], ["Metadata_Plate", "Metadata_Well", "Metadata_JCP2022"], required=True)
-    plates, plate_file = _table(folder, TABLES["plate"], ["Metadata_Plate", "Metadata_Batch"])
-    control, control_file = _table(folder, TABLES["control"], ["Metadata_JCP2022", "Metadata_pert_type"])
+    out, well_file = _join_wells(raw, folder, columns, file, problems)
+    plate_file, plate_lines = _join_plates(raw, folder, out)
+    ids = out["Metadata_JCP2022"].fillna("")
+    _join_modalities(folder, out, ids)
+    names, empty = _join_controls(folder, out, ids)
+    unknown = (out["Metadata_modality"] == "") & out["Metadata_JCP2022"].notna() & ~empty
+    for idx in out.index[unknown]:
+        problems.add(
+            well_file,
+            f"{ids[idx]} (plate {out.at[idx, '_plate']} well {out.at[idx, '_well']}) is in none of the compound, "
+            f"crispr, orf tables of {folder}",
+            int(out.at[idx, "_line"]),
+            "Metadata_JCP2022",
+        )
+    _name_perturbations(out, ids, names, empty, perturbation, well_file, problems)
+    out = out[~empty].drop(columns=["_plate", "_well"])
+    lines = pd.to_numeric(out.pop("_line"), errors="coerce")
+    joined = {
+        c: (well_file, lines)
+        for c in (
+            "Metadata_JCP2022",
+            "Metadata_Perturbation",
+            "Metadata_Perturbation_Type",
+            "Metadata_pert_type",
+            "Metadata_modality",
+        )
+    }
+    if plate_file and "Metadata_Batch" not in raw.columns:
+        joined["Metadata_Batch"] = (
+            plate_file,
+            plate_lines,
+        )  # the plate table's line (a plate it lacks: the load_data line)
+    return out, joined
+
+
+def _join_wells(
+    raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: str, problems: Problems
+) -> tuple[pd.DataFrame, str]:
+    """The rows with their well's JCP2022 id (and source) from well.csv.gz, and its line there;
+    a well the table lacks is a problem naming it."""
+    wells, well_file = _table(
+        folder, TABLES["well"], ["Metadata_Plate", "Metadata_Well", "Metadata_JCP2022"], required=True
+    )
     out = raw.copy()
     out["_plate"] = out[columns.plate].astype(str).str.strip()
     out["_well"] = out[columns.well].map(normalize_well)
-
-    wells = wells.assign(_plate=wells["Metadata_Plate"].str.strip(), _well=wells["Metadata_Well"].map(normalize_well), _line=wells.index + 2)
+    wells = wells.assign(
+        _plate=wells["Metadata_Plate"].str.strip(),
+        _well=wells["Metadata_Well"].map(normalize_well),
+        _line=wells.index + 2,
+    )
     wells = wells[wells["_plate"].isin(set(out["_plate"]))].drop_duplicates(["_plate", "_well"])
-    keep = ["_plate", "_well", "_line", "Metadata_JCP2022"] + (["Metadata_Source"] if "Metadata_Source" in wells.columns and "Metadata_Source" not in out.columns else [])
+    keep = ["_plate", "_well", "_line", "Metadata_JCP2022"] + (
+        ["Metadata_Source"] if "Metadata_Source" in wells.columns and "Metadata_Source" not in out.columns else []
+    )
     out = out.merge(wells[keep], on=["_plate", "_well"], how="left").set_axis(raw.index)
     for idx in out.index[out["Metadata_JCP2022"].isna()]:
-        problems.add(file, f"plate {out.at[idx, '_plate']} well {raw.at[idx, columns.well]} is not in {well_file}", idx + 2, columns.well)
+        problems.add(
+            file,
+            f"plate {out.at[idx, '_plate']} well {raw.at[idx, columns.well]} is not in {well_file}",
+            idx + 2,
+            columns.well,
+        )
+    return out, well_file
 
+
+def _join_plates(raw: pd.DataFrame, folder: Path, out: pd.DataFrame) -> tuple[str | None, pd.Series]:
+    """Batch (and plate type) from plate.csv.gz; without it each plate is its own batch.
+    Returns the plate table's name and each row's line in it."""
+    plates, plate_file = _table(folder, TABLES["plate"], ["Metadata_Plate", "Metadata_Batch"])
     plate_lines = pd.Series(float("nan"), index=out.index)
     if plates is not None:
-        info = plates.assign(_plate=plates["Metadata_Plate"].str.strip(), _line=plates.index + 2).drop_duplicates("_plate").set_index("_plate")
+        info = (
+            plates.assign(_plate=plates["Metadata_Plate"].str.strip(), _line=plates.index + 2)
+            .drop_duplicates("_plate")
+            .set_index("_plate")
+        )
         plate_lines = out["_plate"].map(info["_line"]).astype(float)
         for col in ("Metadata_Batch", "Metadata_PlateType"):
             if col in info.columns and col not in raw.columns:
                 out[col] = out["_plate"].map(info[col])
     if "Metadata_Batch" not in out.columns:
         out["Metadata_Batch"] = out["_plate"]  # no plate table: each plate its own batch
+    return plate_file, plate_lines
 
-    ids = out["Metadata_JCP2022"].fillna("")
+
+def _join_modalities(folder: Path, out: pd.DataFrame, ids: pd.Series) -> None:
+    """Metadata_modality (the first table holding the id), Metadata_Symbol and _InChIKey."""
     out["Metadata_modality"] = ""
     for modality in MODALITIES:
         table, _ = _table(folder, modality, ["Metadata_JCP2022"])
@@ -97,11 +179,15 @@ def join_cpg0016(raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: st
         out.loc[hit, "Metadata_modality"] = modality
         for col in ("Metadata_Symbol", "Metadata_InChIKey"):
             if col in table.columns:
-                vals = ids[hit].map(table[col])
-                out.loc[hit, col] = vals
+                out.loc[hit, col] = ids[hit].map(table[col])
     for col in ("Metadata_Symbol", "Metadata_InChIKey"):
         out[col] = out[col].fillna("") if col in out.columns else ""
 
+
+def _join_controls(folder: Path, out: pd.DataFrame, ids: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Metadata_pert_type from perturbation_control (trt for the rest); returns each control's
+    name (DMSO, non-targeting, ...) and which rows are empty wells (warned about)."""
+    control, control_file = _table(folder, TABLES["control"], ["Metadata_JCP2022", "Metadata_pert_type"])
     names = pd.Series("", index=out.index)
     out["Metadata_pert_type"] = "trt"
     if control is not None:
@@ -110,14 +196,27 @@ def join_cpg0016(raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: st
         out.loc[is_listed, "Metadata_pert_type"] = ids[is_listed].map(ctl["Metadata_pert_type"]).str.strip().str.lower()
         if "Metadata_Name" in ctl.columns:
             names[is_listed] = ids[is_listed].map(ctl["Metadata_Name"])
-
     empty = out["Metadata_pert_type"] == "empty"
     if empty.any():
-        warnings.warn(f"{int(empty.sum())} of {len(out)} sites are empty wells ({control_file}: Metadata_pert_type empty); left out of the store", MorphoscaleWarning, stacklevel=2)
-    unknown = (out["Metadata_modality"] == "") & out["Metadata_JCP2022"].notna() & ~empty
-    for idx in out.index[unknown]:
-        problems.add(well_file, f"{ids[idx]} (plate {out.at[idx, '_plate']} well {out.at[idx, '_well']}) is in none of the compound, crispr, orf tables of {folder}", int(out.at[idx, "_line"]), "Metadata_JCP2022")
+        warnings.warn(
+            f"{int(empty.sum())} of {len(out)} sites are empty wells ({control_file}: Metadata_pert_type empty); left out of the store",
+            MorphoscaleWarning,
+            stacklevel=3,
+        )
+    return names, empty
 
+
+def _name_perturbations(
+    out: pd.DataFrame,
+    ids: pd.Series,
+    names: pd.Series,
+    empty: pd.Series,
+    perturbation: str,
+    well_file: str,
+    problems: Problems,
+) -> None:
+    """Metadata_Perturbation (gene symbol, JCP2022 id or control name) and its type; a gene
+    that is both CRISPR and ORF is a problem when wells are named by gene."""
     sym = out["Metadata_Symbol"].astype(str)
     gene = out["Metadata_modality"].isin(["crispr", "orf"])
     name = ids.where(~(gene & (sym != "")) | (perturbation == "jcp2022"), sym)
@@ -126,10 +225,8 @@ def join_cpg0016(raw: pd.DataFrame, folder: Path, columns: SiteColumns, file: st
     if perturbation == "symbol":
         both = out[gene & ~empty].groupby("Metadata_Perturbation")["Metadata_modality"].nunique()
         for g in both.index[both > 1][:5]:
-            problems.add(well_file, f"gene {g} is both a CRISPR and an ORF perturbation here: their profiles would be averaged; ingest the modalities separately or set jump_perturbation: jcp2022")
-    out = out[~empty].drop(columns=["_plate", "_well"])
-    lines = pd.to_numeric(out.pop("_line"), errors="coerce")
-    joined = {c: (well_file, lines) for c in ("Metadata_JCP2022", "Metadata_Perturbation", "Metadata_Perturbation_Type", "Metadata_pert_type", "Metadata_modality")}
-    if plate_file and "Metadata_Batch" not in raw.columns:
-        joined["Metadata_Batch"] = (plate_file, plate_lines)  # the plate table's line (a plate it lacks: the load_data line)
-    return out, joined
+            problems.add(
+                well_file,
+                f"gene {g} is both a CRISPR and an ORF perturbation here: their profiles would be averaged; ingest "
+                "the modalities separately or set jump_perturbation: jcp2022",
+            )

@@ -22,7 +22,9 @@ def read_csv_source(
     """`channel_columns` maps channel name -> path column, in channel order; relative paths are relative to the CSV."""
     source = Path(source)
     if not channel_columns:
-        raise InputError(f"{source}: the csv format needs 'channel_columns' (channel name -> path column) in the config")
+        raise InputError(
+            f"{source}: the csv format needs 'channel_columns' (channel name -> path column) in the config"
+        )
     raw = read_table(source)
     columns = columns or SiteColumns()
     problems = problems if problems is not None else Problems()

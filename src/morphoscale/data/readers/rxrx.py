@@ -62,9 +62,16 @@ def metadata_file(source: Path) -> Path:
     raise InputError(f"{source / METADATA_NAMES[0]}: file not found (nor {', '.join(METADATA_NAMES[1:])} beside it)")
 
 
-def read_rxrx(source: Path, channels: list[str] | None = None, columns: SiteColumns | dict | None = None, require_controls: bool = True,
-              problems: Problems | None = None, image_pattern: str | None = None, perturbation_names: Path | None = None,
-              where: str = "config") -> SourceTable:
+def read_rxrx(
+    source: Path,
+    channels: list[str] | None = None,
+    columns: SiteColumns | dict | None = None,
+    require_controls: bool = True,
+    problems: Problems | None = None,
+    image_pattern: str | None = None,
+    perturbation_names: Path | None = None,
+    where: str = "config",
+) -> SourceTable:
     """`columns`: the site columns, or overrides (a dict, the config's `columns:`) of RxRx1's
     own or, when the metadata has RxRx3-core's schema, of RxRx3-core's."""
     from ...config import parse_model
@@ -80,9 +87,17 @@ def read_rxrx(source: Path, channels: list[str] | None = None, columns: SiteColu
     channels = list(channels or RXRX_CHANNELS)
     problems = problems if problems is not None else Problems()
     experiment = columns.experiment or columns.batch
-    for role, col in (("experiment", experiment), ("plate", columns.plate), ("well", columns.well), ("site", columns.site)):
+    for role, col in (
+        ("experiment", experiment),
+        ("plate", columns.plate),
+        ("well", columns.well),
+        ("site", columns.site),
+    ):
         if col is not None and col not in raw.columns:
-            problems.add(meta_path, f"missing column '{col}' (the {role}, needed to locate the images; columns.{role} names another)")
+            problems.add(
+                meta_path,
+                f"missing column '{col}' (the {role}, needed to locate the images; columns.{role} names another)",
+            )
     if len(problems):
         problems.raise_if_any()
     raw = raw.copy()
@@ -95,8 +110,15 @@ def read_rxrx(source: Path, channels: list[str] | None = None, columns: SiteColu
     raw[columns.plate] = raw[experiment].str.strip() + "_" + raw[columns.plate].str.strip()
     if perturbation_names is not None:
         # the ids stay in their own column (sirna), the names become the perturbation
-        raw["perturbation_name"] = rename_perturbations(raw[columns.perturbation], Path(perturbation_names), raw[columns.control_column or columns.perturbation].isin(columns.control_values))
-        columns = columns.model_copy(update={"perturbation": "perturbation_name"} | ({} if columns.control_column else {"control_column": columns.perturbation}))
+        raw["perturbation_name"] = rename_perturbations(
+            raw[columns.perturbation],
+            Path(perturbation_names),
+            raw[columns.control_column or columns.perturbation].isin(columns.control_values),
+        )
+        columns = columns.model_copy(
+            update={"perturbation": "perturbation_name"}
+            | ({} if columns.control_column else {"control_column": columns.perturbation})
+        )
     sites = build_site_table(raw, columns, str(meta_path), problems, paths, require_controls)
     for extra in raw.columns:  # every other column of the metadata is kept (dataset, cell_type, sirna_id, SMILES, ...)
         if extra not in sites.columns and not str(extra).startswith("path_"):
@@ -104,17 +126,29 @@ def read_rxrx(source: Path, channels: list[str] | None = None, columns: SiteColu
     return SourceTable(sites, channels, str(source))
 
 
-def _image_paths(raw, images: Path, pattern: str, channels, experiment: str, columns: SiteColumns) -> dict[str, pd.Series]:
+def _image_paths(
+    raw, images: Path, pattern: str, channels, experiment: str, columns: SiteColumns
+) -> dict[str, pd.Series]:
     try:
         pattern.format(experiment="e", plate="p", well="w", site=1, channel=1)
     except (KeyError, IndexError, ValueError) as e:
-        raise InputError(f"image_pattern '{pattern}': {e!r} is not one of {{experiment}}, {{plate}}, {{well}}, {{site}}, {{channel}}") from None
+        raise InputError(
+            f"image_pattern '{pattern}': {e!r} is not one of {{experiment}}, {{plate}}, {{well}}, {{site}}, {{channel}}"
+        ) from None
     exp = raw[experiment].str.strip()
     plate = raw[columns.plate].str.strip()
     well = raw[columns.well].str.strip()
     site = raw[columns.site].str.strip() if columns.site else pd.Series("1", index=raw.index)
-    return {ch: pd.Series([str(images / pattern.format(experiment=e, plate=p, well=w, site=s, channel=k)) for e, p, w, s in zip(exp, plate, well, site)], index=raw.index)
-            for k, ch in enumerate(channels, start=1)}
+    return {
+        ch: pd.Series(
+            [
+                str(images / pattern.format(experiment=e, plate=p, well=w, site=s, channel=k))
+                for e, p, w, s in zip(exp, plate, well, site)
+            ],
+            index=raw.index,
+        )
+        for k, ch in enumerate(channels, start=1)
+    }
 
 
 def rename_perturbations(values: pd.Series, mapping: Path, is_control: pd.Series) -> pd.Series:
@@ -122,10 +156,17 @@ def rename_perturbations(values: pd.Series, mapping: Path, is_control: pd.Series
     id the table lacks keeps its id, and a warning counts them."""
     table = read_table(mapping)
     if table.shape[1] < 2:
-        raise InputError(f"{mapping}: a perturbation-name table needs two columns (the id as the metadata spells it, the name)")
+        raise InputError(
+            f"{mapping}: a perturbation-name table needs two columns (the id as the metadata spells it, the name)"
+        )
     names = dict(zip(table.iloc[:, 0].str.strip(), table.iloc[:, 1].str.strip()))
     ids = values.astype(str).str.strip()
     missing = ~ids.isin(names) & ~is_control.to_numpy(bool)
     if missing.any():
-        warnings.warn(f"{mapping}: {int(missing.sum())} of {len(ids)} rows have an id the table lacks (e.g. {ids[missing].iloc[0]}); they keep their id", MorphoscaleWarning, stacklevel=2)
+        warnings.warn(
+            f"{mapping}: {int(missing.sum())} of {len(ids)} rows have an id the table lacks (e.g. "
+            f"{ids[missing].iloc[0]}); they keep their id",
+            MorphoscaleWarning,
+            stacklevel=2,
+        )
     return ids.map(names).fillna(ids)
