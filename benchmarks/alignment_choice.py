@@ -21,8 +21,8 @@ ALIGNERS = ("tvn", "tvn_per_batch", "sphering", "pca_center_scale", "center_scal
 def score(run: Path, encoder: str, align: str) -> dict:
     import numpy as np
 
+    from morphoscale.bench.profiles import gene_profiles
     from morphoscale.bench.relationships import HEADLINE, load_sources, recall_with_replicates
-    from morphoscale.bench.suite import gene_profiles
     from morphoscale.bench.truth import decoding_r2, truth_cosine_correlation
     from morphoscale.data import examples
     from morphoscale.maps.build import build_map, read_embeddings

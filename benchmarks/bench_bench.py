@@ -99,7 +99,8 @@ def copairs_side(map_path: Path) -> dict:
     from copairs.map import average_precision, mean_average_precision
 
     from morphoscale.bench.complexes import read_complexes
-    from morphoscale.bench.suite import gene_profiles, read_map
+    from morphoscale.bench.profiles import gene_profiles
+    from morphoscale.bench.suite import read_map
     from morphoscale.data import examples
     from morphoscale.maps.build import read_embeddings, wells_path
 

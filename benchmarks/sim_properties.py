@@ -49,8 +49,8 @@ def intensity_mean_embeddings(store_path: Path):
 
 
 def corum_recall(emb, align: str) -> dict:
+    from morphoscale.bench.profiles import gene_profiles
     from morphoscale.bench.relationships import HEADLINE, load_sources, relationship_recall
-    from morphoscale.bench.suite import gene_profiles
     from morphoscale.data import examples
     from morphoscale.maps.build import build_map
 

@@ -31,3 +31,12 @@ def nothing_written(out: Path) -> bool:
         else []
     )
     return not leftovers
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under root with its size and content hash: a verb must leave its input so."""
+    import hashlib
+
+    root = Path(root)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files}

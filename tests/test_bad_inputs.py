@@ -370,3 +370,38 @@ def test_header_checks_report_the_same_in_one_thread_or_many(tmp_path, capsys, m
     rc, _, err = run_cli(capsys, *_ingest_rxrx(src), "--out", out, "--quiet")
     assert_one_line_error(rc, err, "B02_s2_w3.png", "C03_s1_w5.png", "2 problems")
     assert nothing_written(out)
+
+
+@pytest.mark.parametrize("where", ["the source itself", "inside the source", "holding the source"])
+def test_ingest_never_writes_over_its_source(rxrx_screen, tmp_path, capsys, where):
+    """An output that is, lies inside or holds the source is refused, --overwrite or not: the
+    source is left as it was and nothing is written."""
+    from cli_helpers import tree_state
+
+    out = {"the source itself": rxrx_screen, "inside the source": rxrx_screen / "store.zarr"}.get(
+        where, rxrx_screen.parent
+    )
+    before = tree_state(rxrx_screen)
+    rc, _, err = run_cli(capsys, *_ingest_rxrx(rxrx_screen), "--out", out, "--overwrite", "--quiet")
+    assert_one_line_error(rc, err, "is, holds or lies inside the input", "choose another output")
+    assert tree_state(rxrx_screen) == before
+    assert not (rxrx_screen / "store.zarr").exists() and not Path(str(out) + ".partial").exists()
+
+
+def test_ingest_never_writes_over_the_folder_of_its_images(csv_screen, tmp_path, capsys):
+    """A csv source whose images live in another folder: an output that is that folder is refused."""
+    import pandas as pd
+    from cli_helpers import tree_state
+
+    images = csv_screen.parent
+    table = pd.read_csv(csv_screen)
+    for ch in ("dna", "actin", "mito"):
+        table[ch] = [str(images / f) for f in table[ch]]
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    table.to_csv(meta / "sites.csv", index=False)
+    (meta / "ingest.yaml").write_text((images / "ingest.yaml").read_text())
+    before = tree_state(images)
+    rc, _, err = run_cli(capsys, "ingest", "--config", meta / "ingest.yaml", "--out", images, "--overwrite", "--quiet")
+    assert_one_line_error(rc, err, "is, holds or lies inside the input", str(images))
+    assert tree_state(images) == before

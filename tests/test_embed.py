@@ -319,3 +319,42 @@ def test_a_masked_unet_checkpoint_embeds_through_the_same_path(setup, capsys):
     assert rc == 0, err
     emb = ad.read_h5ad(root / "unet.h5ad")
     assert emb.n_vars == load_module(ckpt).model.embed_dim and emb.n_obs == 8
+
+
+def test_a_rebuilt_store_never_mixes_into_a_resumed_embed(setup, tmp_path, monkeypatch):
+    """An embed stopped after two chunks, then the store rebuilt at the same path from other
+    images: the partial folder records the store's identity, so the resumed embed starts
+    over and every row is the new store's (before, the old chunks were kept)."""
+    from pathlib import Path
+
+    import morphoscale.embed.encode as encode
+    from morphoscale.data.ingest import ingest, load_ingest_config
+    from morphoscale.embed import embed
+
+    _, _, ckpt, _ = setup
+    rows = rxrx_rows(experiments=("E1", "E2"), wells=("B02", "B03", "C02", "C03"), sites=(1, 2))
+
+    def build(seed: int) -> Path:
+        src = write_rxrx_screen(tmp_path / f"src{seed}", size=64, rows=rows, seed=seed)
+        cfg = load_ingest_config(None, {"format": "rxrx", "source": str(src), "workers": 1})
+        return ingest(cfg, tmp_path / "s.zarr", overwrite=True, progress=False)
+
+    store = build(0)
+    real, done = encode.embed_sites, []
+
+    def stopped(*args, **kwargs):
+        if len(done) == 2:
+            raise KeyboardInterrupt
+        done.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encode, "embed_sites", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        embed(ckpt, store, tmp_path / "e.h5ad", level="site", chunk_sites=4, progress=False)
+    monkeypatch.undo()
+    assert len(list((tmp_path / "e.h5ad.partial").glob("chunk*.npy"))) == 2
+    store = build(1)
+    resumed = ad.read_h5ad(embed(ckpt, store, tmp_path / "e.h5ad", level="site", chunk_sites=4, progress=False))
+    fresh = ad.read_h5ad(embed(ckpt, store, tmp_path / "f.h5ad", level="site", chunk_sites=4, progress=False))
+    np.testing.assert_array_equal(resumed.X, fresh.X)
+    assert resumed.uns["provenance"]["store_identity"] == ImageStore(store).identity()

@@ -301,3 +301,35 @@ def test_profile_features_are_named_the_cellprofiler_way():
     assert pairs["cell_DNA_radial_0"] == "Cells_RadialDistribution_FracAtD_DNA_1of4"
     pattern = re.compile(r"^(Cells|Nuclei)_(AreaShape|Intensity|Texture|RadialDistribution)_[A-Za-z]+(_[A-Za-z0-9]+)*$")
     assert all(pattern.match(n) for n in cp[1:]), [n for n in cp[1:] if not pattern.match(n)]
+
+
+def test_a_rebuilt_store_never_mixes_into_resumed_features(tmp_path, monkeypatch):
+    """Features stopped with every chunk done, then the store rebuilt at the same path from
+    other images: the resumed run starts over (the partial folder records the store's
+    identity), so its rows are the new store's, as a fresh run's are."""
+    import anndata as ad
+    from fixtures import rxrx_rows, write_rxrx_screen
+
+    import morphoscale.features.extract as fx
+    from morphoscale.data.ingest import ingest, load_ingest_config
+
+    rows = rxrx_rows(experiments=("E1", "E2"), wells=("B02", "B03", "C02", "C03"), sites=(1, 2))
+
+    def build(seed: int):
+        src = write_rxrx_screen(tmp_path / f"src{seed}", size=64, rows=rows, seed=seed)
+        cfg = load_ingest_config(None, {"format": "rxrx", "source": str(src), "workers": 1})
+        return ingest(cfg, tmp_path / "s.zarr", overwrite=True, progress=False)
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    store = build(0)
+    monkeypatch.setattr(fx, "fill_cellless_sites", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        fx.extract_features(store, tmp_path / "f.h5ad", level="site", chunk_sites=4, workers=1, progress=False)
+    monkeypatch.undo()
+    assert len(list((tmp_path / "f.h5ad.partial").glob("chunk*.npy"))) == 4
+    store = build(1)
+    resumed = ad.read_h5ad(fx.extract_features(store, tmp_path / "f.h5ad", level="site", chunk_sites=4, progress=False))
+    fresh = ad.read_h5ad(fx.extract_features(store, tmp_path / "g.h5ad", level="site", chunk_sites=4, progress=False))
+    np.testing.assert_array_equal(resumed.X, fresh.X)

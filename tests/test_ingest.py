@@ -166,6 +166,7 @@ def test_killed_ingest_resumes_to_the_same_store(tmp_path):
     assert partial.exists()
     done_before = len(log.read_text().splitlines())
     assert 10 <= done_before < len(rows)
+    (partial / "images" / ".c.59.0.0.0.tmp-99999").write_bytes(b"torn")  # a chunk write the kill cut short
 
     res = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -176,11 +177,14 @@ def test_killed_ingest_resumes_to_the_same_store(tmp_path):
     np.testing.assert_array_equal(a.images[:], b.images[:])
     np.testing.assert_array_equal(a.intensity_range(), b.intensity_range())
     pd.testing.assert_frame_equal(a.sites, b.sites)
+    # byte for byte: every file of the resumed store is the uninterrupted one's, no temporary left
+    files = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert files == {p.relative_to(ref): p.read_bytes() for p in sorted(ref.rglob("*")) if p.is_file()}
 
 
 def test_resume_skips_finished_sites(rxrx_screen, tmp_path, capsys, monkeypatch):
     """A partial store whose log lists sites as done: those are not decoded again."""
-    from morphoscale.data import ingest as ingest_mod
+    from morphoscale.data import ingest_workers as ingest_mod
 
     out = tmp_path / "s.zarr"
     calls = []

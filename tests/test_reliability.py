@@ -137,8 +137,8 @@ def test_disk_full_while_writing_embeddings_leaves_nothing(trained, sim_store, t
     monkeypatch.setattr(os, "fsync", full)
     out = tmp_path / "e.h5ad"
     rc, _, err = run_cli(capsys, "embed", "--checkpoint", ckpt, "--store", sim_store, "--out", out, "--quiet")
-    assert_one_line_error(rc, err, "e.h5ad: no space left on the device")
-    assert not out.exists() and not list(tmp_path.glob(".e.h5ad.tmp*"))
+    assert_one_line_error(rc, err, "e.h5ad", "no space left on the device")
+    assert not out.exists() and not list(tmp_path.glob(".e.h5ad*")) and not list(tmp_path.glob("e.h5ad*"))
 
 
 def test_read_only_output_folder_for_features(sim_store, tmp_path, capsys, monkeypatch):
@@ -243,3 +243,84 @@ def test_a_damaged_chunk_is_one_line_naming_it_never_a_blank_site(trained, sim_s
         rc, _, err = run_cli(capsys, *verb, "--store", store, "--quiet")
         assert_one_line_error(rc, err, "site 3", "c.3.0.0.0")
         assert not (tmp_path / "e.h5ad").exists() and not (tmp_path / "f.h5ad").exists()
+
+
+def test_no_later_verb_writes_over_its_input(trained, sim_store, tmp_path, capsys):
+    """train, embed, features, map and bench refuse an output that is, holds or lies inside
+    one of their inputs, --overwrite or not; every input is left as it was."""
+    import shutil
+
+    from cli_helpers import tree_state
+
+    root, ckpt = trained
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    emb, mp = tmp_path / "e.h5ad", tmp_path / "m.h5ad"
+    shutil.copy(root / "e.h5ad", emb)
+    shutil.copy(root / "map.h5ad", mp)
+    shutil.copy(root / "map.wells.h5ad", tmp_path / "m.wells.h5ad")
+    wells_named = tmp_path / "x.wells.h5ad"
+    shutil.copy(root / "e.h5ad", wells_named)
+    cases = [
+        ["train", "--store", store, "--out", store],
+        ["embed", "--checkpoint", ckpt, "--store", store, "--out", store / "e.h5ad"],
+        ["features", "--store", store, "--out", store],
+        ["features", "--store", store, "--out", store / "f.h5ad"],
+        ["map", "--embeddings", emb, "--out", emb],
+        ["map", "--embeddings", wells_named, "--out", tmp_path / "x.h5ad"],  # its wells output is the input
+        ["bench", "--map", mp, "--out", tmp_path],
+        ["bench", "--map", mp, "--out", mp],
+    ]
+    before = tree_state(tmp_path)
+    for args in cases:
+        quiet = ["--quiet"] if args[0] in ("train", "embed", "features", "bench") else []
+        rc, _, err = run_cli(capsys, *args, "--overwrite", *quiet)
+        assert_one_line_error(rc, err, "is, holds or lies inside the input", "choose another output")
+        assert tree_state(tmp_path) == before, args
+
+
+def test_a_torn_partial_manifest_starts_the_job_over(sim_store, tmp_path):
+    """A manifest cut short by a kill is not trusted (nor a traceback): the job starts over."""
+    import anndata as ad
+
+    from morphoscale.features.extract import extract_features
+
+    ref = ad.read_h5ad(extract_features(sim_store, tmp_path / "ref.h5ad", level="site", chunk_sites=64, progress=False))
+    part = tmp_path / "f.h5ad.partial"
+    part.mkdir()
+    (part / "manifest.json").write_text('{"kind": "hand-cra')
+    np.save(part / "chunk000000.npy", np.zeros((64, ref.n_vars), np.float32))
+    out = ad.read_h5ad(extract_features(sim_store, tmp_path / "f.h5ad", level="site", chunk_sites=64, progress=False))
+    np.testing.assert_array_equal(out.X, ref.X)
+
+
+def test_ctrl_c_prints_one_line_for_the_whole_pool(tmp_path):
+    """Ctrl-C (SIGINT to the process group) during a two-worker features run: one line, exit
+    130, no traceback from any worker; the finished chunks stay for a resume."""
+    from fixtures import rxrx_rows, write_rxrx_screen
+
+    from morphoscale.data.ingest import ingest, load_ingest_config
+
+    rows = rxrx_rows(experiments=("E1", "E2"), wells=tuple(f"B{k:02d}" for k in range(2, 22)), sites=(1, 2))
+    src = write_rxrx_screen(tmp_path / "src", size=256, rows=rows)
+    store = ingest(
+        load_ingest_config(None, {"format": "rxrx", "source": str(src)}), tmp_path / "s.zarr", progress=False
+    )
+    out = tmp_path / "f.h5ad"
+    cmd = [sys.executable, "-m", "morphoscale", "features", "--store", str(store), "--out", str(out)]
+    proc = subprocess.Popen(
+        cmd + ["--workers", "2", "--chunk-sites", "2", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    part = tmp_path / "f.h5ad.partial"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(part.glob("chunk*.npy")):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and list(part.glob("chunk*.npy"))

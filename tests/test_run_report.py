@@ -192,6 +192,26 @@ def test_check_reproducible_reruns_a_stage_compares_and_leaves_the_run_as_it_was
     assert_one_line_error(rc, err, "train:nope", "not a stage")
 
 
+def test_report_of_a_half_written_run_folder(tiny_run, tmp_path, capsys):
+    """A run folder a kill left half-written (a torn stage record, a metrics log cut mid-line,
+    an encoder without its bench): the report is written from what is there, no traceback."""
+    import shutil
+
+    from cli_helpers import run_cli
+
+    half = tmp_path / "half"
+    shutil.copytree(tiny_run / "out", half, ignore=shutil.ignore_patterns("store.zarr", "screen"))
+    records = sorted((half / "stages").glob("*.json"))
+    records[-1].write_text(records[-1].read_text()[:20])
+    metrics = next(half.glob("encoders/*/train/logs/metrics.csv"))
+    metrics.write_text(metrics.read_text() + "12,0.5,")
+    shutil.rmtree(next(half.glob("encoders/*/bench")))
+    (half / "report.html").unlink()
+    rc, out, err = run_cli(capsys, "report", half)
+    assert rc == 0, err
+    assert (half / "report.html").exists() and "Traceback" not in err
+
+
 def test_report_loads_in_headless_chromium(tiny_run, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

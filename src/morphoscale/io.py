@@ -104,14 +104,20 @@ def open_partial(out: Path, settings: dict) -> tuple[Path, str]:
     part = partial_dir(out)
     manifest = part / "manifest.json"
     if part.exists():
-        old = json.loads(manifest.read_text()) if manifest.exists() else {}
-        if {k: old.get(k) for k in settings} != settings:
+        try:
+            old = json.loads(manifest.read_text())
+        except (OSError, ValueError):  # none, or torn by a kill: nothing there can be trusted
+            old = {}
+        if {k: old.get(k) for k in settings} != settings or "started" not in old:
             shutil.rmtree(part)
     if not part.exists():
         part.mkdir(parents=True)
-        manifest.write_text(
-            json.dumps({**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "morphoscale_version": __version__})
-        )
+        record = {**settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "morphoscale_version": __version__}
+        try:
+            write_text(manifest, json.dumps(record))
+        except BaseException:  # disk full, read-only: nothing is left behind
+            shutil.rmtree(part, ignore_errors=True)
+            raise
     return part, json.loads(manifest.read_text())["started"]
 
 

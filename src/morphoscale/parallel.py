@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+
+
+def _worker_start(initializer: Callable, *initargs) -> None:
+    """Workers leave Ctrl-C to the parent, which ends the pool and prints one line for it
+    (else every worker printed its own KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    initializer(*initargs)
 
 
 @contextmanager
@@ -18,7 +26,7 @@ def process_map(
         initializer(*initargs)
         yield map(fn, jobs)
         return
-    pool = mp.get_context("fork").Pool(workers, initializer=initializer, initargs=initargs)
+    pool = mp.get_context("fork").Pool(workers, initializer=_worker_start, initargs=(initializer, *initargs))
     try:
         yield pool.imap_unordered(fn, jobs, chunksize=chunksize)
         pool.close()

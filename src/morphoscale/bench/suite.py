@@ -25,43 +25,17 @@ import pandas as pd
 from .. import __version__
 from ..determinism import record
 from ..errors import InputError
-from ..io import check_output, commit_dir, partial_dir
+from ..io import check_output, commit_dir, partial_dir, refuse_overlap
 from ..memory import RssSampler, peak_rss_mb
-from . import plots
-from .complexes import complex_ks, read_complexes
-from .compounds import compound_gene_retrieval, drug_similarity_score, read_targets
-from .intervals import Estimate, fraction_with_interval, mean_with_interval
+from .groups import compound_metrics, gene_metrics, truth_metrics, well_metrics
+from .intervals import Estimate, fraction_with_interval
 from .metrics import PROTOCOLS, select_metrics
-from .probes import cluster_scores, drug_vs_control
-from .relationships import SOURCES, load_sources, pair_indices, recall_metric, recall_with_replicates
-from .replicates import perturbation_magnitude, replicate_consistency
-from .retrieval import phenotypic_activity, phenotypic_consistency
+from .profiles import gene_profiles
 
 SKIPPABLE = (InputError, ValueError, np.linalg.LinAlgError)
 
 
-def gene_profiles(m, with_compounds: bool = False) -> tuple[np.ndarray, list[str]]:
-    """The gene profiles of a map (and with_compounds: every compound-concentration profile too,
-    named as the map's index names them, e.g. 'CPD@0.1')."""
-    kind = m.obs["perturbation_type"].astype(str)
-    rows = ((kind == "gene") | ((kind == "compound") & with_compounds)).to_numpy() & ~m.obs["is_control"].to_numpy(bool)
-    names = np.where(kind == "gene", m.obs["perturbation"].astype(str), m.obs_names.astype(str))
-    return np.asarray(m.X, dtype=np.float64)[rows], names[rows].tolist()
-
-
-def compound_profiles(m) -> tuple[np.ndarray, list[str]]:
-    """One profile per compound: the mean of its (concentration) rows in the map."""
-    obs = m.obs
-    rows = np.flatnonzero((obs["perturbation_type"].astype(str) == "compound").to_numpy())
-    if not len(rows):
-        return np.zeros((0, m.n_vars)), []
-    codes, uniq = pd.factorize(obs["perturbation"].astype(str).to_numpy()[rows], sort=True)
-    sums = np.zeros((len(uniq), m.n_vars))
-    np.add.at(sums, codes, np.asarray(m.X, dtype=np.float64)[rows])
-    return sums / np.bincount(codes)[:, None], list(uniq)
-
-
-class _Results:
+class Results:
     """What a bench run collects: summary.json, the tables, the jackknife replicates."""
 
     def __init__(
@@ -131,6 +105,7 @@ class _Results:
         (self.folder / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default))
 
 
+# Long by its signature (the verb's 17 options); the metrics themselves are in bench/groups.py.
 def run_bench(
     map_path: Path,
     out: Path,
@@ -155,6 +130,7 @@ def run_bench(
 
     out = Path(out)
     chosen, named = select_metrics(metrics, quick, clustering, protocol=protocol)
+    refuse_overlap(out, map_path, wells, raw, annotations, compound_targets, truth, *(extra_pairs or {}).values())
     check_output(out, overwrite)
     t0 = time.perf_counter()
     m = read_map(Path(map_path))
@@ -169,24 +145,16 @@ def run_bench(
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     try:
-        res = _Results(
-            part,
-            {
-                "map": str(map_path),
-                "morphoscale_version": __version__,
-                "provenance": dict(m.uns.get("provenance", {})),
-                "determinism": record(with_torch=False),
-                "null_size": null_size,
-                "seed": seed,
-            },
-            chosen,
-            named,
-            log,
-        )
-        res.summary["cost"]["read"] = {
-            "seconds": round(time.perf_counter() - t0, 3),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
+        header = {
+            "map": str(map_path),
+            "morphoscale_version": __version__,
+            "provenance": dict(m.uns.get("provenance", {})),
+            "determinism": record(with_torch=False),
+            "null_size": null_size,
+            "seed": seed,
         }
+        res = Results(part, header, chosen, named, log)
+        res.summary["cost"]["read"] = _cost(t0)
         if protocol is not None:
             p = PROTOCOLS[protocol]
             res.summary["protocol"] = {
@@ -196,32 +164,30 @@ def run_bench(
                 "published": p.published,
             }
         gene_only = gene_profiles(m)
-        G, genes = (
-            gene_profiles(m, with_compounds=True)
-            if protocol is not None and PROTOCOLS[protocol].recall_profiles == "all"
-            else gene_only
-        )
-        _gene_metrics(res, G, genes, ann, extra_pairs, null_size, seed, figures)
-        _compound_metrics(res, m, *gene_only, compound_targets, null_size, seed)
+        with_compounds = protocol is not None and PROTOCOLS[protocol].recall_profiles == "all"
+        G, genes = gene_profiles(m, with_compounds=True) if with_compounds else gene_only
+        gene_metrics(res, G, genes, ann, extra_pairs, null_size, seed, figures)
+        compound_metrics(res, m, *gene_only, compound_targets, null_size, seed)
         if W is not None:
-            _well_metrics(res, W, null_size, seed, figures, raw)
+            well_metrics(res, W, null_size, seed, figures, raw)
         else:
             for key in ("consistency", "magnitude", "map_activity", "drug_vs_control", "umap", "clustering"):
                 res.unsupported(key, f"needs the aligned well embeddings ({wells} not found)")
         if truth is not None:
-            _truth_metrics(res, W, G, genes, truth, seed)
+            truth_metrics(res, W, G, genes, truth, seed)
         else:
             for key in ("decoding_r2", "truth_cosine"):
                 res.unsupported(key, "needs a simulated screen's ground truth (--truth)")
-        res.summary["cost"]["total"] = {
-            "seconds": round(time.perf_counter() - t0, 3),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-        }
+        res.summary["cost"]["total"] = _cost(t0)
         res.write()
         commit_dir(part, out)
     finally:
         shutil.rmtree(part, ignore_errors=True)  # an error leaves nothing behind
     return res.summary
+
+
+def _cost(t0: float) -> dict:
+    return {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def read_map(map_path: Path):
@@ -240,234 +206,6 @@ def read_map(map_path: Path):
             f"{map_path}: not a map (perturbation '{first}' has several rows: wells, not profiles); make one with `morphoscale map`"
         )
     return m
-
-
-def _gene_metrics(res: _Results, G, genes, ann: Path, extra_pairs, null_size: int, seed: int, figures: bool) -> None:
-    if len(genes) < 2:
-        res.summary["recall"] = {"skipped": f"the map has {len(genes)} gene profile(s); recall needs at least 2"}
-        return
-    if not any(res.wants(k) for k in ("recall", "complexes", "map_consistency")):
-        return
-    sources = load_sources(ann, SOURCES, extra_pairs) if res.wants("recall") else {}
-    for name, path in (extra_pairs or {}).items() if sources else ():
-        if not len(pair_indices(sources[name], genes)):
-            raise InputError(f"{path}: no pair of this annotation has both genes in the map ({len(genes)} genes)")
-    complexes = read_complexes(ann / "CORUM_clusters.tsv")
-    ks_table: list[pd.DataFrame] = []  # the KS table, once, for the metric and the figure
-
-    def recall():
-        table, reps = recall_with_replicates(G, genes, sources)
-        res.save("recall", table)
-        res.summary["recall"] = table.to_dict(orient="records")
-        res.replicates.append(reps)
-        for r in table.itertuples():
-            res.summary["estimates"][recall_metric(r.source, r.lower)] = {
-                "value": r.recall,
-                "se": r.se,
-                "ci_low": r.ci_low,
-                "ci_high": r.ci_high,
-                "n_units": r.n_genes,
-            }
-        if figures:
-            plots.recall_bars(table, res.folder / "recall.png")
-
-    def ks():
-        t = res.save("complexes", complex_ks(G, genes, complexes))
-        ks_table.append(t)
-        entry = res.summary["complexes"] = {"n_tested": len(t), "random": 0.05}
-        if not len(t):
-            entry["skipped"] = "no CORUM complex has 10 or more genes in the map"
-            return
-        res.fraction(
-            "complexes", "fraction_significant", (t["corrected_p_value"] < 0.05).to_numpy(), t["complex"], entry
-        )
-
-    def consistency():
-        t = res.save("map_consistency", phenotypic_consistency(G, genes, complexes, null_size=null_size, seed=seed))
-        entry = res.summary["map_consistency"] = {
-            "n_groups": len(t),
-            "mean_map": float(t["mean_average_precision"].mean()),
-            "random_fraction_retrieved": 0.05,
-        }
-        res.fraction("map_consistency", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["group"], entry)
-
-    def heatmap():
-        t = ks_table[0] if ks_table else complex_ks(G, genes, complexes)
-        # small maps rarely hold 10 genes of one complex: rank smaller ones for the figure
-        shown = t if len(t) else complex_ks(G, genes, complexes, min_genes=3)
-        plots.complex_heatmap(G, genes, complexes, shown, res.folder / "complex_heatmap.png")
-
-    res.run("recall", recall)
-    res.run("complexes", ks)
-    res.run("map_consistency", consistency)
-    if figures:
-        res.run("complex_heatmap", heatmap, cost_of="complexes")
-
-
-def _compound_metrics(res: _Results, m, G, genes, compound_targets, null_size: int, seed: int) -> None:
-    C, compounds = compound_profiles(m)
-    if not (compounds and compound_targets):
-        for key in ("compound_gene", "map_target_consistency", "drug_similarity"):
-            res.unsupported(
-                key,
-                "needs compound profiles in the map and --compound-targets"
-                if compounds
-                else "the map has no compound profile",
-            )
-        return
-    if not any(res.wants(k) for k in ("compound_gene", "map_target_consistency", "drug_similarity")):
-        return
-    targets = read_targets(compound_targets)
-
-    def retrieval():
-        t = res.save("compound_gene", compound_gene_retrieval(C, compounds, G, genes, targets))
-        if not len(t):
-            raise InputError("no compound of the map has an annotated target among its genes")
-        entry = res.summary["compound_gene"] = {
-            "n": len(t),
-            "random_auc": 0.5,
-            "random_average_precision": float(t["random_average_precision"].mean()),
-        }
-        for field, col, bounds in (
-            ("mean_auc", "auc", (0.0, 1.0)),
-            ("mean_average_precision", "average_precision", (0.0, 1.0)),
-        ):
-            est, reps = mean_with_interval(t[col].to_numpy(), t["compound"], f"compound_gene/{field}", bounds)
-            entry[field] = est.value
-            res.estimate(f"compound_gene/{field}", est, reps, entry, field)
-
-    def similarity():
-        ctrl = np.asarray(m.X, dtype=np.float64)[m.obs["is_control"].to_numpy(bool)]
-        if not len(ctrl):
-            raise InputError("the map has no control profile")
-        res.summary["drug_similarity"] = drug_similarity_score(C, compounds, ctrl, targets)
-
-    def target_consistency():
-        by_target: dict[str, list[str]] = {}
-        for comp in compounds:
-            for t in targets.get(comp, []):
-                by_target.setdefault(t, []).append(comp)
-        t = res.save(
-            "map_target_consistency", phenotypic_consistency(C, compounds, by_target, null_size=null_size, seed=seed)
-        )
-        entry = res.summary["map_target_consistency"] = {
-            "n_groups": len(t),
-            "mean_map": float(t["mean_average_precision"].mean()),
-            "random_fraction_retrieved": 0.05,
-        }
-        res.fraction(
-            "map_target_consistency", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["group"], entry
-        )
-
-    res.run("compound_gene", retrieval)
-    res.run("map_target_consistency", target_consistency)
-    res.run("drug_similarity", similarity)
-
-
-def _well_metrics(res: _Results, W, null_size: int, seed: int, figures: bool, raw: Path | None) -> None:
-    from ..maps.build import read_embeddings
-
-    X, obs = np.asarray(W.X, dtype=np.float64), W.obs.reset_index(drop=True)
-
-    def per_perturbation(key: str, table_fn, field: str, flag):
-        def go():
-            t = res.save(key, table_fn())
-            entry = res.summary[key] = {"n": len(t), "random": 0.05}
-            res.fraction(key, field, flag(t), t["perturbation"], entry)
-
-        return go
-
-    res.run(
-        "consistency",
-        per_perturbation(
-            "consistency",
-            lambda: replicate_consistency(X, obs, seed=seed),
-            "fraction_significant",
-            lambda t: t["p_value"] < 0.05,
-        ),
-    )
-    res.run(
-        "magnitude",
-        per_perturbation(
-            "magnitude",
-            lambda: perturbation_magnitude(X, obs, seed=seed),
-            "fraction_significant",
-            lambda t: t["p_value"] < 0.05,
-        ),
-    )
-
-    def activity():
-        t = res.save("map_activity", phenotypic_activity(X, obs, null_size=null_size, seed=seed))
-        entry = res.summary["map_activity"] = {
-            "n": len(t),
-            "mean_map": float(t["mean_average_precision"].mean()),
-            "random_fraction_retrieved": 0.05,
-        }
-        res.fraction(
-            "map_activity", "fraction_retrieved", t["below_corrected_p"].to_numpy(bool), t["perturbation"], entry
-        )
-
-    res.run("map_activity", activity)
-    if (
-        (obs["perturbation_type"].astype(str) == "compound").any()
-        and "plate" in obs.columns
-        and obs["plate"].nunique() >= 2
-    ):
-        res.run(
-            "drug_vs_control",
-            lambda: res.summary.__setitem__(
-                "drug_vs_control",
-                res.save("drug_vs_control", drug_vs_control(X, obs, seed=seed)).to_dict(orient="records"),
-            ),
-        )
-    else:
-        res.unsupported("drug_vs_control", "needs compound wells on 2 or more plates")
-    res.run(
-        "clustering",
-        lambda: res.summary.__setitem__(
-            "clustering", res.save("clustering", cluster_scores(X, obs, seed=seed)).to_dict(orient="records")
-        ),
-    )
-    if not (figures and raw is not None):
-        res.unsupported("umap", "needs the unaligned embeddings (--raw-embeddings)" if figures else "figures are off")
-    else:
-
-        def umap():
-            R = read_embeddings(Path(raw))
-            before = pd.DataFrame(np.asarray(R.X), index=R.obs_names.astype(str)).reindex(W.obs_names.astype(str))
-            if not before.isna().any().any():
-                plots.umap_by_batch(
-                    before.to_numpy(), X, obs["batch"].astype(str).to_numpy(), res.folder / "umap_batch.png", seed=seed
-                )
-
-        res.run("umap", umap)
-
-
-def _truth_metrics(res: _Results, W, G, genes, truth, seed: int) -> None:
-    from .truth import decoding_r2, truth_cosine_correlation
-
-    wells, phenotypes, params = truth
-
-    def decoding():
-        if W is None:
-            raise InputError("decoding R2 needs the aligned well embeddings (the map's .wells.h5ad)")
-        table, est, reps, _ = decoding_r2(np.asarray(W.X), W.obs.reset_index(drop=True), wells, params, seed=seed)
-        res.save("decoding_r2", table)
-        entry = res.summary["decoding_r2"] = {
-            "mean_r2": est.value,
-            "n_wells": int(len(W)),
-            "random": 0.0,
-            "by_parameter": dict(zip(table["parameter"], table["r2"])),
-        }
-        res.estimate("decoding_r2", est, reps, entry, "mean_r2")
-
-    def cosine():
-        est, reps, n = truth_cosine_correlation(G, genes, phenotypes, params)
-        entry = res.summary["truth_cosine"] = {"spearman": est.value, "n_genes": n, "random": 0.0}
-        res.estimate("truth_cosine_spearman", est, reps, entry, "spearman")
-
-    res.run("decoding_r2", decoding)
-    res.run("truth_cosine", cosine)
 
 
 def _json_default(o):

@@ -211,6 +211,19 @@ def run_config(cfg: CompareConfig) -> RunConfig:
     )
 
 
+COST_KEYS = (
+    "optimizer_steps",
+    "images_seen",
+    "wall_seconds",
+    "images_per_second",
+    "peak_rss_mb",
+    "peak_gpu_mb",
+    "parameters",
+    "flops_per_image",
+    "training_flops",
+)  # of each run's train/resources.json
+
+
 def results_table(
     run_dir: Path, cells: list[dict], references: list[EncoderSpec] = (), baseline: str | None = None
 ) -> pd.DataFrame:
@@ -221,7 +234,6 @@ def results_table(
 
     from ..bench import summary
 
-    rows = []
     refs = [
         {
             "name": r.name,
@@ -236,50 +248,47 @@ def results_table(
         for r in references
     ]
     results = summary.run_results(run_dir, [s["name"] for s in cells + refs])
+    rows = []
     for s in cells + refs:
-        d = Path(run_dir) / "encoders" / s["name"]
-        res = (
-            json.loads((d / "train" / "resources.json").read_text())
-            if (d / "train" / "resources.json").exists()
-            else {}
-        )
+        resources = Path(run_dir) / "encoders" / s["name"] / "train" / "resources.json"
+        cost = json.loads(resources.read_text()) if resources.exists() else {}
         row = {k: s[k] for k in ("name", "model", "preset", "augment", "crop", "seed", "images_per_step")}
         row["max_steps"] = s["train"].get("max_steps")
-        for k in (
-            "optimizer_steps",
-            "images_seen",
-            "wall_seconds",
-            "images_per_second",
-            "peak_rss_mb",
-            "peak_gpu_mb",
-            "parameters",
-            "flops_per_image",
-            "training_flops",
-        ):
-            row[k] = res.get(k)
+        row.update({k: cost.get(k) for k in COST_KEYS})
         r = results.get(s["name"])
         if r is not None:
-            for short, metric in RESULT_METRICS.items():
-                e = r.estimates.get(metric)
-                if e is not None:
-                    row[short], row[f"{short}_ci_low"], row[f"{short}_ci_high"] = e["value"], e["ci_low"], e["ci_high"]
-            rec = r.recall()
-            if len(rec):
-                row["random_recall"] = float(rec["random_recall"].iloc[0])
+            row.update(_quality(r))
             base = s.get("baseline") or baseline
             if base and base in results and s["name"] != base:
                 row["baseline"] = base
-                p = summary.paired(r, results[base]).set_index("metric")
-                for short in PAIRED_METRICS:
-                    m = RESULT_METRICS[short]
-                    if m in p.index:
-                        row[f"{short}_minus_baseline"] = p.loc[m, "difference"]
-                        row[f"{short}_minus_baseline_ci_low"], row[f"{short}_minus_baseline_ci_high"] = (
-                            p.loc[m, "ci_low"],
-                            p.loc[m, "ci_high"],
-                        )
+                row.update(_paired(summary.paired(r, results[base]).set_index("metric")))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _quality(r) -> dict:
+    """The headline metrics of a bench result with their intervals, and random recall."""
+    row = {}
+    for short, metric in RESULT_METRICS.items():
+        e = r.estimates.get(metric)
+        if e is not None:
+            row[short], row[f"{short}_ci_low"], row[f"{short}_ci_high"] = e["value"], e["ci_low"], e["ci_high"]
+    rec = r.recall()
+    if len(rec):
+        row["random_recall"] = float(rec["random_recall"].iloc[0])
+    return row
+
+
+def _paired(p: pd.DataFrame) -> dict:
+    """The paired differences from the baseline, with their intervals."""
+    row = {}
+    for short in PAIRED_METRICS:
+        m = RESULT_METRICS[short]
+        if m in p.index:
+            row[f"{short}_minus_baseline"] = p.loc[m, "difference"]
+            row[f"{short}_minus_baseline_ci_low"] = p.loc[m, "ci_low"]
+            row[f"{short}_minus_baseline_ci_high"] = p.loc[m, "ci_high"]
+    return row
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

@@ -11,8 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -22,18 +20,16 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from .. import __version__
 from ..config import parse_model, read_yaml
-from ..errors import ConfigError, InputError, Problems, ValidationError
-from ..io import check_output, commit_dir, os_error_message, partial_dir
-from ..parallel import process_map
-from .direct_io import aligned_buffer, whole_blocks
-from .images import read_corrected_into, read_into, scale_to_uint8
-from .readers import READERS, SourceTable, check_illumination, check_images, read_illumination
+from ..errors import ConfigError, InputError, Problems
+from ..io import check_output, commit_dir, os_error_message, partial_dir, refuse_overlap
+from .ingest_workers import run_workers
+from .readers import READERS, SourceTable, check_illumination, check_images
 from .readers.base import ILLUM_PREFIX
 from .readers.cpg0016 import CPG0016_COLUMNS
 from .readers.jump import JUMP_COLUMNS
 from .readers.rxrx import RXRX_COLUMNS
 from .sitetable import SiteColumns, channel_path_columns
-from .store import IMAGE_DIMENSIONS, RANGE_DIMENSIONS, STORE_FORMAT, SiteChunks, blosc_codec, write_site_table
+from .store import IMAGE_DIMENSIONS, RANGE_DIMENSIONS, STORE_FORMAT, blosc_codec, write_site_table
 
 DEFAULT_COLUMNS = {"rxrx": RXRX_COLUMNS, "jump": JUMP_COLUMNS, "csv": SiteColumns()}
 
@@ -173,81 +169,6 @@ def read_source(cfg: IngestConfig, where: str = "config") -> SourceTable:
     return table
 
 
-# --- the worker side -------------------------------------------------------
-
-
-class ChunkSlots:
-    """Shared page-aligned buffers: a worker compresses a site into a free one and the driver
-    writes the chunk from there, in a thread, while the workers decode on.
-
-    Why: chunks are written past the page cache (`write_new_file`), and such a write waits
-    for the device: 10 ms for a uint16 JUMP site with two writers at once, a tenth of a
-    worker's time, during which its core idled. Made before the workers fork (an anonymous
-    shared mapping and a queue of free slot numbers), so both sides see the same memory."""
-
-    def __init__(self, n: int, nbytes: int):
-        import multiprocessing as mp
-
-        self.size = whole_blocks(nbytes)  # every slot starts on a block boundary
-        self._mem = aligned_buffer(self.size * n)
-        self._free = mp.get_context("fork").SimpleQueue()
-        for k in range(n):
-            self._free.put(k)
-
-    def take(self) -> int:
-        return self._free.get()
-
-    def give_back(self, k: int) -> None:
-        self._free.put(k)
-
-    def buffer(self, k: int) -> memoryview:
-        return self._mem[k * self.size : (k + 1) * self.size]
-
-
-_W: dict = {}
-
-
-def _worker_init(
-    chunks: SiteChunks, dtype: str, clip: tuple[float, float], shape: tuple[int, int], slots: ChunkSlots
-) -> None:
-    _W.update(chunks=chunks, dtype=dtype, clip=clip, shape=shape, slots=slots, site=None)
-
-
-def _illumination(path: str) -> np.ndarray:
-    """A worker's illumination functions, each read once (one per plate and channel)."""
-    cache = _W.setdefault("illum", {})
-    if path not in cache:
-        if len(cache) >= 64:
-            cache.pop(next(iter(cache)))
-        cache[path] = read_illumination(path)
-    return cache[path]
-
-
-def _read_plane(path: str, illum: str | None, plane: np.ndarray) -> list[float]:
-    if illum is None:
-        return [float(v) for v in read_into(path, plane, _W["clip"])]
-    return [float(v) for v in read_corrected_into(path, _illumination(illum), plane, _W["clip"])]
-
-
-def _ingest_site(job: tuple[int, list[str], list[str | None]]) -> tuple[int, list[list[float]], int, int, str | None]:
-    """Decode a site and compress it into a free slot: (site, ranges, slot, chunk bytes, error)."""
-    i, paths, illums = job
-    shape = (len(paths), *_W["shape"])
-    if _W["site"] is None or _W["site"].shape != shape:
-        _W["site"] = np.empty(shape, _W["dtype"])  # one per worker: fresh pages cost faults
-    site = _W["site"]
-    try:
-        ranges = [_read_plane(p, f, site[c]) for c, (p, f) in enumerate(zip(paths, illums))]
-    except InputError as e:
-        return i, [], -1, 0, str(e)
-    slot = _W["slots"].take()
-    try:
-        return i, ranges, slot, _W["chunks"].encode(site, _W["slots"].buffer(slot)), None
-    except BaseException:
-        _W["slots"].give_back(slot)
-        raise
-
-
 # --- the driver ------------------------------------------------------------
 
 
@@ -279,22 +200,39 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
     out = Path(out)
     check_output(out, overwrite)
     table = read_source(cfg, where)
+    refuse_overlap(out, cfg.source, cfg.platemap, cfg.jump_metadata, cfg.perturbation_names, *_image_folders(table))
     part = partial_dir(out)
     fingerprint = _fingerprint(cfg, table)
     _drop_stale_partial(part, fingerprint, overwrite)
     try:
         if not part.exists():
             _create_partial(part, cfg, table, fingerprint)
+        _remove_torn_chunks(part)
         log = part / "progress.jsonl"
         done = _read_progress(log, len(table.channels))
         todo = [(i, table.paths(i), table.illum_paths(i)) for i in range(len(table.sites)) if i not in done]
-        _run_workers(todo, part, cfg, table.image_shape, log, done, len(table.sites), progress)
+        run_workers(todo, part, cfg, table.image_shape, log, done, len(table.sites), progress)
         _finalize(part, table, done, table.channels)
     except OSError as e:
         raise InputError(os_error_message(part, e)) from None
     commit_dir(part, out)
     (out / "progress.jsonl").unlink(missing_ok=True)  # kept until the rename, so a kill before it loses nothing
     return out
+
+
+def _image_folders(table: SourceTable) -> list[str]:
+    """The folders the source's images are in (an output that holds one would delete them)."""
+    import os
+
+    paths = pd.unique(table.sites[channel_path_columns(table.sites)].to_numpy().ravel())
+    return sorted({os.path.dirname(str(p)) for p in paths})
+
+
+def _remove_torn_chunks(part: Path) -> None:
+    """Chunk writes a kill cut short (`.<chunk>.tmp-<pid>`): their sites are not in the log,
+    so they are written again; the temporaries themselves would stay in the store."""
+    for tmp in (part / "images").rglob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
 
 
 def _drop_stale_partial(part: Path, fingerprint: str, overwrite: bool) -> None:
@@ -351,78 +289,6 @@ def _create_partial(part: Path, cfg: IngestConfig, table, fingerprint: str) -> N
         morphoscale_version=__version__,
     )
     os.replace(tmp_group, part)
-
-
-def _run_workers(todo, part: Path, cfg: IngestConfig, shape, log: Path, done: dict, n: int, progress: bool) -> None:
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    if not todo:
-        return
-    workers = min(cfg.workers, len(todo))
-    chunks = SiteChunks(part / "images")
-    slots = ChunkSlots(workers + 2, chunks.max_chunk_bytes)
-    init = (chunks, cfg.dtype, tuple(cfg.clip_percentiles), tuple(shape), slots)  # inherited by the forked workers
-    scale_to_uint8(
-        np.arange(4, dtype=np.uint16).reshape(2, 2), (0.0, 100.0)
-    )  # load every numba kernel once, before forking
-    failed = Problems()
-    columns = (
-        TextColumn("ingest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} sites/s"),
-        TimeRemainingColumn(),
-    )
-
-    def put(i: int, slot: int, nbytes: int) -> None:
-        try:
-            chunks.put(i, slots.buffer(slot), nbytes)
-        finally:
-            slots.give_back(slot)
-
-    # The pool forks before the writer thread or the progress bar starts a thread.
-    with process_map(_ingest_site, todo, workers, _worker_init, init) as results, ThreadPoolExecutor(1) as disk:
-        with open(log, "a") as logf, Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("ingest", total=n, completed=len(done), rate="-")
-            t0, k0 = time.perf_counter(), len(done)
-            writing: deque = deque()
-
-            def settle(wait: bool, strict: bool = True) -> None:
-                # A site counts as done (and is logged, for resuming) once its chunk is on disk.
-                while writing and (wait or writing[0][2].done()):
-                    i, ranges, written = writing.popleft()
-                    if written.exception() is not None:
-                        if strict:
-                            raise written.exception()
-                        continue
-                    done[i] = ranges
-                    logf.write(json.dumps({"i": i, "r": ranges}) + "\n")
-                    logf.flush()
-                    bar.update(
-                        task, completed=len(done), rate=f"{(len(done) - k0) / max(time.perf_counter() - t0, 1e-9):.1f}"
-                    )
-
-            try:
-                for i, ranges, slot, nbytes, err in results:
-                    if err is not None:
-                        failed.add("", err)  # err already names the file
-                        continue
-                    writing.append((i, ranges, disk.submit(put, i, slot, nbytes)))
-                    settle(wait=False)
-            finally:  # also on an interrupt or an error: what reached the disk is kept
-                settle(wait=True, strict=sys.exc_info()[0] is None)
-    if len(failed):
-        # Every undecodable file is named at once; finished sites stay in the
-        # .partial store so that a re-run after fixing the files resumes.
-        msg = str(ValidationError(failed.items)).replace("in the input", "decoding images")
-        if len(done):
-            msg += f" ({len(done)} finished sites kept in {part}; fix the files and re-run to resume)"
-        else:
-            shutil.rmtree(part, ignore_errors=True)
-        raise InputError(msg)
 
 
 def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -> None:

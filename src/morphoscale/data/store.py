@@ -250,6 +250,19 @@ class ImageStore:
             f"{self.path}: site {i}'s image chunk {self._chunks.chunk_file(i).relative_to(self.path)} {what}"
         )
 
+    def identity(self) -> str:
+        """What this store holds, in 16 hex digits: its attributes (ingest's fingerprint of the
+        source table and config among them), shape and every site's intensity range (computed
+        from the pixels). A store rebuilt from other inputs or other images has another identity,
+        so a resumed job (embed, features) never mixes chunks of the old store into the new."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.attrs, sort_keys=True, default=str).encode())
+        h.update(f"{self.shape} {self.dtype}".encode())
+        h.update(np.ascontiguousarray(self.intensity_range()).tobytes())
+        return h.hexdigest()[:16]
+
     def intensity_range(self) -> np.ndarray:
         import zarr
 

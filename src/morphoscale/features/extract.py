@@ -17,7 +17,7 @@ import pandas as pd
 from .. import __version__
 from ..determinism import record
 from ..errors import InputError
-from ..io import check_output
+from ..io import check_output, refuse_overlap
 from .flatfield import radial_flatfield
 from .measure import HARALICK, SHAPE, measure_cells
 from .segment import estimate_diameter, segment_cells, segment_nuclei
@@ -214,6 +214,7 @@ def extract_features(
     if workers < 1:
         raise InputError(f"--workers: must be at least 1, got {workers}")
     out = Path(out)
+    refuse_overlap(out, store_path)
     check_output(out, overwrite)
     store = ImageStore(store_path)
     cfg.validate(store.channels)
@@ -225,6 +226,7 @@ def extract_features(
         "channels": json.dumps(store.channels),
         "level": level,
         "store": str(Path(store_path).resolve()),
+        "store_identity": store.identity(),
         "n_sites": n_sites,
         "n_features": len(names),
     }

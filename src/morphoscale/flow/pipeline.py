@@ -25,9 +25,10 @@ import numpy as np
 import yaml
 
 from .. import __version__
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..io import remove, write_text
 from .config import STAGES, EncoderSpec, RunConfig
+from .stages import StageActions
 
 # first guesses of a stage's wall time on 2 CPU cores, for the ETA until one of its kind has run
 TYPICAL_SECONDS = {"data": 30.0, "train": 120.0, "embed": 30.0, "map": 2.0, "bench": 15.0, "report": 10.0}
@@ -56,7 +57,9 @@ def _file_spec(value):
     return value
 
 
-class Flow:
+class Flow(StageActions):
+    """A run folder's stages, planned from the config, each run or taken from the cache."""
+
     def __init__(self, cfg: RunConfig, out: Path):
         self.cfg = cfg
         self.out = Path(out)
@@ -74,8 +77,9 @@ class Flow:
         return self.out / "encoders" / e.name
 
     def _plan(self) -> None:
-        cfg = self.cfg
-        d = cfg.data
+        """The stages, in the order they run: data, then per encoder train, embed, map and bench,
+        then the report (a real field: train, the nucleus probe, the report)."""
+        cfg, d = self.cfg, self.cfg.data
         data_spec = {
             "simulate": d.simulate.model_dump() if d.simulate else None,
             "example": d.example,
@@ -84,100 +88,65 @@ class Flow:
         }
         self.stages.append(Stage("data", "data", data_spec, [], self._data, [self.store]))
         if cfg.probe is not None:
-            self.stages += [self._train_stage(e) for e in cfg.encoders]
-            self.stages.append(
-                Stage(
-                    "bench:probe",
-                    "bench",
-                    cfg.probe.model_dump(mode="json"),
-                    [f"train:{e.name}" for e in cfg.encoders],
-                    self._probe,
-                    [self.out / "probe" / "r2.csv"],
-                )
-            )
-            self.stages.append(
-                Stage(
-                    "report",
-                    "report",
-                    {},
-                    ["bench:probe"],
-                    self._report,
-                    [self.out / "recall.csv", self.out / "report.html"],
-                )
-            )
+            self._plan_probe()
             return
         for e in cfg.encoders:
-            ed = self.enc_dir(e)
-            emb = ed / "embeddings.h5ad"
-            if e.kind == "model":
-                self.stages.append(self._train_stage(e))
-                self.stages.append(
-                    Stage(
-                        f"embed:{e.name}",
-                        "embed",
-                        e.embed.model_dump(),
-                        [f"train:{e.name}"],
-                        lambda e=e: self._embed(e),
-                        [emb],
-                    )
-                )
-            elif e.kind == "features":
-                self.stages.append(
-                    Stage(
-                        f"embed:{e.name}",
-                        "embed",
-                        {"features": e.features.model_dump()},
-                        ["data"],
-                        lambda e=e: self._features(e),
-                        [emb],
-                    )
-                )
-            elif e.kind == "pretrained":
-                from ..io import file_sha256
-
-                spec = {
-                    **e.embed.model_dump(),
-                    "weights_sha256": file_sha256(Path(e.weights)),
-                    "weights_layout": e.weights_layout,
-                    "arch": e.arch,
-                }
-                self.stages.append(
-                    Stage(f"embed:{e.name}", "embed", spec, ["data"], lambda e=e: self._pretrained(e), [emb])
-                )
-            else:
-                self.stages.append(
-                    Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda e=e: self._oracle(e), [emb])
-                )
-            self.stages.append(
-                Stage(
-                    f"map:{e.name}",
-                    "map",
-                    {**cfg.map.model_dump(), **self._split_spec()},
-                    [f"embed:{e.name}"],
-                    lambda e=e: self._map(e),
-                    [ed / "map.h5ad"],
-                )
-            )
-            self.stages.append(
-                Stage(
-                    f"bench:{e.name}",
-                    "bench",
-                    cfg.bench.model_dump(mode="json"),
-                    [f"map:{e.name}"],
-                    lambda e=e: self._bench(e),
-                    [ed / "bench" / "summary.json"],
-                )
-            )
+            self._plan_encoder(e)
+        report_spec = {"encoders": [e.name for e in cfg.encoders], "baselines": self.baselines()}
+        outputs = [self.out / "recall.csv", self.out / "paired.csv", self.out / "report.html"]
         self.stages.append(
-            Stage(
-                "report",
-                "report",
-                {"encoders": [e.name for e in cfg.encoders], "baselines": self.baselines()},
-                [f"bench:{e.name}" for e in cfg.encoders],
-                self._report,
-                [self.out / "recall.csv", self.out / "paired.csv", self.out / "report.html"],
-            )
+            Stage("report", "report", report_spec, [f"bench:{e.name}" for e in cfg.encoders], self._report, outputs)
         )
+
+    def _plan_probe(self) -> None:
+        """A real field: each model trained, then the nucleus probe in place of maps and benchmarks."""
+        cfg = self.cfg
+        self.stages += [self._train_stage(e) for e in cfg.encoders]
+        upstream = [f"train:{e.name}" for e in cfg.encoders]
+        probe_spec = cfg.probe.model_dump(mode="json")
+        self.stages.append(
+            Stage("bench:probe", "bench", probe_spec, upstream, self._probe, [self.out / "probe" / "r2.csv"])
+        )
+        outputs = [self.out / "recall.csv", self.out / "report.html"]
+        self.stages.append(Stage("report", "report", {}, ["bench:probe"], self._report, outputs))
+
+    def _plan_encoder(self, e: EncoderSpec) -> None:
+        """One encoder's stages: (train,) embed, map, bench."""
+        ed = self.enc_dir(e)
+        if e.kind == "model":
+            self.stages.append(self._train_stage(e))
+        self.stages.append(self._embed_stage(e, ed / "embeddings.h5ad"))
+        map_spec = {**self.cfg.map.model_dump(), **self._split_spec()}
+        self.stages.append(
+            Stage(f"map:{e.name}", "map", map_spec, [f"embed:{e.name}"], lambda e=e: self._map(e), [ed / "map.h5ad"])
+        )
+        bench_spec = self.cfg.bench.model_dump(mode="json")
+        outputs = [ed / "bench" / "summary.json"]
+        self.stages.append(
+            Stage(f"bench:{e.name}", "bench", bench_spec, [f"map:{e.name}"], lambda e=e: self._bench(e), outputs)
+        )
+
+    def _embed_stage(self, e: EncoderSpec, emb: Path) -> Stage:
+        """How an encoder's embeddings are made: a trained model, hand-crafted features,
+        pretrained weights or the oracle; each with what its result depends on."""
+        if e.kind == "model":
+            return Stage(
+                f"embed:{e.name}", "embed", e.embed.model_dump(), [f"train:{e.name}"], lambda: self._embed(e), [emb]
+            )
+        if e.kind == "features":
+            spec = {"features": e.features.model_dump()}
+            return Stage(f"embed:{e.name}", "embed", spec, ["data"], lambda: self._features(e), [emb])
+        if e.kind == "pretrained":
+            from ..io import file_sha256
+
+            spec = {
+                **e.embed.model_dump(),
+                "weights_sha256": file_sha256(Path(e.weights)),
+                "weights_layout": e.weights_layout,
+                "arch": e.arch,
+            }
+            return Stage(f"embed:{e.name}", "embed", spec, ["data"], lambda: self._pretrained(e), [emb])
+        return Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda: self._oracle(e), [emb])
 
     def baselines(self) -> dict[str, str]:
         return {e.name: e.baseline for e in self.cfg.encoders if e.baseline}
@@ -332,243 +301,3 @@ class Flow:
         return self._record(s).get("key") == key and all(Path(p).exists() for p in s.outputs)
 
     # --- the stages ---------------------------------------------------------------
-
-    def _data(self) -> None:
-        d = self.cfg.data
-        if d.store:
-            from ..data.store import ImageStore
-
-            ImageStore(d.store)  # validates: complete, a morphoscale store
-            return
-        from ..data.ingest import IngestConfig, ingest, load_ingest_config
-
-        if d.example:
-            from ..data import examples
-
-            icfg = load_ingest_config(examples.get(d.example) / "ingest.yaml", {"workers": self.workers})
-        elif d.simulate:
-            from ..simulate.screen import simulate
-
-            simulate(
-                self.screen,
-                d.simulate.preset,
-                seed=d.simulate.seed,
-                workers=self.workers,
-                overwrite=True,
-                progress=self.progress,
-            )
-            icfg = load_ingest_config(None, {"format": "rxrx", "source": str(self.screen), "workers": self.workers})
-        elif isinstance(d.ingest, Path):
-            icfg = load_ingest_config(d.ingest, {"workers": self.workers})
-        else:
-            from ..config import parse_model
-
-            icfg = parse_model(
-                IngestConfig,
-                {**d.ingest, **({"workers": self.workers} if self.workers else {})},
-                "run config",
-                "data.ingest",
-            )
-        ingest(icfg, self.store, overwrite=True, progress=self.progress)
-
-    def _train(self, e: EncoderSpec, env: dict | None = None) -> None:
-        from ..config import parse_model
-        from ..train.fit import TrainConfig, load_train_config, train
-
-        tcfg = (
-            load_train_config(e.train)
-            if isinstance(e.train, Path)
-            else parse_model(TrainConfig, e.train, "run config", f"encoders.{e.name}.train")
-        )
-        if self.cfg.split.active:
-            if tcfg.split.active and tcfg.split != self.cfg.split:
-                raise ConfigError(
-                    f"key 'encoders.{e.name}.train.split': differs from the run's split; set the split once, at the top"
-                )
-            tcfg = tcfg.model_copy(update={"split": self.cfg.split})
-        gt = self.screen / "ground_truth"
-        if tcfg.probe_every and tcfg.probe_truth is None and self.cfg.data.simulate:
-            tcfg = tcfg.model_copy(update={"probe_truth": gt})  # the simulated truth adds the decoding probe
-        if self.cfg.isolate_training or self.cfg.parallel_training > 1:
-            self._train_in_subprocess(tcfg, self.enc_dir(e) / "train", env)
-        else:
-            train(tcfg, self.store, self.enc_dir(e) / "train", overwrite=True, progress=self.progress)
-
-    def _train_in_subprocess(self, tcfg, out: Path, env: dict | None = None) -> None:
-        """`morphoscale train` in a fresh process: what it measures (peak memory above all)
-        belongs to this model alone, not to what earlier stages left resident."""
-        import os
-        import subprocess
-        import sys
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg_file = Path(tmp) / "train.yaml"
-            cfg_file.write_text(yaml.safe_dump(tcfg.model_dump(mode="json"), sort_keys=False))
-            cmd = [
-                sys.executable,
-                "-m",
-                "morphoscale",
-                "train",
-                "--store",
-                str(self.store),
-                "--out",
-                str(out),
-                "--config",
-                str(cfg_file),
-                "--overwrite",
-            ]
-            quiet = not self.progress or self.cfg.parallel_training > 1  # bars of parallel runs would interleave
-            res = subprocess.run(
-                cmd + (["--quiet"] if quiet else []),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE if quiet else None,
-                text=True,
-                env={**os.environ, **env} if env else None,
-            )
-        if res.returncode:
-            last = ((res.stderr or "").strip().splitlines() or [f"exit code {res.returncode}"])[-1]
-            raise InputError(f"training {out} in its own process failed: {last.removeprefix('error: ')}")
-
-    def _embed(self, e: EncoderSpec) -> None:
-        from ..embed import embed
-
-        s = e.embed
-        embed(
-            self.enc_dir(e) / "train" / "model.ckpt",
-            self.store,
-            self.enc_dir(e) / "embeddings.h5ad",
-            layer=s.layer,
-            pooling=s.pooling,
-            level=s.level,
-            tile_size=s.tile_size,
-            batch_size=s.batch_size,
-            overwrite=True,
-            progress=self.progress,
-        )
-
-    def _pretrained(self, e: EncoderSpec) -> None:
-        from ..embed import embed
-
-        s = e.embed
-        embed(
-            None,
-            self.store,
-            self.enc_dir(e) / "embeddings.h5ad",
-            layer=s.layer,
-            pooling=s.pooling,
-            level=s.level,
-            tile_size=s.tile_size,
-            batch_size=s.batch_size,
-            overwrite=True,
-            progress=self.progress,
-            weights=Path(e.weights),
-            weights_layout=e.weights_layout,
-            arch=e.arch,
-        )
-
-    def _features(self, e: EncoderSpec) -> None:
-        import os
-
-        from ..features.extract import FeatureConfig, extract_features
-
-        extract_features(
-            self.store,
-            self.enc_dir(e) / "embeddings.h5ad",
-            FeatureConfig(**e.features.model_dump()),
-            level="well",
-            workers=self.workers or os.cpu_count() or 1,
-            overwrite=True,
-            progress=self.progress,
-        )
-
-    def _oracle(self, e: EncoderSpec) -> None:
-        from ..maps.build import write_h5ad
-        from ..simulate.oracle import oracle_embeddings
-
-        path = self.enc_dir(e) / "embeddings.h5ad"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_h5ad(oracle_embeddings(self.screen), path, overwrite=True)
-
-    def _scored_wells(self) -> set[tuple[str, str]] | None:
-        """The held-out wells every map is made of (None: all), drawn once per run from the store."""
-        if not self.cfg.split.active:
-            return None
-        if self._held_out is None:
-            from ..data.split import scored_wells
-            from ..data.store import ImageStore
-
-            self._held_out = scored_wells(ImageStore(self.store).sites, self.cfg.split)
-        return self._held_out
-
-    def _map(self, e: EncoderSpec) -> None:
-        from ..data.split import scored_part
-        from ..maps.build import build_map, read_embeddings, wells_path, write_h5ad
-
-        out = self.enc_dir(e) / "map.h5ad"
-        path = self.enc_dir(e) / "embeddings.h5ad"
-        m, aligned = build_map(
-            scored_part(read_embeddings(path), self._scored_wells(), str(path)),
-            align=self.cfg.map.align,
-            method=self.cfg.map.aggregate,
-        )
-        write_h5ad(aligned, wells_path(out), overwrite=True)
-        write_h5ad(m, out, overwrite=True)
-
-    def compound_targets(self) -> Path | None:
-        b = self.cfg.bench
-        if b.compound_targets:
-            return b.compound_targets
-        gt = self.screen / "ground_truth" / "compound_targets.csv"
-        return gt if self.cfg.data.simulate and gt.exists() else None
-
-    def truth(self) -> Path | None:
-        gt = self.screen / "ground_truth"
-        return gt if self.cfg.bench.truth and self.cfg.data.simulate and gt.exists() else None
-
-    def _bench(self, e: EncoderSpec) -> None:
-        from ..bench.suite import run_bench
-
-        ed = self.enc_dir(e)
-        run_bench(
-            ed / "map.h5ad",
-            ed / "bench",
-            raw=ed / "embeddings.h5ad",
-            compound_targets=self.compound_targets(),
-            clustering=self.cfg.bench.clustering,
-            null_size=self.cfg.bench.null_size,
-            overwrite=True,
-            truth=self.truth(),
-            metrics=self.cfg.bench.metrics,
-            quick=self.cfg.bench.quick,
-        )
-
-    def nuclei_table(self) -> Path:
-        if self.cfg.probe.nuclei:
-            return self.cfg.probe.nuclei
-        from ..data import examples
-
-        return examples.get("jump-pilot-field") / "Nuclei.csv"
-
-    def _probe(self) -> None:
-        from ..bench.nuclei import run_probe
-
-        p = self.cfg.probe
-        run_probe(
-            self.store,
-            self.nuclei_table(),
-            {e.name: self.enc_dir(e) / "train" for e in self.cfg.encoders},
-            self.out / "probe",
-            p.crop_size,
-            p.folds,
-        )
-
-    def _report(self) -> None:
-        from ..bench import summary
-        from ..report.html import write_report
-
-        names = [e.name for e in self.cfg.encoders]
-        results = summary.run_results(self.out, names + list(self.baselines().values()))
-        write_text(self.out / "recall.csv", summary.recall_table(results).to_csv(index=False))
-        write_text(self.out / "paired.csv", summary.paired_table(results, self.baselines()).to_csv(index=False))
-        write_report(self.out)

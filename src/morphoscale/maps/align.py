@@ -1,5 +1,8 @@
 """Aligners: batch correction fitted on control wells, as scikit-learn estimators.
 
+(Seven estimators and their base, a little over 400 lines: kept in one module so that what
+an aligner is, and how each differs, reads in one place.)
+
 Every aligner has `fit(X, batch, is_control)` (control rows only, per batch where the
 method is per batch) and `transform(X, batch)`; parameters are validated in `fit`, an
 unfitted `transform` is an error, and so is a matrix of another width.

@@ -178,25 +178,7 @@ def read_external(
     lay = LAYOUTS[name]()
     feats = _feature_columns(table, lay, path, set(columns.values()))
     id_col = columns.get("id", lay.columns.get("id") or "")
-    if metadata is not None:
-        meta = read_table(metadata, "metadata")
-        for what, frame, src in (("embeddings", table, path), ("metadata", meta, metadata)):
-            if id_col not in frame.columns:
-                raise InputError(f"{src}: no '{id_col}' column to join the {what} on (--column id=NAME)")
-        X = table.groupby(id_col, sort=False)[feats].mean()
-        joined = meta.merge(X, left_on=id_col, right_index=True, how="inner")
-        if not len(joined):
-            raise InputError(f"{metadata}: no '{id_col}' value matches a row of {path}")
-        table, where = joined, f"{metadata}"
-    else:
-        if id_col and id_col in table.columns and table[id_col].duplicated().any():
-            keep = [c for c in table.columns if c not in feats]
-            table = (
-                table.groupby(id_col, sort=False)
-                .agg({**{c: "first" for c in keep if c != id_col}, **{c: "mean" for c in feats}})
-                .reset_index()
-            )
-        where = str(path)
+    table, where = _one_row_per_id(table, feats, id_col, path, metadata)
     roles = _resolve(lay, table, columns, where)
     obs = _obs(table, roles, lay, control, where)
     keep = obs.pop("_keep").to_numpy(bool)
@@ -227,6 +209,29 @@ def read_external(
         **{f"column_{r}": c for r, c in roles.items() if c},
     }
     return emb
+
+
+def _one_row_per_id(table: pd.DataFrame, feats: list, id_col: str, path: Path, metadata: Path | None):
+    """(the table with one row per id, features averaged, and the file its metadata names):
+    joined with the metadata table on the id column, or the table itself."""
+    if metadata is not None:
+        meta = read_table(metadata, "metadata")
+        for what, frame, src in (("embeddings", table, path), ("metadata", meta, metadata)):
+            if id_col not in frame.columns:
+                raise InputError(f"{src}: no '{id_col}' column to join the {what} on (--column id=NAME)")
+        X = table.groupby(id_col, sort=False)[feats].mean()
+        joined = meta.merge(X, left_on=id_col, right_index=True, how="inner")
+        if not len(joined):
+            raise InputError(f"{metadata}: no '{id_col}' value matches a row of {path}")
+        return joined, f"{metadata}"
+    if id_col and id_col in table.columns and table[id_col].duplicated().any():
+        keep = [c for c in table.columns if c not in feats]
+        table = (
+            table.groupby(id_col, sort=False)
+            .agg({**{c: "first" for c in keep if c != id_col}, **{c: "mean" for c in feats}})
+            .reset_index()
+        )
+    return table, str(path)
 
 
 def _controls(lay: Layout, control: str | None) -> tuple[str, ...]:

@@ -75,10 +75,19 @@ class RunFolder:
         names = [e["name"] for e in cfg.get("encoders", [])]
         encoders = {n: run_dir / "encoders" / n for n in names if (run_dir / "encoders" / n).exists()}
         stages = {
-            f.stem.replace("--", ":"): json.loads(f.read_text()) for f in sorted((run_dir / "stages").glob("*.json"))
+            f.stem.replace("--", ":"): rec for f in sorted((run_dir / "stages").glob("*.json")) if (rec := _record(f))
         }
         store = Path(cfg["data"]["store"]) if cfg["data"].get("store") else run_dir / "store.zarr"
         return cls(run_dir, cfg, encoders, stages, store)
+
+
+def _record(f: Path) -> dict | None:
+    """A stage record; None for one a kill tore (its stage did not finish)."""
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def recall_wide(table: pd.DataFrame) -> pd.DataFrame:

@@ -79,10 +79,12 @@ def training_section(encoders: dict[str, Path]) -> str:
     curves, checks = {}, {}
     for name, d in encoders.items():
         f = d / "train" / "logs" / "metrics.csv"
-        if f.exists():
+        try:
             m = pd.read_csv(f)
-            if "train/loss" in m.columns:
-                curves[name] = m
+        except (OSError, ValueError):  # not there, or a last line a kill cut short
+            m = pd.DataFrame()
+        if "train/loss" in m.columns:
+            curves[name] = m
         c = d / "train" / "learning_check.json"
         if c.exists():
             checks[name] = json.loads(c.read_text())
@@ -104,30 +106,9 @@ def training_section(encoders: dict[str, Path]) -> str:
         ax.set_ylabel("training loss")
         ax.legend(fontsize=7)
         for i, key in enumerate(probes, 1):
-            ax = axes[i][j]
-            ax.set_ylabel(PROBE_LABELS[key], fontsize=8)
-            ax.set_xlabel("step")
-            if key not in m.columns or not m[key].notna().any():
-                ax.set_axis_off()
-                continue
-            pr = m.dropna(subset=[key])
-            ax.plot(pr["step"], pr[key], marker="o", color="#3b7dd8", label="probe")
-            ax.axhline(pr[key].iloc[0], color="#999999", linestyle=":", label="untrained (step 0)")
-            if key == "probe/knn_perturbation" and "probe/knn_chance" in pr:
-                ax.axhline(pr["probe/knn_chance"].iloc[0], color="#c44", linestyle="--", label="chance")
-            if key == "probe/logistic_control":
-                ax.axhline(0.5, color="#c44", linestyle="--", label="chance")
-            ax.legend(fontsize=7)
+            _probe_axis(axes[i][j], m, key)
     fig.tight_layout()
-    previews = ""
-    for name, d in encoders.items():
-        pngs = sorted((d / "train" / "previews").glob("step*.png"))
-        if pngs:
-            kind = "masked input | reconstruction | target" if _reconstructs(d) else "panels"
-            previews += (
-                f"<figure>{file_img(pngs[-1], f'reconstructions of {name}', 600)}"
-                f"<figcaption>{html.escape(name)}, {pngs[-1].stem}: {kind}; one row per channel</figcaption></figure>"
-            )
+    previews = _previews(encoders)
     lines = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(sentence(c))}</li>" for n, c in checks.items())
     check_html = f"<h3>Learning check</h3><ul>{lines}</ul><p>{html.escape(LEVELS_NOTE)}</p>" if lines else ""
     return (
@@ -139,6 +120,37 @@ def training_section(encoders: dict[str, Path]) -> str:
             else ""
         )
     )
+
+
+def _probe_axis(ax, m: pd.DataFrame, key: str) -> None:
+    """One probe over training steps, beside its untrained value and chance."""
+    ax.set_ylabel(PROBE_LABELS[key], fontsize=8)
+    ax.set_xlabel("step")
+    if key not in m.columns or not m[key].notna().any():
+        ax.set_axis_off()
+        return
+    pr = m.dropna(subset=[key])
+    ax.plot(pr["step"], pr[key], marker="o", color="#3b7dd8", label="probe")
+    ax.axhline(pr[key].iloc[0], color="#999999", linestyle=":", label="untrained (step 0)")
+    if key == "probe/knn_perturbation" and "probe/knn_chance" in pr:
+        ax.axhline(pr["probe/knn_chance"].iloc[0], color="#c44", linestyle="--", label="chance")
+    if key == "probe/logistic_control":
+        ax.axhline(0.5, color="#c44", linestyle="--", label="chance")
+    ax.legend(fontsize=7)
+
+
+def _previews(encoders: dict[str, Path]) -> str:
+    """Each encoder's last training preview."""
+    previews = ""
+    for name, d in encoders.items():
+        pngs = sorted((d / "train" / "previews").glob("step*.png"))
+        if pngs:
+            kind = "masked input | reconstruction | target" if _reconstructs(d) else "panels"
+            previews += (
+                f"<figure>{file_img(pngs[-1], f'reconstructions of {name}', 600)}"
+                f"<figcaption>{html.escape(name)}, {pngs[-1].stem}: {kind}; one row per channel</figcaption></figure>"
+            )
+    return previews
 
 
 def _reconstructs(encoder_dir: Path) -> bool:

@@ -36,6 +36,40 @@ class Optics:
     psf_sigma: float = 0.7  # px
 
 
+ANGLES = np.linspace(0, np.pi, 4, endpoint=False)  # the orientations stress fibres are drawn at
+
+
+@dataclass
+class _Cells:
+    """Where each cell of a site is and its shape (arrays of one value per cell)."""
+
+    cy: np.ndarray
+    cx: np.ndarray
+    theta: np.ndarray  # orientation
+    R: np.ndarray  # radius
+    a: np.ndarray  # semi-axes
+    b: np.ndarray
+    rn0: np.ndarray  # nucleus radius, relative to the cell's
+    necc: np.ndarray  # nucleus eccentricity
+    multi: np.ndarray  # two nuclei
+    ox: np.ndarray  # nucleus offset along the long axis
+    wobble_amp: np.ndarray
+    wobble_phase: np.ndarray
+    bins: np.ndarray  # the fibre orientation (index into ANGLES)
+
+
+@dataclass
+class _Fields:
+    """Whole-image fields the cells add up to, which the channels are made of."""
+
+    boundary: np.ndarray
+    nuc: np.ndarray
+    cyto: np.ndarray
+    perinuclear: np.ndarray
+    fibre_weight: np.ndarray  # (orientations, S, S)
+    centers: list  # (y, x, radius) of every nucleus
+
+
 class Renderer:
     """Renders sites of a fixed size; caches the frequency grids and the vignetting field."""
 
@@ -93,10 +127,41 @@ class Renderer:
     # --- cells -------------------------------------------------------------------------
 
     def render(self, z: np.ndarray, optics: Optics, rng: np.random.Generator, n_cells_scale: float = 1.0) -> np.ndarray:
-        """z: (P,) morphology parameters of the site. Returns (6, S, S) uint8."""
-        S, R0 = self.size, self.cell_radius
-        g = lambda name: float(z[_IDX[name]])  # noqa: E731
+        """z: (P,) morphology parameters of the site. Returns (6, S, S) uint8. Every draw comes
+        from `rng` in a fixed order (cells, shared textures, then channel by channel)."""
+        S = self.size
 
+        def g(name: str) -> float:
+            return float(z[_IDX[name]])
+
+        cells = self._place_cells(g, rng, n_cells_scale)
+        f = self._paint_cells(cells)
+        fine = self.noise(rng, 0.8)  # shared textures
+        medium = self.noise(rng, 1.6)
+        ch = np.zeros((6, S, S), np.float32)
+        # DNA: nuclei with chromatin texture
+        ch[0] = f.nuc * np.clip(0.75 + 0.25 * np.exp(0.35 * g("dna_texture")) * fine, 0.05, None)
+        # ER: perinuclear reticulum, excluded from nuclei
+        er_int = np.exp(0.3 * g("er_intensity"))
+        er_tex = 0.45 * np.exp(0.35 * g("er_texture"))
+        ch[1] = 0.55 * er_int * f.perinuclear * np.clip(0.7 + er_tex * self.noise(rng, 0.6), 0.0, None)
+        ch[2] = self._actin(g, cells, f, rng)
+        ch[3] = self._rna(g, f, rng)
+        # Mito: filaments (oriented noise) or fragments (puncta) in the cytoplasm, perinuclear-weighted
+        frag = _sig(1.3 * g("mito_fragmentation") - 0.5)
+        filaments = np.clip(self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None) + np.clip(
+            self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None
+        )
+        puncta = np.clip(medium - 0.8, 0, None) * 2.5
+        ch[4] = 0.5 * f.perinuclear * ((1 - frag) * filaments + frag * puncta)
+        ch[5] = self._golgi(g, f, rng)
+        return self.camera(ch, optics, rng)
+
+    # --- cells -------------------------------------------------------------------------
+
+    def _place_cells(self, g, rng: np.random.Generator, n_cells_scale: float) -> "_Cells":
+        """How many cells, where, and the shape of each cell and nucleus."""
+        S, R0 = self.size, self.cell_radius
         # cell count and positions: a jittered grid, then a random subset
         density = (S / (2.1 * R0)) ** 2
         n = int(
@@ -109,7 +174,6 @@ class Renderer:
         pick = rng.permutation(k * k)[:n]
         cy = gy.ravel()[pick] + rng.uniform(-0.35, 0.35, n) * S / k
         cx = gx.ravel()[pick] + rng.uniform(-0.35, 0.35, n) * S / k
-
         # per-cell shape: size (with cell-cycle variation), elongation, orientation
         coherence = _sig(1.2 * g("actin_coherence"))
         site_angle = rng.uniform(0, np.pi)
@@ -117,8 +181,6 @@ class Renderer:
         cycle = rng.uniform(0, 1, n)  # G1 -> G2: cells and nuclei grow
         R = R0 * np.exp(0.22 * g("cell_area") + 0.15 * rng.standard_normal(n)) * (0.85 + 0.3 * cycle)
         ecc = np.clip(0.1 + 0.35 * _sig(g("cell_eccentricity")) + 0.08 * rng.standard_normal(n), 0, 0.8)
-        a, b = R * (1 + ecc), R / (1 + ecc)
-
         # nuclei: size and shape; some cells get two (multinucleation)
         rn0 = np.clip(
             0.42 * np.exp(0.22 * g("nucleus_area") + 0.1 * rng.standard_normal(n)) * (0.9 + 0.2 * cycle), 0.2, 0.75
@@ -128,74 +190,67 @@ class Renderer:
         ox = rng.uniform(-0.15, 0.15, n) * R
         wobble_amp = rng.uniform(0.03, 0.12, (n, 3))
         wobble_phase = rng.uniform(0, 2 * np.pi, (n, 3))
-        angles = np.linspace(0, np.pi, 4, endpoint=False)
-        bins = np.argmin(np.abs(((theta[:, None] - angles[None]) + np.pi / 2) % np.pi - np.pi / 2), axis=1)
+        bins = np.argmin(np.abs(((theta[:, None] - ANGLES[None]) + np.pi / 2) % np.pi - np.pi / 2), axis=1)
+        return _Cells(
+            cy, cx, theta, R, R * (1 + ecc), R / (1 + ecc), rn0, necc, multi, ox, wobble_amp, wobble_phase, bins
+        )
 
-        # Each cell is drawn in its own bounding box and added to whole-image fields.
-        boundary = np.zeros((S, S), np.float32)
-        nuc = np.zeros((S, S), np.float32)
-        cyto = np.zeros((S, S), np.float32)
-        perinuclear = np.zeros((S, S), np.float32)
-        fibre_weight = np.zeros((len(angles), S, S), np.float32)
-        centers = []
-        for i in range(n):
-            half = int(np.ceil(a[i] * 1.4)) + 2
-            y0, y1 = max(int(cy[i]) - half, 0), min(int(cy[i]) + half + 1, S)
-            x0, x1 = max(int(cx[i]) - half, 0), min(int(cx[i]) + half + 1, S)
+    def _paint_cells(self, c: "_Cells") -> "_Fields":
+        """Each cell drawn in its own bounding box (soft masks: neighbours touch and overlap)
+        and added to whole-image fields."""
+        S = self.size
+        f = _Fields(*(np.zeros((S, S), np.float32) for _ in range(4)), np.zeros((len(ANGLES), S, S), np.float32), [])
+        for i in range(len(c.cy)):
+            half = int(np.ceil(c.a[i] * 1.4)) + 2
+            y0, y1 = max(int(c.cy[i]) - half, 0), min(int(c.cy[i]) + half + 1, S)
+            x0, x1 = max(int(c.cx[i]) - half, 0), min(int(c.cx[i]) + half + 1, S)
             if y1 <= y0 or x1 <= x0:
                 continue
-            dy = self.yy[y0:y1, x0:x1] - cy[i]
-            dx = self.xx[y0:y1, x0:x1] - cx[i]
-            ci, si = np.cos(theta[i]), np.sin(theta[i])
+            dy = self.yy[y0:y1, x0:x1] - c.cy[i]
+            dx = self.xx[y0:y1, x0:x1] - c.cx[i]
+            ci, si = np.cos(c.theta[i]), np.sin(c.theta[i])
             u, v = dx * ci + dy * si, -dx * si + dy * ci
             phi = np.arctan2(v, u)
-            wobble = 1 + sum(wobble_amp[i, k] * np.cos(m * phi + wobble_phase[i, k]) for k, m in enumerate((2, 3, 5)))
-            rc = np.sqrt((u / a[i]) ** 2 + (v / b[i]) ** 2) / wobble
-            m_cell = _sig((1 - rc) * 10)  # soft masks: neighbours touch and overlap
+            wobble = 1 + sum(
+                c.wobble_amp[i, k] * np.cos(m * phi + c.wobble_phase[i, k]) for k, m in enumerate((2, 3, 5))
+            )
+            rc = np.sqrt((u / c.a[i]) ** 2 + (v / c.b[i]) ** 2) / wobble
+            m_cell = _sig((1 - rc) * 10)
             m_nuc = np.zeros_like(m_cell)
-            sides = (-1.0, 1.0) if multi[i] else (0.0,)
-            scale = 0.75 if multi[i] else 1.0
-            an, bn = rn0[i] * scale * R[i] * (1 + necc[i]), rn0[i] * scale * R[i] / (1 + necc[i])
+            sides = (-1.0, 1.0) if c.multi[i] else (0.0,)
+            scale = 0.75 if c.multi[i] else 1.0
+            an, bn = c.rn0[i] * scale * c.R[i] * (1 + c.necc[i]), c.rn0[i] * scale * c.R[i] / (1 + c.necc[i])
             for side in sides:
-                off = ox[i] + side * 0.55 * rn0[i] * R[i]
+                off = c.ox[i] + side * 0.55 * c.rn0[i] * c.R[i]
                 rn = np.sqrt(((u - off) / an) ** 2 + (v / bn) ** 2) / (1 + 0.05 * np.cos(3 * phi))
                 m_nuc = np.maximum(m_nuc, _sig((1 - rn) * 12))
-                centers.append((cy[i] + off * si, cx[i] + off * ci, float(rn0[i] * scale * R[i])))
+                f.centers.append((c.cy[i] + off * si, c.cx[i] + off * ci, float(c.rn0[i] * scale * c.R[i])))
             m_cyto = np.clip(m_cell - m_nuc, 0, None)
             win = (slice(y0, y1), slice(x0, x1))
-            boundary[win] += 4 * m_cell * (1 - m_cell)
-            nuc[win] += m_nuc
-            cyto[win] += m_cyto
-            perinuclear[win] += m_cyto * np.exp(-1.5 * np.clip(rc - 0.3, 0, None))
-            fibre_weight[bins[i]][win] += m_cell
+            f.boundary[win] += 4 * m_cell * (1 - m_cell)
+            f.nuc[win] += m_nuc
+            f.cyto[win] += m_cyto
+            f.perinuclear[win] += m_cyto * np.exp(-1.5 * np.clip(rc - 0.3, 0, None))
+            f.fibre_weight[c.bins[i]][win] += m_cell
+        return f
 
-        # shared textures
-        fine = self.noise(rng, 0.8)
-        medium = self.noise(rng, 1.6)
-        ch = np.zeros((6, S, S), np.float32)
+    # --- channels with their own structures -----------------------------------------------
 
-        # DNA: nuclei with chromatin texture
-        tex = 0.25 * np.exp(0.35 * g("dna_texture"))
-        ch[0] = nuc * np.clip(0.75 + tex * fine, 0.05, None)
-
-        # ER: perinuclear reticulum, excluded from nuclei
-        er_int = np.exp(0.3 * g("er_intensity"))
-        er_tex = 0.45 * np.exp(0.35 * g("er_texture"))
-        ch[1] = 0.55 * er_int * perinuclear * np.clip(0.7 + er_tex * self.noise(rng, 0.6), 0.0, None)
-
-        # Actin: stress fibres along each cell's orientation, and a cortical rim
+    def _actin(self, g, c: "_Cells", f: "_Fields", rng) -> np.ndarray:
+        """Stress fibres along each cell's orientation, and a cortical rim."""
         dens = 0.55 * np.exp(0.35 * g("actin_density"))
-        fibres = np.zeros((S, S), np.float32)
-        for kb, ang in enumerate(angles):
-            if (bins == kb).any():
-                fibres += fibre_weight[kb] * np.clip(self.oriented_noise(rng, ang, 6.0, 0.7), 0, None) ** 1.5
-        ch[2] = dens * fibres * (1 - 0.7 * np.clip(nuc, 0, 1)) + 0.35 * boundary
+        fibres = np.zeros((self.size, self.size), np.float32)
+        for kb, ang in enumerate(ANGLES):
+            if (c.bins == kb).any():
+                fibres += f.fibre_weight[kb] * np.clip(self.oriented_noise(rng, ang, 6.0, 0.7), 0, None) ** 1.5
+        return dens * fibres * (1 - 0.7 * np.clip(f.nuc, 0, 1)) + 0.35 * f.boundary
 
-        # RNA: nucleoli (count and size) in nuclei, dim cytoplasm
+    def _rna(self, g, f: "_Fields", rng) -> np.ndarray:
+        """Nucleoli (count and size) in nuclei, dim cytoplasm."""
         lam = 2.0 * np.exp(0.35 * g("nucleoli_count"))
         size = 0.9 * np.exp(0.3 * g("nucleoli_size")) * self.size / 128
         ys, xs, ws = [], [], []
-        for y0, x0, rad in centers:
+        for y0, x0, rad in f.centers:
             kspots = rng.poisson(lam)
             if kspots:
                 rr = rad * 0.55 * np.sqrt(rng.random(kspots))
@@ -206,22 +261,15 @@ class Renderer:
         spots = (
             self.splat(np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), max(size, 0.5))
             if ys
-            else np.zeros((S, S), np.float32)
+            else np.zeros((self.size, self.size), np.float32)
         )
-        ch[3] = 0.18 * cyto + 0.25 * nuc + 0.9 * spots / max(size, 0.5) ** 0.5
+        return 0.18 * f.cyto + 0.25 * f.nuc + 0.9 * spots / max(size, 0.5) ** 0.5
 
-        # Mito: filaments (oriented noise) or fragments (puncta) in the cytoplasm, perinuclear-weighted
-        frag = _sig(1.3 * g("mito_fragmentation") - 0.5)
-        filaments = np.clip(self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None) + np.clip(
-            self.oriented_noise(rng, rng.uniform(0, np.pi), 3.0, 0.6), 0, None
-        )
-        puncta = np.clip(medium - 0.8, 0, None) * 2.5
-        ch[4] = 0.5 * perinuclear * ((1 - frag) * filaments + frag * puncta)
-
-        # Golgi (compact ribbon beside the nucleus, or dispersed puncta) and WGA membrane
+    def _golgi(self, g, f: "_Fields", rng) -> np.ndarray:
+        """Golgi (a compact ribbon beside the nucleus, or dispersed puncta) and the WGA membrane."""
         disp = _sig(1.3 * g("golgi_dispersion") - 0.5)
         ys, xs, ws = [], [], []
-        for y0, x0, rad in centers:
+        for y0, x0, rad in f.centers:
             ang = rng.uniform(0, 2 * np.pi)
             npun = 1 + rng.poisson(1 + 8 * disp)
             spread = rad * (0.3 + 1.6 * disp)
@@ -232,9 +280,7 @@ class Renderer:
         golgi = (
             self.splat(np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), 1.2 * self.size / 128) if ys else 0
         )
-        ch[5] = 0.6 * golgi + 0.3 * boundary + 0.06 * cyto
-
-        return self.camera(ch, optics, rng)
+        return 0.6 * golgi + 0.3 * f.boundary + 0.06 * f.cyto
 
     # --- optics and camera -------------------------------------------------------------
 

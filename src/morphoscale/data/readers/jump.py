@@ -61,18 +61,7 @@ def read_jump(
     problems = problems if problems is not None else Problems()
     file = str(load_data)
 
-    for ch in channels:
-        for prefix in ("FileName_Orig", "PathName_Orig"):
-            if prefix + ch not in raw.columns:
-                have = sorted(c[len("FileName_Orig") :] for c in raw.columns if c.startswith("FileName_Orig"))
-                problems.add(
-                    file, f"missing column '{prefix}{ch}' for channel {ch} (channels here: {', '.join(have) or 'none'})"
-                )
-    for col in (columns.plate, columns.well, columns.site):
-        if col not in raw.columns:
-            problems.add(file, f"missing column '{col}'")
-    if len(problems):
-        problems.raise_if_any()
+    _check_columns(raw, channels, columns, file, problems)
 
     paths = {ch: _paths(raw, "Orig" + ch, folder, path_map) for ch in channels}
     illums = {
@@ -81,7 +70,6 @@ def read_jump(
         if illum and "FileName_Illum" + ch in raw.columns
     }
 
-    joined: dict = {}
     if metadata is not None:
         if platemap is not None:
             raise InputError(
@@ -89,12 +77,9 @@ def read_jump(
             )
         raw, joined = join_cpg0016(raw, Path(metadata), columns, file, problems, perturbation)
     else:
-        if platemap is None and (folder / "platemap.csv").exists():
-            platemap = folder / "platemap.csv"
-        if platemap is not None:
-            raw, joined = _join_platemap(
-                raw, Path(platemap), columns, platemap_well_column, platemap_plate_column, problems, file
-            )
+        platemap = platemap or (folder / "platemap.csv" if (folder / "platemap.csv").exists() else None)
+        wells = (platemap_well_column, platemap_plate_column)
+        raw, joined = _join_platemap(raw, Path(platemap), columns, *wells, problems, file) if platemap else (raw, {})
     keep = raw.index  # the cpg0016 join leaves out empty wells
     sites = build_site_table(
         raw,
@@ -111,6 +96,22 @@ def read_jump(
     table = SourceTable(sites, channels, str(load_data))
     table.illumination = _illumination_note(channels, illums, illum, raw)
     return table
+
+
+def _check_columns(raw: pd.DataFrame, channels: list[str], columns: SiteColumns, file: str, problems: Problems) -> None:
+    """Every channel's FileName_/PathName_Orig columns and the site's plate, well and site."""
+    for ch in channels:
+        for prefix in ("FileName_Orig", "PathName_Orig"):
+            if prefix + ch not in raw.columns:
+                have = sorted(c[len("FileName_Orig") :] for c in raw.columns if c.startswith("FileName_Orig"))
+                problems.add(
+                    file, f"missing column '{prefix}{ch}' for channel {ch} (channels here: {', '.join(have) or 'none'})"
+                )
+    for col in (columns.plate, columns.well, columns.site):
+        if col not in raw.columns:
+            problems.add(file, f"missing column '{col}'")
+    if len(problems):
+        problems.raise_if_any()
 
 
 def _load_data_file(source: Path) -> Path:
