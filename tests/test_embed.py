@@ -271,6 +271,11 @@ def test_killed_embed_resumes_to_the_same_file(setup, tmp_path):
     a, b = ad.read_h5ad(out), ad.read_h5ad(tmp_path / "ref.h5ad")
     np.testing.assert_array_equal(a.X, b.X)
     pd.testing.assert_frame_equal(a.obs, b.obs)
+    pd.testing.assert_frame_equal(a.var, b.var)
+    untimed = ("time", "determinism")  # when it ran, and the thread count it ran at
+    assert {k: v for k, v in a.uns["provenance"].items() if k not in untimed} == {
+        k: v for k, v in b.uns["provenance"].items() if k not in untimed
+    }
     assert not part.exists()
 
 

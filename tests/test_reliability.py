@@ -314,6 +314,9 @@ def test_ctrl_c_prints_one_line_for_the_whole_pool(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # a shell's background job starts with SIGINT ignored, and Python keeps it so: the
+        # child gets the default disposition back, as in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     part = tmp_path / "f.h5ad.partial"
     deadline = time.time() + 120
@@ -324,3 +327,114 @@ def test_ctrl_c_prints_one_line_for_the_whole_pool(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists() and list(part.glob("chunk*.npy"))
+
+
+@pytest.mark.parametrize("damage", ["torn zarr.json", "torn images/zarr.json", "short site table", "no site table"])
+def test_a_damaged_store_is_one_line_naming_what_is_damaged(trained, sim_store, tmp_path, capsys, damage):
+    """A store whose metadata a kill or a copy tore, or whose site table has fewer rows than
+    it has sites: every verb that reads it ends in one line naming the file, no traceback."""
+    import shutil
+
+    import zarr
+
+    from morphoscale.data.store import read_site_table, write_site_table
+
+    root, ckpt = trained
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    if damage.startswith("torn"):
+        meta = store / damage.split()[1]
+        meta.write_text(meta.read_text()[:60])
+        needles = [str(meta), "cannot be read", "damaged"]
+    elif damage == "short site table":
+        sites = read_site_table(store)
+        group = zarr.open_group(store, mode="r+")
+        del group["sites"]
+        write_site_table(group, sites.iloc[:-5])
+        needles = [f"{len(sites) - 5} rows for {len(sites)} sites", "damaged"]
+    else:
+        shutil.rmtree(store / "sites")
+        needles = ["site table cannot be read", "damaged"]
+    for verb in (
+        ["embed", "--checkpoint", ckpt, "--out", tmp_path / "e.h5ad"],
+        ["features", "--out", tmp_path / "f.h5ad", "--workers", "1"],
+        ["train", "--out", tmp_path / "t"],
+    ):
+        rc, _, err = run_cli(capsys, *verb, "--store", store, "--quiet")
+        assert_one_line_error(rc, err, *needles)
+        assert not any((tmp_path / n).exists() for n in ("e.h5ad", "f.h5ad", "t")), verb
+
+
+@pytest.mark.parametrize("verb", ["map", "bench"])
+def test_disk_full_in_map_or_bench_leaves_nothing(trained, tmp_path, capsys, monkeypatch, verb):
+    """Disk full while `map` writes its second output or while `bench` writes its tables: one
+    line, and neither output nor any temporary or partial folder is left."""
+    import anndata as ad
+    import pandas as pd
+
+    root, _ = trained
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if verb == "map":
+        real = ad.AnnData.write_h5ad
+        calls = []
+
+        def second_fails(self, path, *args, **kwargs):
+            calls.append(path)
+            if len(calls) == 2:
+                full()
+            return real(self, path, *args, **kwargs)
+
+        monkeypatch.setattr(ad.AnnData, "write_h5ad", second_fails)
+        args = ["map", "--embeddings", root / "e.h5ad", "--out", tmp_path / "m.h5ad"]
+    else:
+        monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+        args = ["bench", "--map", root / "map.h5ad", "--out", tmp_path / "b", "--quick", "--quiet"]
+    rc, _, err = run_cli(capsys, *args)
+    err = "\n".join(line for line in err.splitlines() if not line.startswith("warning:"))  # the aligner's note
+    assert_one_line_error(rc, err, "no space left on the device")
+    assert list(tmp_path.iterdir()) == [], sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_train_refuses_a_resume_it_cannot_use_and_an_output_it_cannot_write(trained, sim_store, tmp_path, capsys):
+    """A missing resume file, a checkpoint of another model, and a read-only output folder:
+    one line each, before the output is touched."""
+    from morphoscale.train.fit import TrainConfig, train
+
+    root, ckpt = trained
+    other = train(
+        TrainConfig(model="mae_vit_tiny_patch8_64", model_overrides={"depth": 2}, batch_size=4, max_steps=1),
+        sim_store,
+        tmp_path / "other",
+        progress=False,
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: mae_vit_tiny_patch8_64\nmodel_overrides: {depth: 1}\nbatch_size: 4\nmax_steps: 3\n")
+    base = ["train", "--store", sim_store, "--config", cfg, "--quiet"]
+    rc, _, err = run_cli(capsys, *base, "--out", tmp_path / "a", "--resume-from", tmp_path / "nothere.ckpt")
+    assert_one_line_error(rc, err, "nothere.ckpt: checkpoint not found")
+    rc, _, err = run_cli(capsys, *base, "--out", tmp_path / "b", "--resume-from", other)
+    assert_one_line_error(rc, err, "model.ckpt: a checkpoint of another model", "blocks.1.")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    import errno as errno_
+    from pathlib import Path
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_mkdir = Path.mkdir
+
+    def refused(self, *args, **kwargs):  # what a read-only folder does (root ignores permission bits)
+        if self.parent == locked:
+            raise PermissionError(errno_.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch_ctx = pytest.MonkeyPatch()
+    monkeypatch_ctx.setattr(Path, "mkdir", refused)
+    try:
+        rc, _, err = run_cli(capsys, *base, "--out", locked / "t")
+    finally:
+        monkeypatch_ctx.undo()
+    assert_one_line_error(rc, err, "permission denied")
+    assert list(locked.iterdir()) == []

@@ -163,6 +163,7 @@ def test_map_verb_keeps_the_held_out_wells_of_a_training_run(split_run, capsys):
 
 
 def test_split_errors(split_run, tmp_path, capsys):
+    (tmp_path / "not_a_training").mkdir()
     rc, _, err = run_cli(
         capsys,
         "map",
@@ -171,7 +172,7 @@ def test_split_errors(split_run, tmp_path, capsys):
         "--out",
         tmp_path / "m.h5ad",
         "--held-out-of",
-        tmp_path,
+        tmp_path / "not_a_training",
     )
     assert_one_line_error(rc, err, "config.json", "not found")
     assert not (tmp_path / "m.h5ad").exists()

@@ -25,7 +25,7 @@ import pandas as pd
 from .. import __version__
 from ..determinism import record
 from ..errors import InputError
-from ..io import check_output, commit_dir, partial_dir, refuse_overlap
+from ..io import check_output, commit_dir, os_error_message, partial_dir, refuse_overlap
 from ..memory import RssSampler, peak_rss_mb
 from .groups import compound_metrics, gene_metrics, truth_metrics, well_metrics
 from .intervals import Estimate, fraction_with_interval
@@ -181,6 +181,8 @@ def run_bench(
         res.summary["cost"]["total"] = _cost(t0)
         res.write()
         commit_dir(part, out)
+    except OSError as e:  # disk full, a read-only folder: one line, and nothing behind
+        raise InputError(os_error_message(Path(getattr(e, "filename", None) or out), e)) from None
     finally:
         shutil.rmtree(part, ignore_errors=True)  # an error leaves nothing behind
     return res.summary

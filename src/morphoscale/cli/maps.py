@@ -75,7 +75,7 @@ def map_(
     from ..data.split import scored_part, split_of_training
     from ..errors import ConfigError
     from ..io import check_output, refuse_overlap
-    from ..maps.build import build_map, read_embeddings, wells_path, write_h5ad
+    from ..maps.build import build_map, read_embeddings, wells_path, write_map
 
     for target in (out, wells_path(out)):
         refuse_overlap(target, embeddings, metadata, held_out_of)
@@ -93,8 +93,7 @@ def map_(
     if held_out_of is not None:
         emb = scored_part(emb, split_of_training(held_out_of), str(embeddings))
     m, aligned = build_map(emb, align=align, method=aggregate, exclude=exclude)
-    write_h5ad(aligned, wells_path(out), overwrite)
-    write_h5ad(m, out, overwrite)
+    write_map(m, aligned, out, overwrite)
     n_ctrl = int(m.obs["is_control"].sum())
     kept = m.uns["alignment"]
     out_console.print(

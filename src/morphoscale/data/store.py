@@ -175,8 +175,13 @@ class ImageStore:
             if Path(str(self.path) + ".partial").exists():
                 raise InputError(f"{self.path}: the store is incomplete (an ingest is unfinished; re-run it to resume)")
             raise InputError(f"{self.path}: not an image store (no zarr.json)")
-        group = zarr.open_group(self.path, mode="r")
-        attrs = dict(group.attrs)
+        try:
+            group = zarr.open_group(self.path, mode="r")
+            attrs = dict(group.attrs)
+        except Exception as e:  # torn JSON, a file of another kind: zarr's own error is a traceback
+            raise InputError(
+                f"{self.path / 'zarr.json'}: cannot be read ({why(e, 120)}); the store is damaged"
+            ) from None
         if attrs.get("format") != STORE_FORMAT:
             raise InputError(f"{self.path}: not a morphoscale image store (format {attrs.get('format')!r})")
         if not attrs.get("complete"):
@@ -186,7 +191,11 @@ class ImageStore:
         self._images = None
         self._chunks: SiteChunks | None = None
         self._sites: pd.DataFrame | None = None
-        arr = group["images"]
+        try:
+            arr = group["images"]
+        except Exception as e:
+            where = self.path / "images" / "zarr.json"
+            raise InputError(f"{where}: cannot be read ({why(e, 120)}); the store is damaged") from None
         self.shape = tuple(arr.shape)  # (n_sites, C, H, W)
         self.dtype = np.dtype(arr.dtype)
 
@@ -207,7 +216,17 @@ class ImageStore:
     @property
     def sites(self) -> pd.DataFrame:
         if self._sites is None:
-            self._sites = read_site_table(self.path)
+            try:
+                sites = read_site_table(self.path)
+            except Exception as e:
+                raise InputError(
+                    f"{self.path}: the site table cannot be read ({why(e, 120)}); the store is damaged"
+                ) from None
+            if len(sites) != self.shape[0]:
+                raise InputError(
+                    f"{self.path}: the site table has {len(sites)} rows for {self.shape[0]} sites; the store is damaged"
+                )
+            self._sites = sites
         return self._sites
 
     def __len__(self) -> int:

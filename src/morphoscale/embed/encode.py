@@ -184,6 +184,7 @@ def embed(
     precision = resolve_precision(precision, wants_gpu(accelerator), "--precision")
     out = Path(out)
     store = ImageStore(store_path)  # an input that is not a store is named first
+    _ = store.sites  # read now: a damaged site table fails before any work
     refuse_overlap(out, store_path, checkpoint, weights)
     check_output(out, overwrite)
     model, module = load_encoder(checkpoint, weights, list(channels or store.channels), weights_layout, arch)

@@ -217,6 +217,7 @@ def extract_features(
     refuse_overlap(out, store_path)
     check_output(out, overwrite)
     store = ImageStore(store_path)
+    _ = store.sites  # read now: a damaged site table fails before any work
     cfg.validate(store.channels)
     n_sites = len(store)
     names = site_feature_names(store.channels)

@@ -172,7 +172,7 @@ class StageActions:
 
     def _map(self, e: EncoderSpec) -> None:
         from ..data.split import scored_part
-        from ..maps.build import build_map, read_embeddings, wells_path, write_h5ad
+        from ..maps.build import build_map, read_embeddings, write_map
 
         out = self.enc_dir(e) / "map.h5ad"
         path = self.enc_dir(e) / "embeddings.h5ad"
@@ -181,8 +181,7 @@ class StageActions:
             align=self.cfg.map.align,
             method=self.cfg.map.aggregate,
         )
-        write_h5ad(aligned, wells_path(out), overwrite=True)
-        write_h5ad(m, out, overwrite=True)
+        write_map(m, aligned, out, overwrite=True)
 
     def compound_targets(self) -> Path | None:
         b = self.cfg.bench

@@ -114,6 +114,14 @@ def write_h5ad(adata, path: Path, overwrite: bool) -> None:
         adata.write_h5ad(tmp)
 
 
+def write_map(m, aligned, path: Path, overwrite: bool) -> None:
+    """The map and its aligned wells (<name>.wells.h5ad) together: both are written to
+    temporary names first, so a failure while writing either (disk full) leaves neither."""
+    with atomic_file(wells_path(path), overwrite) as wells_tmp, atomic_file(Path(path), overwrite) as map_tmp:
+        aligned.write_h5ad(wells_tmp)
+        m.write_h5ad(map_tmp)
+
+
 def wells_path(map_path: Path) -> Path:
     """Where `map` puts the aligned well-level embeddings beside the map."""
     p = Path(map_path)

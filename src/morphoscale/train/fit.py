@@ -15,8 +15,8 @@ from .. import __version__
 from ..compute import Precision, resolve_precision, wants_gpu
 from ..config import parse_model, read_yaml
 from ..data.split import Split
-from ..errors import ConfigError, InputError, OutputExistsError
-from ..io import file_sha256, refuse_overlap
+from ..errors import ConfigError, InputError, OutputExistsError, why
+from ..io import file_sha256, os_error_message, refuse_overlap
 
 
 class TrainConfig(BaseModel):
@@ -120,9 +120,14 @@ def train(
     data = _datamodule(cfg, st, store, crop, channels, multicrop, sites, module.model, on_gpu)
     if cfg.compile:
         module.compile_step(warn=lambda msg: _stderr().print(msg, markup=False, highlight=False))
+    if ckpt_path is not None:
+        _check_checkpoint_fits(Path(ckpt_path), module)
     if zero and ckpt_path is None and overwrite and out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only or full disk: one line, before anything is written
+        raise InputError(os_error_message(out, e)) from None
     if zero:
         _write_config(cfg, out, store, st, channels, crop, classes, sites, multicrop, on_gpu)
     if cfg.random_init:
@@ -151,6 +156,8 @@ def _resume_from(out: Path, resume: bool, resume_from: Path | None, overwrite: b
     is refused unless overwriting)."""
     last = out / "checkpoints" / "last.ckpt"
     if resume_from:
+        if not Path(resume_from).is_file():
+            raise InputError(f"--resume-from {resume_from}: checkpoint not found")
         return str(resume_from)
     if resume:
         if not last.exists():
@@ -159,6 +166,28 @@ def _resume_from(out: Path, resume: bool, resume_from: Path | None, overwrite: b
     if zero and out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
     return None
+
+
+def _check_checkpoint_fits(path: Path, module) -> None:
+    """A checkpoint to resume from holds this model's weights: every parameter, of its shape
+    (one of another model failed deep inside Lightning, after the output was touched)."""
+    import torch
+
+    try:
+        with open(path, "rb") as f:
+            state = torch.load(f, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as e:
+        raise InputError(f"{path}: not a morphoscale checkpoint ({why(e, 120)})") from None
+    own = module.state_dict()
+    for name, p in own.items():
+        if name not in state or tuple(state[name].shape) != tuple(p.shape):
+            got = "missing" if name not in state else f"of shape {tuple(state[name].shape)}"
+            raise InputError(
+                f"{path}: a checkpoint of another model ({name} is {got}; this model's is {tuple(p.shape)})"
+            )
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise InputError(f"{path}: a checkpoint of another model ({extra[0]} is not a parameter of this one)")
 
 
 def _check_against_store(cfg: TrainConfig, st, store: Path) -> tuple[list[str], int]:
