@@ -231,11 +231,12 @@ def test_reference_tvn_keeps_its_definition_with_few_controls_and_warns():
 
 
 def test_aligners_follow_the_scikit_learn_estimator_contract():
-    from sklearn.base import clone
+    from sklearn.base import BaseEstimator, TransformerMixin, clone
     from sklearn.exceptions import NotFittedError
 
     X, batch, ctrl, _ = distorted_screen()
     for name, cls in ALIGNERS.items():
+        assert issubclass(cls, BaseEstimator) and issubclass(cls, TransformerMixin)
         a = clone(cls())
         assert a.get_params() == cls().get_params()
         if name != "harmony":

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import write_text
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,7 @@ def _extract(archive: Path, member: str, dest: Path) -> None:
 def _write_text(path: Path, text: str) -> None:
     """Write only when the content changes (a cached example is refreshed on every `get`)."""
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text(path, text)
 
 
 def _prepare_jump(folder: Path) -> None:

@@ -5,15 +5,13 @@ the store) or a parquet table with `Metadata_` columns."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..chunked import ChunkedJob
-from ..errors import InputError
-from ..io import os_error_message
+from ..io import atomic_file
 
 LEVELS = ("crop", "site", "well")
 SITE_SPECIFIC = ("site_id", "site")
@@ -66,9 +64,6 @@ def write_profiles(
 ) -> None:
     """Stream a finished job's chunks into the output, as AnnData .h5ad or a parquet profile
     table (a temporary name, fsynced, renamed when complete)."""
-    import h5py
-    from anndata.io import write_elem
-
     obs, codes = profile_obs(store, tiles, level)
     dim = job.load(0, mmap=True).shape[-1]
     var = pd.DataFrame(index=var_names or [f"emb_{k}" for k in range(dim)])
@@ -84,38 +79,35 @@ def write_profiles(
         for i in range(len(job.chunks)):
             yield job.load(i).reshape(-1, dim)
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(out, overwrite=True) as tmp:  # the verb checked the output before its work
         if fmt == "parquet":
-            df = pd.concat(
-                [profile_metadata(obs), pd.DataFrame(np.concatenate(list(row_blocks())), columns=var.index)], axis=1
-            )
-            df.to_parquet(tmp, index=False)
+            rows = pd.DataFrame(np.concatenate(list(row_blocks())), columns=var.index)
+            pd.concat([profile_metadata(obs), rows], axis=1).to_parquet(tmp, index=False)
         else:
-            n = len(obs)
-            with h5py.File(tmp, "w") as f:
-                f.attrs["encoding-type"] = "anndata"
-                f.attrs["encoding-version"] = "0.1.0"
-                X = f.create_dataset("X", shape=(n, dim), dtype="float32", chunks=(min(n, 4096), dim))
-                X.attrs["encoding-type"] = "array"
-                X.attrs["encoding-version"] = "0.2.0"
-                start = 0
-                for block in row_blocks():
-                    X[start : start + len(block)] = block
-                    start += len(block)
-                write_elem(f, "obs", _h5_safe(obs))
-                write_elem(f, "var", var)
-                write_elem(f, "uns", uns)
-                for k in ("obsm", "varm", "obsp", "varp", "layers"):
-                    write_elem(f, k, {})
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except OSError as e:
-        raise InputError(os_error_message(out, e)) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            _write_h5ad(tmp, obs, var, uns, row_blocks())
+
+
+def _write_h5ad(path: Path, obs: pd.DataFrame, var: pd.DataFrame, uns: dict, blocks) -> None:
+    """An AnnData .h5ad with X streamed into HDF5 block by block: memory does not grow with the store."""
+    import h5py
+    from anndata.io import write_elem
+
+    n, dim = len(obs), len(var)
+    with h5py.File(path, "w") as f:
+        f.attrs["encoding-type"] = "anndata"
+        f.attrs["encoding-version"] = "0.1.0"
+        X = f.create_dataset("X", shape=(n, dim), dtype="float32", chunks=(min(n, 4096), dim))
+        X.attrs["encoding-type"] = "array"
+        X.attrs["encoding-version"] = "0.2.0"
+        start = 0
+        for block in blocks:
+            X[start : start + len(block)] = block
+            start += len(block)
+        write_elem(f, "obs", _h5_safe(obs))
+        write_elem(f, "var", var)
+        write_elem(f, "uns", uns)
+        for k in ("obsm", "varm", "obsp", "varp", "layers"):
+            write_elem(f, k, {})
 
 
 def _h5_safe(obs: pd.DataFrame) -> pd.DataFrame:

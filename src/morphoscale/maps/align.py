@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import AlignmentWarning, InputError
@@ -75,7 +75,7 @@ def _supported(variances: np.ndarray, n_controls: int, rtol: float) -> int:
     return int(min(np.sum(variances > rtol * variances[0]), max(n_controls - 1, 0)))
 
 
-class Aligner(BaseEstimator):
+class Aligner(TransformerMixin, BaseEstimator):
     """Base: `fit` sets the fitted state (names ending in _) and `summary_`; `transform` applies it."""
 
     per_batch = False

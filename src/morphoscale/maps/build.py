@@ -53,7 +53,6 @@ def build_map(
     align: str = DEFAULT_ALIGNER,
     method: str = "mean",
     exclude: list[str] | None = None,
-    align_params: dict | None = None,
 ):
     """Returns (map AnnData, aligned well-level AnnData)."""
     import anndata as ad
@@ -67,7 +66,7 @@ def build_map(
     obs, X = obs[keep], X[keep]
     obs["is_control"] = obs["is_control"].astype(bool)
     batch = obs["batch"].astype(str).to_numpy()
-    aligner = make_aligner(align, **(align_params or {}))
+    aligner = make_aligner(align)
     Xa = aligner.fit_transform(X, batch, obs["is_control"].to_numpy())
     aligned = ad.AnnData(X=Xa.astype(np.float32), obs=obs.set_axis(obs.index.astype(str)))
     aligned.var_names = feature_names(emb.var_names, aligner, Xa.shape[1])

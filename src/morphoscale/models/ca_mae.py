@@ -68,21 +68,10 @@ class CAMAEViT(MAEViT):
         x = x + self.pos_embed(x.shape[-1], gh, gw, x.device)[:, None] + self.channel_embed(ids)[None, :, None]
         return x.reshape(N, C * gh * gw, -1), (gh, gw)
 
-    def forward_decoder(self, x, ids_restore, grid, channel_ids=None, n_channels: int = 1):
-        x = self.decoder_embed(x)
-        N, L = ids_restore.shape
-        mask_tokens = self.mask_token.expand(N, L + 1 - x.shape[1], -1)
-        x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)
-        x_ = torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, x.shape[2]))
-        pos = (
-            self.pos_embed(x.shape[-1], *grid, x.device)[:, None]
-            + self.decoder_channel_embed(channel_ids)[None, :, None]
-        )
-        x_ = x_ + pos.reshape(1, n_channels * grid[0] * grid[1], -1)
-        x = torch.cat([x[:, :1], x_], dim=1)
-        for blk in self.decoder_blocks:
-            x = blk(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+    def decoder_positions(self, dim, grid, device, channel_ids=None, n_channels: int = 1):
+        """Each channel's patches: the shared 2-D position plus the channel's decoder embedding."""
+        pos = self.pos_embed(dim, *grid, device)[:, None] + self.decoder_channel_embed(channel_ids)[None, :, None]
+        return pos.reshape(1, n_channels * grid[0] * grid[1], -1)
 
     def forward_loss(self, imgs, pred, mask):
         return mae_loss(
@@ -93,7 +82,7 @@ class CAMAEViT(MAEViT):
         ids = self._ids(imgs, channel_ids)
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
         latent, mask, ids_restore, grid = self.forward_encoder(imgs, ratio, generator, channel_ids=ids)
-        pred = self.forward_decoder(latent, ids_restore, grid, ids, imgs.shape[1])
+        pred = self.forward_decoder(latent, ids_restore, grid, channel_ids=ids, n_channels=imgs.shape[1])
         return self.forward_loss(imgs, pred, mask), pred, mask
 
     def embed(self, imgs, layer: int = -1, pooling: str = "mean", channel_ids=None) -> torch.Tensor:

@@ -125,13 +125,19 @@ class MAEViT(MaskedReconstruction, nn.Module):
             x = blk(x)
         return self.norm(x), mask, ids_restore, grid
 
-    def forward_decoder(self, x: torch.Tensor, ids_restore: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def decoder_positions(self, dim: int, grid: tuple[int, int], device) -> torch.Tensor:
+        """(1, L, dim) added to the decoder's patch tokens: the 2-D sin-cos table."""
+        return self.pos_embed(dim, *grid, device)
+
+    def forward_decoder(self, x: torch.Tensor, ids_restore: torch.Tensor, grid: tuple[int, int], **positions):
+        """Visible tokens and mask tokens, unshuffled, with their positions, through the
+        decoder: a prediction for every patch (`positions` go to `decoder_positions`)."""
         x = self.decoder_embed(x)
         N, L = ids_restore.shape
         mask_tokens = self.mask_token.expand(N, L + 1 - x.shape[1], -1)
         x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)
         x_ = torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, x.shape[2]))
-        x = torch.cat([x[:, :1], x_ + self.pos_embed(x.shape[-1], *grid, x.device)], dim=1)
+        x = torch.cat([x[:, :1], x_ + self.decoder_positions(x.shape[-1], grid, x.device, **positions)], dim=1)
         for blk in self.decoder_blocks:
             x = blk(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
-from ..io import check_output, commit_dir, partial_dir
+from ..io import check_output, commit_dir, partial_dir, write_text
 from ..parallel import process_map
 from .biology import PARAMETERS, BiologyConfig, make_biology
 from .layout import LayoutConfig, make_layout
@@ -241,9 +241,7 @@ def _write_metadata(root: Path, jobs: list[dict], wells: pd.DataFrame) -> None:
                 "concentration": "" if pd.isna(w.concentration) else w.concentration,
             }
         )
-    tmp = root / ".metadata.csv.tmp"
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    os.replace(tmp, root / "metadata.csv")
+    write_text(root / "metadata.csv", pd.DataFrame(rows).to_csv(index=False))
 
 
 def _write_truth(

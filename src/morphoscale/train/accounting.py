@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from ..io import write_text
 from ..memory import RssSampler, peak_rss_mb
 
 
@@ -84,6 +84,4 @@ class ResourceAccounting(L.Callback):
             "world_size": trainer.world_size,
             "note": "this process's steps (a resumed run counts its own part)",
         }
-        tmp = self.out / f".resources.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, self.out / "resources.json")
+        write_text(self.out / "resources.json", json.dumps(record, indent=2))

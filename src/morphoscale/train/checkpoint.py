@@ -4,10 +4,10 @@ dicts go to models/weights.py. Embed, the nucleus probe and training's own resum
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import InputError, why
+from ..io import atomic_file
 from ..models.weights import LAYOUTS, detect_layout, foreign_encoder, read_state_dict
 
 
@@ -44,17 +44,14 @@ def save_untrained(module, out: Path) -> Path:
     import torch
 
     final = out / "model.ckpt"
-    tmp = out / ".model.ckpt.tmp"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "global_step": 0,
-            "epoch": 0,
-            "pytorch-lightning_version": L.__version__,
-            "random_init": True,
-        },
-        tmp,
-    )
-    os.replace(tmp, final)
+    state = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "global_step": 0,
+        "epoch": 0,
+        "pytorch-lightning_version": L.__version__,
+        "random_init": True,
+    }
+    with atomic_file(final, overwrite=True) as tmp:
+        torch.save(state, tmp)
     return final
