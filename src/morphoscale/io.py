@@ -86,6 +86,16 @@ def atomic_file(path: Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def read_record(path: Path) -> dict:
+    """A JSON record (a stage record, a partial folder's manifest); {} when it is not there,
+    torn by a kill, or not an object: nothing in it can be trusted then."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
 def write_text(path: Path, text: str) -> None:
     """A small text output (a table, a record), replaced whole or not at all."""
     with atomic_file(path, overwrite=True) as tmp:
@@ -104,10 +114,7 @@ def open_partial(out: Path, settings: dict) -> tuple[Path, str]:
     part = partial_dir(out)
     manifest = part / "manifest.json"
     if part.exists():
-        try:
-            old = json.loads(manifest.read_text())
-        except (OSError, ValueError):  # none, or torn by a kill: nothing there can be trusted
-            old = {}
+        old = read_record(manifest)
         if {k: old.get(k) for k in settings} != settings or "started" not in old:
             shutil.rmtree(part)
     if not part.exists():

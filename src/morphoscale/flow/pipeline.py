@@ -26,7 +26,7 @@ import yaml
 
 from .. import __version__
 from ..errors import InputError
-from ..io import remove, write_text
+from ..io import read_record, remove, write_text
 from .config import STAGES, EncoderSpec, RunConfig
 from .stages import StageActions
 
@@ -292,10 +292,7 @@ class Flow(StageActions):
         return self.out / "stages" / f"{s.id.replace(':', '--')}.json"
 
     def _record(self, s: Stage) -> dict:
-        try:
-            return json.loads(self._record_path(s).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return read_record(self._record_path(s))
 
     def _cached(self, s: Stage, key: str) -> bool:
         return self._record(s).get("key") == key and all(Path(p).exists() for p in s.outputs)

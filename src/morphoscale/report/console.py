@@ -13,6 +13,7 @@ from rich.table import Table
 from ..bench.relationships import DEFAULT_THRESHOLDS, HEADLINE
 from ..bench.summary import BenchResult, fmt, headline_table
 from .grid import format_cell
+from .sections import recall_wide
 
 
 def bench_tables(res: BenchResult) -> list[Table]:
@@ -89,24 +90,13 @@ def recall_table(path: Path) -> Table | None:
     t = pd.read_csv(path)
     if not len(t):
         return None
-    sources = list(dict.fromkeys(t["source"]))
+    wide = recall_wide(t).fillna("")  # a source an encoder has no pairs in: blank
     table = Table(title="relationship recall (5% / 95%) [95% CI, delete-one-gene jackknife]")
     table.add_column("encoder")
-    for src in sources:
+    for src in wide.columns[1:]:
         table.add_column(src, justify="right")
-    for enc, g in t.groupby("encoder", sort=False):
-        g = g.set_index("source")
-        table.add_row(
-            enc,
-            *[
-                fmt(g.loc[s, "recall"], g.loc[s, "ci_low"], g.loc[s, "ci_high"]) if s in g.index else ""
-                for s in sources
-            ],
-        )
-    rnd = t.groupby("source", sort=False)["random"].first()
-    pairs = t.groupby("source", sort=False)["n_pairs"].first()
-    table.add_row("random", *[f"{rnd[s]:.3f}" for s in sources], style="dim")
-    table.add_row("pairs in map", *[str(pairs[s]) for s in sources], style="dim")
+    for k, row in enumerate(wide.itertuples(index=False)):
+        table.add_row(*map(str, row), style="dim" if k >= len(wide) - 2 else None)
     return table
 
 

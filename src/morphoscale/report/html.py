@@ -17,7 +17,7 @@ import yaml
 from .. import __version__
 from ..bench.summary import fmt, recall_table, run_results
 from ..errors import InputError
-from ..io import write_text
+from ..io import read_record, write_text
 from .elements import file_img, html_table
 from .grid import grid_section
 from .probe import probe_section
@@ -28,6 +28,7 @@ from .sections import (
     distributions_figure,
     paired_section,
     recall_figure,
+    recall_wide,
     skipped_section,
     split_note,
     summary_table,
@@ -74,38 +75,10 @@ class RunFolder:
         cfg = yaml.safe_load(cfg_file.read_text())
         names = [e["name"] for e in cfg.get("encoders", [])]
         encoders = {n: run_dir / "encoders" / n for n in names if (run_dir / "encoders" / n).exists()}
-        stages = {
-            f.stem.replace("--", ":"): rec for f in sorted((run_dir / "stages").glob("*.json")) if (rec := _record(f))
-        }
+        records = {f.stem.replace("--", ":"): read_record(f) for f in sorted((run_dir / "stages").glob("*.json"))}
+        stages = {k: rec for k, rec in records.items() if rec}  # a torn record: its stage did not finish
         store = Path(cfg["data"]["store"]) if cfg["data"].get("store") else run_dir / "store.zarr"
         return cls(run_dir, cfg, encoders, stages, store)
-
-
-def _record(f: Path) -> dict | None:
-    """A stage record; None for one a kill tore (its stage did not finish)."""
-    try:
-        rec = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
-def recall_wide(table: pd.DataFrame) -> pd.DataFrame:
-    """Recall per encoder (rows) and source (columns) with intervals, then the random and
-    pair-count rows."""
-    if not len(table):
-        return table
-    table["shown"] = [fmt(v, lo, hi) for v, lo, hi in zip(table["recall"], table["ci_low"], table["ci_high"])]
-    wide = table.pivot_table(
-        index="encoder", columns="source", values="shown", sort=False, aggfunc="first"
-    ).reset_index()
-    rnd = table.groupby("source", sort=False)["random"].first()
-    pairs = table.groupby("source", sort=False)["n_pairs"].first()
-    extra = [
-        {"encoder": "random", **{k: f"{v:.3f}" for k, v in rnd.items()}},
-        {"encoder": "pairs in map", **{k: str(int(v)) for k, v in pairs.items()}},
-    ]
-    return pd.concat([wide, pd.DataFrame(extra[:1]), pd.DataFrame(extra[1:])], ignore_index=True)
 
 
 def figures_section(encoders: dict[str, Path], table: pd.DataFrame) -> tuple[str, str]:
@@ -190,9 +163,7 @@ def maps_body(run: RunFolder, results: dict) -> str:
     wide = recall_wide(table)
     umaps, heat = figures_section(run.encoders, table)
     map_rows, cg_rows, truth_rows = metric_rows(results)
-    recall_json = json.dumps(table.drop(columns="shown", errors="ignore").to_dict(orient="records")).replace(
-        "</", "<\\/"
-    )  # safe inside <script>
+    recall_json = json.dumps(table.to_dict(orient="records")).replace("</", "<\\/")  # safe inside <script>
     truth = (
         (
             "<h2>Against the simulated truth</h2><p>Decoding R2: ridge regression from aligned well embeddings to the "

@@ -162,6 +162,29 @@ def _reconstructs(encoder_dir: Path) -> bool:
     return model in PRESETS and preset_info(model).reconstructs
 
 
+def recall_wide(table: pd.DataFrame) -> pd.DataFrame:
+    """A recall table (recall.csv's columns) as encoders (rows) by sources (columns), each
+    cell the recall with its interval, then the random and pair-count rows: what the page and
+    the console show."""
+    from ..bench.summary import fmt
+
+    if not len(table):
+        return table
+    shown = table.assign(
+        shown=[fmt(v, lo, hi) for v, lo, hi in zip(table["recall"], table["ci_low"], table["ci_high"])]
+    )
+    wide = shown.pivot_table(
+        index="encoder", columns="source", values="shown", sort=False, aggfunc="first"
+    ).reset_index()
+    rnd = table.groupby("source", sort=False)["random"].first()
+    pairs = table.groupby("source", sort=False)["n_pairs"].first()
+    extra = [
+        {"encoder": "random", **{k: f"{v:.3f}" for k, v in rnd.items()}},
+        {"encoder": "pairs in map", **{k: str(int(v)) for k, v in pairs.items()}},
+    ]
+    return pd.concat([wide, pd.DataFrame(extra)], ignore_index=True)
+
+
 def recall_figure(table: pd.DataFrame) -> str:
     plt = pyplot()
     if not len(table):

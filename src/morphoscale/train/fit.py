@@ -173,9 +173,8 @@ def _check_checkpoint_fits(path: Path, module) -> None:
     (one of another model failed deep inside Lightning, after the output was touched)."""
     import torch
 
-    try:
-        with open(path, "rb") as f:
-            state = torch.load(f, map_location="cpu", weights_only=False)["state_dict"]
+    try:  # memory-mapped: the shapes are read, not the weights (Lightning reads those next)
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
     except Exception as e:
         raise InputError(f"{path}: not a morphoscale checkpoint ({why(e, 120)})") from None
     own = module.state_dict()
