@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+# isort: off
+# First of all: importing morphoscale pins the numeric libraries' kernels, which they read when
+# they load (numpy loaded earlier keeps the machine's own, and in-process results would differ
+# in the last digits from the CLI's; pyproject.toml keeps zarr's pytest plugin from loading it).
+import morphoscale  # noqa: F401
+
+# isort: on
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +58,27 @@ def sim_store(tmp_path_factory):
         root / "tiny.zarr",
         progress=False,
     )
+
+
+@pytest.fixture(scope="session")
+def trained(sim_store, tmp_path_factory):
+    """A 2-step model and its embeddings and map, to feed the later verbs bad variants of."""
+    from morphoscale.train.fit import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("rel")
+    ckpt = train(
+        TrainConfig(
+            model="mae_vit_tiny_patch8_64", model_overrides={"depth": 1}, batch_size=4, max_steps=2, warmup_steps=1
+        ),
+        sim_store,
+        root / "m",
+        progress=False,
+    )
+    from morphoscale.cli import main
+
+    assert (
+        main(["embed", "--checkpoint", str(ckpt), "--store", str(sim_store), "--out", str(root / "e.h5ad"), "--quiet"])
+        == 0
+    )
+    assert main(["map", "--embeddings", str(root / "e.h5ad"), "--out", str(root / "map.h5ad")]) == 0
+    return root, ckpt

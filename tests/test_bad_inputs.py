@@ -287,8 +287,14 @@ def test_existing_output_is_refused_without_overwrite(rxrx_screen, tmp_path, cap
     assert_one_line_error(rc, err, "s.zarr: output exists; pass --overwrite")
     assert (out / "keep.txt").read_text() == "mine"
     rc, _, err = run_cli(capsys, *_ingest_rxrx(rxrx_screen), "--out", out, "--quiet", "--overwrite")
-    assert rc == 0, err
-    assert not (out / "keep.txt").exists() and (out / "zarr.json").exists()
+    assert_one_line_error(rc, err, "s.zarr: not one of morphoscale's image stores")  # not ingest's to delete
+    assert (out / "keep.txt").read_text() == "mine"
+    store = tmp_path / "t.zarr"
+    assert run_cli(capsys, *_ingest_rxrx(rxrx_screen), "--out", store, "--quiet")[0] == 0
+    (store / "stray.txt").write_text("x")
+    rc, _, err = run_cli(capsys, *_ingest_rxrx(rxrx_screen), "--out", store, "--quiet", "--overwrite")
+    assert rc == 0, err  # a store ingest wrote, it replaces
+    assert not (store / "stray.txt").exists() and (store / "zarr.json").exists()
 
 
 def test_read_only_output_folder(rxrx_screen, tmp_path, capsys, monkeypatch):

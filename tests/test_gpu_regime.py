@@ -272,8 +272,11 @@ def test_a_config_error_leaves_no_output_folder(sim_store, tmp_path):
     with pytest.raises(ConfigError, match="crop_size"):
         train(TrainConfig(crop_size=4096), sim_store, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+    from morphoscale.io import TRAINING_RUN, mark_output
+
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "keep.txt").write_text("an earlier run")
+    mark_output(tmp_path / "old", TRAINING_RUN)  # as train marks its run folders
     with pytest.raises(ConfigError, match="crop_size"):
         train(TrainConfig(crop_size=4096), sim_store, tmp_path / "old", overwrite=True, progress=False)
     assert (tmp_path / "old" / "keep.txt").exists()  # --overwrite removes nothing until the config passed

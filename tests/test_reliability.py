@@ -10,35 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
-
-
-@pytest.fixture(scope="module")
-def trained(sim_store, tmp_path_factory):
-    """A 2-step model and its embeddings and map, to feed the later verbs bad variants of."""
-    from morphoscale.train.fit import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("rel")
-    ckpt = train(
-        TrainConfig(
-            model="mae_vit_tiny_patch8_64", model_overrides={"depth": 1}, batch_size=4, max_steps=2, warmup_steps=1
-        ),
-        sim_store,
-        root / "m",
-        progress=False,
-    )
-    from morphoscale.cli import main
-
-    assert (
-        main(["embed", "--checkpoint", str(ckpt), "--store", str(sim_store), "--out", str(root / "e.h5ad"), "--quiet"])
-        == 0
-    )
-    assert main(["map", "--embeddings", str(root / "e.h5ad"), "--out", str(root / "map.h5ad")]) == 0
-    return root, ckpt
 
 
 def _emb_variant(src, path, rows=None, cols=None):
@@ -157,7 +134,7 @@ def test_read_only_output_folder_for_features(sim_store, tmp_path, capsys, monke
 
 def test_killed_training_resumes_to_the_same_weights(sim_store, tmp_path):
     """SIGKILL a training run after its step-4 checkpoint; `--resume` ends with the weights of
-    an uninterrupted run (CPU, deterministic) to 1e-6."""
+    an uninterrupted run (CPU, deterministic), bit for bit."""
     (tmp_path / "c.yaml").write_text(
         "model: mae_vit_tiny_patch8_64\nmodel_overrides: {depth: 2}\nbatch_size: 4\nmax_steps: 10\n"
         "warmup_steps: 2\ncheckpoint_every: 2\npreview_every: 100\nlr: 1.0e-3\naugment: random\n"
@@ -190,7 +167,7 @@ def test_killed_training_resumes_to_the_same_weights(sim_store, tmp_path):
     b = torch.load(run / "model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+        assert torch.equal(b[k], a[k]), k
     assert not list(run.rglob("*.tmp*"))
 
 
@@ -243,6 +220,8 @@ def test_a_damaged_chunk_is_one_line_naming_it_never_a_blank_site(trained, sim_s
         rc, _, err = run_cli(capsys, *verb, "--store", store, "--quiet")
         assert_one_line_error(rc, err, "site 3", "c.3.0.0.0")
         assert not (tmp_path / "e.h5ad").exists() and not (tmp_path / "f.h5ad").exists()
+        # the first chunk failed: no partial folder either (nothing in it a resume could use)
+        assert not (tmp_path / "e.h5ad.partial").exists() and not (tmp_path / "f.h5ad.partial").exists()
 
 
 def test_no_later_verb_writes_over_its_input(trained, sim_store, tmp_path, capsys):
@@ -438,3 +417,258 @@ def test_train_refuses_a_resume_it_cannot_use_and_an_output_it_cannot_write(trai
         monkeypatch_ctx.undo()
     assert_one_line_error(rc, err, "permission denied")
     assert list(locked.iterdir()) == []
+
+
+def _damage(store, site: int, how: str) -> None:
+    chunk = store / "images" / f"c.{site}.0.0.0"
+    if how == "missing":
+        chunk.unlink()
+    else:
+        chunk.write_bytes(chunk.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("verb", ["embed", "features"])
+def test_missing_blank_or_skip_is_the_users_choice_and_says_so(trained, sim_store, tmp_path, capsys, verb):
+    """--missing blank profiles a damaged site as a blank image, --missing skip leaves it out;
+    each warns once with the count and the first site; the sound sites' rows equal those of
+    the undamaged store, and the provenance records the policy and the sites."""
+    import json
+    import shutil
+
+    import anndata as ad
+
+    root, ckpt = trained
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    args = (
+        ["embed", "--checkpoint", ckpt, "--level", "site"]
+        if verb == "embed"
+        else ["features", "--level", "site", "--workers", "1"]
+    )
+    rc, _, _ = run_cli(capsys, *args, "--store", store, "--out", tmp_path / "ref.h5ad", "--quiet")
+    assert rc == 0
+    ref = ad.read_h5ad(tmp_path / "ref.h5ad")
+    _damage(store, 3, "missing")
+    _damage(store, 10, "truncated")
+    rc, _, err = run_cli(capsys, *args, "--store", store, "--out", tmp_path / "e.h5ad", "--quiet")
+    assert_one_line_error(rc, err, "site 3", "missing")  # the default: error
+    assert not (tmp_path / "e.h5ad").exists()
+    sound = np.setdiff1d(np.arange(ref.n_obs), [3, 10])
+    for policy in ("blank", "skip"):
+        out = tmp_path / f"{policy}.h5ad"
+        rc, _, err = run_cli(capsys, *args, "--store", store, "--out", out, "--missing", policy, "--quiet")
+        assert rc == 0, err
+        lines = [x for x in err.strip().splitlines() if x]
+        assert len(lines) == 1 and lines[0].startswith("warning:"), err
+        assert "2 of 192 sites" in lines[0] and "site 3" in lines[0] and f"--missing {policy}" in lines[0]
+        got = ad.read_h5ad(out)
+        prov = got.uns["provenance"]
+        assert prov["missing"] == policy and json.loads(prov["damaged_sites"]) == [3, 10]
+        if policy == "skip":
+            assert list(got.obs_names) == list(ref.obs_names[sound])
+            np.testing.assert_array_equal(got.X, ref.X[sound])
+        else:
+            assert list(got.obs_names) == list(ref.obs_names)
+            np.testing.assert_array_equal(got.X[sound], ref.X[sound])
+            assert not np.allclose(got.X[[3, 10]], ref.X[[3, 10]])
+            np.testing.assert_array_equal(got.X[3], got.X[10])  # both read as the same blank image
+    rc, _, err = run_cli(capsys, *args, "--store", store, "--out", tmp_path / "x.h5ad", "--missing", "zero")
+    assert_one_line_error(rc, err, "--missing", "'zero'", "error, blank, skip")
+
+
+def test_skipped_sites_leave_their_wells_the_mean_of_the_rest(trained, sim_store, tmp_path, capsys):
+    """At well level, --missing skip averages a well over its sound sites (n_sites says how
+    many); a well whose every site is damaged is left out."""
+    import shutil
+
+    import anndata as ad
+    import zarr
+
+    from morphoscale.data.store import read_site_table, write_site_table
+
+    root, ckpt = trained
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    table = read_site_table(store)
+    table.loc[[1, 2], ["plate", "well"]] = table.loc[0, ["plate", "well"]].to_numpy()  # three sites of one well
+    write_site_table(zarr.open_group(store, mode="r+"), table)
+    base = ["embed", "--checkpoint", ckpt, "--store", store, "--quiet"]
+    assert run_cli(capsys, *base, "--level", "site", "--out", tmp_path / "sites.h5ad")[0] == 0
+    sites = ad.read_h5ad(tmp_path / "sites.h5ad")
+    three = f"{table.loc[0, 'plate']}_{table.loc[0, 'well']}"
+    lone = f"{table.loc[5, 'plate']}_{table.loc[5, 'well']}"
+    for s in (1, 5):
+        _damage(store, s, "missing")
+    rc, _, err = run_cli(capsys, *base, "--out", tmp_path / "w.h5ad", "--missing", "skip")
+    assert rc == 0, err
+    w = ad.read_h5ad(tmp_path / "w.h5ad")
+    assert lone not in w.obs_names and three in w.obs_names and w.n_obs == 192 - 2 - 1
+    assert w.obs.loc[three, "n_sites"] == 2
+    np.testing.assert_allclose(w[three].X[0], sites.X[[0, 2]].mean(axis=0), rtol=1e-6)
+
+
+def test_overwrite_never_deletes_a_folder_morphoscale_did_not_write(trained, sim_store, tmp_path, capsys):
+    """--overwrite replaces only an output of the same kind a verb wrote (a mark inside the
+    folder says which); a user's folder given as the output by mistake, a folder where a file
+    goes, or another kind of output is refused with one line and left as it was."""
+    import shutil
+
+    import yaml
+    from cli_helpers import tree_state
+
+    root, ckpt = trained
+    mine = tmp_path / "my_data"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("years of work")
+    (mine / "zarr.json").write_text("{}")  # even one that looks like an output
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    src = sim_store.parent / "tiny"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        yaml.safe_dump({"name": "x", "data": {"store": str(store)}, "encoders": [{"name": "f", "kind": "features"}]})
+    )
+    bench_out = tmp_path / "bench"
+    assert run_cli(capsys, "bench", "--map", root / "map.h5ad", "--out", bench_out, "--quick")[0] == 0
+    kinds = {
+        "simulate": (
+            ["simulate", "--preset", "tiny", "--out", mine, "--overwrite"],
+            "not one of morphoscale's image stores",
+        ),
+        "ingest": (["ingest", "--format", "rxrx", "--source", src, "--out", mine, "--overwrite"], "image store"),
+        "train": (["train", "--store", store, "--out", mine, "--overwrite"], "morphoscale's training runs"),
+        "train over a bench": (["train", "--store", store, "--out", bench_out, "--overwrite"], "training run"),
+        "bench": (["bench", "--map", root / "map.h5ad", "--out", mine, "--overwrite", "--quick"], "bench folder"),
+        "run": (["run", cfg, "--out", mine], "not a run folder"),
+        "embed": (["embed", "--checkpoint", ckpt, "--store", store, "--out", mine, "--overwrite"], "is a folder"),
+        "features": (["features", "--store", store, "--out", mine, "--overwrite"], "is a folder"),
+        "map": (["map", "--embeddings", root / "e.h5ad", "--out", mine, "--overwrite"], "is a folder"),
+    }
+    before = tree_state(tmp_path)
+    for name, (args, needle) in kinds.items():
+        rc, _, err = run_cli(capsys, *args)
+        assert_one_line_error(rc, err, needle)
+        assert tree_state(tmp_path) == before, name
+    ingest_file = tmp_path / "a_file"
+    ingest_file.write_text("x")
+    rc, _, err = run_cli(capsys, "ingest", "--format", "rxrx", "--source", src, "--out", ingest_file, "--overwrite")
+    assert_one_line_error(rc, err, "is not a folder")
+    assert ingest_file.read_text() == "x"
+    # what a verb wrote, it replaces
+    assert run_cli(capsys, "bench", "--map", root / "map.h5ad", "--out", bench_out, "--overwrite", "--quick")[0] == 0
+
+
+RUN_SMALL = """
+name: small
+data: {simulate: {preset: tiny, seed: 0}}
+workers: 2
+encoders:
+  - name: mae
+    train: {model: mae_vit_tiny_patch8_64, model_overrides: {depth: 1}, max_steps: 30, batch_size: 8, checkpoint_every: 5}
+bench: {null_size: 200, quick: true}
+"""
+
+GRID_SMALL = """
+name: g
+data: {simulate: {preset: tiny, seed: 0}}
+models:
+  - {name: mae, model: mae_vit_tiny_patch8_64, model_overrides: {depth: 1}}
+augment: [none]
+crop: [one]
+seeds: [0, 1]
+budget: {images: 160}
+train: {batch_size: 8, warmup_steps: 1, lr: 1.0e-3}
+bench: {null_size: 200, quick: true}
+workers: 2
+"""
+
+
+def _start(args: list, log: Path) -> subprocess.Popen:
+    """The CLI in a process of its own, its stderr to a file (a pipe nobody reads can block it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "morphoscale", *map(str, args), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+        start_new_session=True,  # its workers with it, so that a kill of the group ends them all
+    )
+
+
+def _wait_for(cond, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not cond():
+        assert proc.poll() is None, "finished before the signal"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigterm_ends_a_run_mid_stage_in_one_line_and_it_resumes_to_the_same_result(tmp_path, capsys):
+    """`kill PID` during a training stage of `run`: one line, exit 143, no temporary anywhere
+    in the run folder, the unfinished stage not recorded as done; the same command then
+    finishes with the tables and embeddings of an uninterrupted run."""
+    import anndata as ad
+
+    (tmp_path / "small.yaml").write_text(RUN_SMALL)
+    assert run_cli(capsys, "run", tmp_path / "small.yaml", "--out", tmp_path / "ref", "--quiet")[0] == 0
+    out = tmp_path / "killed"
+    proc = _start(["run", tmp_path / "small.yaml", "--out", out], tmp_path / "err.log")
+    ckpts = out / "encoders" / "mae" / "train" / "checkpoints"
+    _wait_for(lambda: ckpts.is_dir() and any(ckpts.glob("*.ckpt")), proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    err = (tmp_path / "err.log").read_text()
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "terminated; re-run the same command to resume"
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name], "a temporary was left"
+    assert not (out / "stages" / "train--mae.json").exists()
+    assert run_cli(capsys, "run", tmp_path / "small.yaml", "--out", out, "--quiet")[0] == 0
+    assert (out / "recall.csv").read_bytes() == (tmp_path / "ref" / "recall.csv").read_bytes()
+    a, b = (ad.read_h5ad(d / "encoders" / "mae" / "embeddings.h5ad") for d in (tmp_path / "ref", out))
+    np.testing.assert_array_equal(a.X, b.X)
+
+
+def test_a_killed_compare_resumes_to_the_uninterrupted_results(tmp_path, capsys):
+    """SIGKILL (no chance to clean up) while `compare` trains its second cell; the same
+    command then finishes from the cells done, and every result but the clock's (wall time,
+    memory) equals an uninterrupted compare's."""
+    import pandas as pd
+
+    (tmp_path / "g.yaml").write_text(GRID_SMALL)
+    assert run_cli(capsys, "compare", tmp_path / "g.yaml", "--out", tmp_path / "ref", "--quiet")[0] == 0
+    out = tmp_path / "killed"
+    proc = _start(["compare", tmp_path / "g.yaml", "--out", out], tmp_path / "err.log")
+    second = out / "encoders" / "mae-none-one-s1" / "train" / "checkpoints"
+    _wait_for(lambda: second.is_dir() and any(second.glob("*.ckpt")), proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its workers, as a scheduler kills it
+    proc.wait(timeout=60)
+    assert (out / "stages" / "train--mae-none-one-s0.json").exists()  # the first cell was done
+    rc, _, err = run_cli(capsys, "compare", tmp_path / "g.yaml", "--out", out, "--quiet")
+    assert rc == 0, err
+    clock = ["wall_seconds", "peak_rss_mb", "seconds", "images_per_second"]
+    a, b = (pd.read_csv(d / "compare" / "results.csv") for d in (tmp_path / "ref", out))
+    a, b = (x.drop(columns=[c for c in x.columns if any(k in c for k in clock)]) for x in (a, b))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_killed_features_resume_to_the_same_file(sim_store, tmp_path, capsys):
+    """SIGKILL `features` after a few chunks; the same command finishes from them, and the file
+    equals an uninterrupted run's in every value (X, obs, var, the provenance but its clock)."""
+    import anndata as ad
+    import pandas as pd
+
+    args = ["features", "--store", sim_store, "--level", "site", "--chunk-sites", "8", "--workers", "2"]
+    assert run_cli(capsys, *args, "--out", tmp_path / "ref.h5ad", "--quiet")[0] == 0
+    out, part = tmp_path / "f.h5ad", tmp_path / "f.h5ad.partial"
+    proc = _start([*args, "--out", out], tmp_path / "err.log")
+    _wait_for(lambda: len(list(part.glob("chunk*.npy"))) >= 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its workers, as a scheduler kills it
+    proc.wait(timeout=60)
+    assert not out.exists() and 3 <= len(list(part.glob("chunk*.npy"))) < 24
+    assert run_cli(capsys, *args, "--out", out, "--quiet")[0] == 0
+    a, b = ad.read_h5ad(out), ad.read_h5ad(tmp_path / "ref.h5ad")
+    np.testing.assert_array_equal(a.X, b.X)
+    pd.testing.assert_frame_equal(a.obs, b.obs)
+    pd.testing.assert_frame_equal(a.var, b.var)
+    clock = ("time", "determinism")
+    assert {k: v for k, v in a.uns["provenance"].items() if k not in clock} == {
+        k: v for k, v in b.uns["provenance"].items() if k not in clock
+    }
+    assert not part.exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,17 @@ class ChunkedJob:
 
     def load(self, i: int, mmap: bool = False) -> np.ndarray:
         return np.load(chunk_path(self.part, i), mmap_mode="r" if mmap else None)
+
+    @contextmanager
+    def working(self):
+        """The chunks' work: an error or an interrupt before the first chunk is finished
+        leaves no partial folder (nothing in it a resume could use)."""
+        try:
+            yield self
+        except BaseException:
+            if not any(self.part.glob("chunk*.npy")):
+                shutil.rmtree(self.part, ignore_errors=True)
+            raise
 
     def finish(self) -> None:
         """The output is in place: the chunks are no longer needed."""

@@ -53,11 +53,12 @@ def read_yaml(path: Path) -> dict:
 
 
 def parse_model(model: type[M], data: dict, source: str, prefix: str = "") -> M:
-    """Validate `data` as `model`; the first error names the config key (dotted path)."""
+    """Validate `data` as `model`; the first error names the config key (dotted path). An
+    unknown key comes first: a misspelt key is usually why another is missing."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
+        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
         key = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(err["loc"]))
         kind = err["type"]
         if kind == "extra_forbidden":

@@ -70,6 +70,26 @@ def pin_environment() -> dict[str, str]:
     return set_here
 
 
+def warn_if_loaded_before() -> None:
+    """A library loaded before morphoscale read its environment already: its kernels stay the
+    machine's, and CPU results may differ in the last digits from `morphoscale` commands'."""
+    import sys
+
+    early = [m for m in ("numpy", "torch") if m in sys.modules]
+    if early:
+        import warnings
+
+        from .errors import MorphoscaleWarning
+
+        warnings.warn(
+            f"{' and '.join(early)} loaded before morphoscale: {'its' if len(early) == 1 else 'their'} kernels are "
+            "not pinned, so CPU results may differ in the last digits from the morphoscale commands' (import "
+            "morphoscale first)",
+            MorphoscaleWarning,
+            stacklevel=3,
+        )
+
+
 def pinned_variables() -> dict[str, str | None]:
     """The variables determinism depends on, as this process has them."""
     return {k: os.environ.get(k) for k in [*_ALWAYS, *_X86_AVX2, OPT_OUT]}

@@ -20,12 +20,47 @@ from pathlib import Path
 from . import __version__
 from .errors import InputError, OutputExistsError
 
+# The file inside every folder output that says what wrote it: --overwrite removes a folder only
+# when it says the same kind of output (a user's folder given as --out by mistake is never deleted).
+OUTPUT_MARK = ".morphoscale.json"
+IMAGE_STORE, TRAINING_RUN, BENCH_FOLDER, RUN_FOLDER = "image store", "training run", "bench folder", "run folder"
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless overwriting; fail early on an unwritable folder."""
+
+def mark_output(folder: Path, kind: str) -> None:
+    """Say in a folder output what kind of output it is (an image store, a training run, ...)."""
+    write_text(Path(folder) / OUTPUT_MARK, json.dumps({"kind": kind}) + "\n")
+
+
+def output_kind(folder: Path) -> str | None:
+    return read_record(Path(folder) / OUTPUT_MARK).get("kind")
+
+
+def check_replaceable(path: Path, kind: str | None = None) -> None:
+    """What --overwrite may remove: a file output replaces a file (never a folder); a folder
+    output replaces an empty folder or one marked as the same kind of output."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: output exists; pass --overwrite to replace it")
+    if kind is None:
+        if path.is_dir() and not path.is_symlink():
+            raise InputError(f"{path}: is a folder; --overwrite replaces a file, never a folder")
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise InputError(f"{path}: is not a folder; --overwrite replaces only one of morphoscale's {kind}s")
+    if any(path.iterdir()) and output_kind(path) != kind:
+        raise InputError(
+            f"{path}: not one of morphoscale's {kind}s (no {OUTPUT_MARK} saying so); --overwrite never deletes "
+            "other folders: remove it yourself or choose another output"
+        )
+
+
+def check_output(path: Path, overwrite: bool, kind: str | None = None) -> None:
+    """Refuse an existing output unless overwriting (and then only one the same kind of verb
+    wrote: see check_replaceable); fail early on an unwritable folder. `kind` names a folder
+    output; None, a file."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{path}: output exists; pass --overwrite to replace it")
+        check_replaceable(path, kind)
     parent = path.parent if str(path.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise InputError(f"{parent}: cannot create the output folder (a file is in the way)")

@@ -12,6 +12,7 @@ def _worker_start(initializer: Callable, *initargs) -> None:
     """Workers leave Ctrl-C to the parent, which ends the pool and prints one line for it
     (else every worker printed its own KeyboardInterrupt traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler raises; pool.terminate() ends a worker
     initializer(*initargs)
 
 

@@ -10,11 +10,14 @@ from ..errors import InputError
 
 def read_targets(path) -> dict[str, list[str]]:
     """CSV with columns compound,target (one row per compound-target pair)."""
-    df = pd.read_csv(path, dtype=str)
+    from ..data.readers.base import read_table
+
+    df = read_table(path)
     missing = [c for c in ("compound", "target") if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)} (expected compound,target)")
-    return {c: sorted(set(g["target"])) for c, g in df.dropna().groupby("compound")}
+    df = df[(df["compound"] != "") & (df["target"] != "")]
+    return {c: sorted(set(g["target"])) for c, g in df.groupby("compound")}
 
 
 def _unit(X):

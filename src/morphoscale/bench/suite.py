@@ -25,7 +25,7 @@ import pandas as pd
 from .. import __version__
 from ..determinism import record
 from ..errors import InputError
-from ..io import check_output, commit_dir, os_error_message, partial_dir, refuse_overlap
+from ..io import BENCH_FOLDER, check_output, commit_dir, mark_output, os_error_message, partial_dir, refuse_overlap
 from ..memory import RssSampler, peak_rss_mb
 from .groups import compound_metrics, gene_metrics, truth_metrics, well_metrics
 from .intervals import Estimate, fraction_with_interval
@@ -131,7 +131,7 @@ def run_bench(
     out = Path(out)
     chosen, named = select_metrics(metrics, quick, clustering, protocol=protocol)
     refuse_overlap(out, map_path, wells, raw, annotations, compound_targets, truth, *(extra_pairs or {}).values())
-    check_output(out, overwrite)
+    check_output(out, overwrite, BENCH_FOLDER)
     t0 = time.perf_counter()
     m = read_map(Path(map_path))
     wells = Path(wells) if wells else wells_path(Path(map_path))
@@ -180,6 +180,7 @@ def run_bench(
                 res.unsupported(key, "needs a simulated screen's ground truth (--truth)")
         res.summary["cost"]["total"] = _cost(t0)
         res.write()
+        mark_output(part, BENCH_FOLDER)
         commit_dir(part, out)
     except OSError as e:  # disk full, a read-only folder: one line, and nothing behind
         raise InputError(os_error_message(Path(getattr(e, "filename", None) or out), e)) from None
@@ -206,6 +207,12 @@ def read_map(map_path: Path):
         first = m.obs[~m.obs["is_control"].to_numpy(bool)][dup]["perturbation"].iloc[0]
         raise InputError(
             f"{map_path}: not a map (perturbation '{first}' has several rows: wells, not profiles); make one with `morphoscale map`"
+        )
+    bad = ~np.isfinite(np.asarray(m.X)).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"{map_path}: profile '{m.obs_names[bad][0]}' holds a NaN or infinite value ({int(bad.sum())} such rows); "
+            "every number must be finite"
         )
     return m
 

@@ -125,20 +125,51 @@ def rich_escape(text: str) -> str:
     return escape(text)
 
 
+_terminated: list[bool] = []
+
+
+def _on_sigterm(signum, frame) -> None:
+    """`kill PID` (SIGTERM, what a scheduler sends at the time limit) ends a verb as Ctrl-C
+    does: every open output's temporaries are removed on the way out, the resumable parts
+    kept, one line, exit code 143 (else Python died at once, temporaries left behind)."""
+    _terminated.append(True)
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> int:
+    if _terminated:
+        err_console.print("terminated; re-run the same command to resume")
+        return 143
+    err_console.print("interrupted; re-run the same command to resume")
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user-facing errors into one line and an exit code."""
-    from typer.exceptions import Abort, Exit, TyperException
+    import signal
+    import threading
 
     warnings.showwarning = _show_warning
+    _terminated.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _main_app(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_app(argv: list[str] | None) -> int:
+    from typer.exceptions import Abort, Exit, TyperException
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
         # Non-standalone typer returns the exit code of Exit (130 for Ctrl-C) instead of exiting.
         rv = app(args=args, prog_name="morphoscale", standalone_mode=False)
         if isinstance(rv, int) and rv != 0:
-            if rv == 130:
-                err_console.print("interrupted; re-run the same command to resume")
-            return rv
+            return _interrupted() if rv == 130 else rv
     except MorphoscaleError as e:
         if debug:
             raise
@@ -147,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exit as e:
         return e.exit_code
     except Abort:
+        if _terminated:
+            return _interrupted()
         err_console.print("aborted")
         return 130
     except TyperException as e:
@@ -159,6 +192,5 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {rich_escape(msg)}", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
+        return _interrupted()
     return 0

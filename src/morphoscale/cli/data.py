@@ -156,7 +156,9 @@ def ingest(
         "jump_perturbation": jump_perturbation,
         "perturbation_names": text(perturbation_names),
         "path_map": assignments(path_map, "--path-map", "PREFIX=LOCAL_DIR") or None,
-        "channels": [c.strip() for c in channels.split(",") if c.strip()] if channels else None,
+        "channels": [c.strip() for c in channels.split(",")]
+        if channels
+        else None,  # an empty name is an error, not skipped
     }
     if no_illum:
         overrides["illum"] = False

@@ -80,6 +80,17 @@ def _say_once(text: str) -> None:
         out_console.print(text)
 
 
+# embed and features: what to do with a site whose image chunk is missing or damaged (data/profiles.MISSING)
+Missing = Annotated[
+    str,
+    typer.Option(
+        "--missing",
+        help="A site whose image chunk is missing or damaged: error (stop, naming it), blank (profile it as a blank "
+        "image) or skip (leave it out); blank and skip say how many.",
+    ),
+]
+
+
 @app.command()
 def embed(
     store: Annotated[Path, typer.Option("--store", help="The image store to embed.")],
@@ -152,6 +163,7 @@ def embed(
     arch: Annotated[
         Optional[str], typer.Option("--arch", help="A timm checkpoint's architecture, e.g. vit_small_patch16_224.")
     ] = None,
+    missing: Missing = "error",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
@@ -185,6 +197,7 @@ def embed(
         weights_layout=weights_layout,
         arch=arch,
         precision=precision,
+        missing=missing,
     )
     _say_once(f"wrote {path}")
 
@@ -219,6 +232,7 @@ def features(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Processes (default: one per core).")] = None,
     chunk_sites: Annotated[int, typer.Option("--chunk-sites", help="Sites per resumable chunk.")] = 64,
     fmt: Annotated[str, typer.Option("--format", help="h5ad or parquet.")] = "h5ad",
+    missing: Missing = "error",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
@@ -229,6 +243,15 @@ def features(
 
     cfg = FeatureConfig(nuclear_channel, nucleus_diameter, flatfield, statistic, texture_levels)
     path = extract_features(
-        store, out, cfg, level, workers or os.cpu_count() or 1, chunk_sites, fmt, overwrite, progress=not quiet
+        store,
+        out,
+        cfg,
+        level,
+        os.cpu_count() or 1 if workers is None else workers,
+        chunk_sites,
+        fmt,
+        overwrite,
+        progress=not quiet,
+        missing=missing,
     )
     out_console.print(f"wrote {path}")

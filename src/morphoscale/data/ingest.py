@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from .. import __version__
 from ..config import parse_model, read_yaml
 from ..errors import ConfigError, InputError, Problems
-from ..io import check_output, commit_dir, os_error_message, partial_dir, refuse_overlap
+from ..io import IMAGE_STORE, check_output, commit_dir, mark_output, os_error_message, partial_dir, refuse_overlap
 from .ingest_workers import run_workers
 from .readers import READERS, SourceTable, check_illumination, check_images
 from .readers.base import ILLUM_PREFIX
@@ -76,6 +76,18 @@ class IngestConfig(BaseModel):
         lo, hi = v
         if not (0.0 <= lo < hi <= 100.0):
             raise ValueError("need 0 <= low < high <= 100")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, v):
+        """Channels are found by name downstream: each must be named, once."""
+        if v is not None:
+            if any(not c.strip() for c in v):
+                raise ValueError("a channel has an empty name")
+            twice = sorted({c for c in v if v.count(c) > 1})
+            if twice:
+                raise ValueError(f"channel(s) named twice: {', '.join(twice)}")
         return v
 
     @field_validator("workers")
@@ -198,9 +210,10 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
     in OUT.partial (its fingerprint says of which inputs), so a killed ingest resumes with
     the sites not yet written, and a changed input never mixes into it."""
     out = Path(out)
-    check_output(out, overwrite)
+    refuse_overlap(out, cfg.source, cfg.platemap, cfg.jump_metadata, cfg.perturbation_names)
     table = read_source(cfg, where)
-    refuse_overlap(out, cfg.source, cfg.platemap, cfg.jump_metadata, cfg.perturbation_names, *_image_folders(table))
+    refuse_overlap(out, *_image_folders(table))
+    check_output(out, overwrite, IMAGE_STORE)
     part = partial_dir(out)
     fingerprint = _fingerprint(cfg, table)
     _drop_stale_partial(part, fingerprint, overwrite)
@@ -213,6 +226,7 @@ def ingest(cfg: IngestConfig, out: Path, overwrite: bool = False, progress: bool
         todo = [(i, table.paths(i), table.illum_paths(i)) for i in range(len(table.sites)) if i not in done]
         run_workers(todo, part, cfg, table.image_shape, log, done, len(table.sites), progress)
         _finalize(part, table, done, table.channels)
+        mark_output(part, IMAGE_STORE)
     except OSError as e:
         raise InputError(os_error_message(part, e)) from None
     commit_dir(part, out)

@@ -15,11 +15,48 @@ from ..io import atomic_file
 
 LEVELS = ("crop", "site", "well")
 SITE_SPECIFIC = ("site_id", "site")
+# what embed and features do with a site whose image chunk is missing or damaged (--missing)
+MISSING = {
+    "error": "stop with one line naming the site and its chunk file",
+    "blank": "profile it as a blank image (a warning says how many)",
+    "skip": "leave it out of the output (a warning says how many; a well keeps its other sites)",
+}
 
 
-def profile_obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Row metadata at the level, and for wells the site -> well index."""
+def apply_missing(store, policy: str) -> list[int]:
+    """The damaged sites `policy` lets through, sorted: none for `error` (the first damaged
+    chunk read stops the job); for `blank` and `skip`, every site whose chunk is missing,
+    truncated or another store's, which the store then reads as blank images."""
+    import warnings
+
+    from ..errors import InputError, MorphoscaleWarning
+
+    if policy not in MISSING:
+        raise InputError(f"--missing: '{policy}' is not one of {', '.join(MISSING)}")
+    if policy == "error":
+        return []
+    damaged = store.damaged_sites()
+    if policy == "skip" and len(damaged) == len(store):
+        raise InputError(f"{store.path}: every site's image chunk is missing or damaged; nothing is left to profile")
+    store.blank_sites = frozenset(damaged)
+    if damaged:
+        more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+        done = "profiled as blank images" if policy == "blank" else "left out of the output"
+        warnings.warn(
+            f"{store.path}: {len(damaged)} of {len(store)} sites have a missing or damaged image chunk "
+            f"({next(iter(damaged.values()))}{more}); {done} (--missing {policy})",
+            MorphoscaleWarning,
+            stacklevel=2,
+        )
+    return sorted(damaged)
+
+
+def profile_obs(store, tiles, level: str, keep: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Row metadata at the level (of the sites `keep` says, all by default), and for wells
+    the site -> well index (-1 for a site left out)."""
     sites = store.sites.copy()
+    if keep is not None:
+        sites = sites[keep].reset_index(drop=True)
     sites = sites[
         [c for c in sites.columns if not c.startswith(("source_", "illum_"))]
     ]  # file paths are the store's provenance, not metadata
@@ -47,6 +84,10 @@ def profile_obs(store, tiles, level: str) -> tuple[pd.DataFrame, np.ndarray | No
     obs = first.sort_index().drop(columns=[c for c in SITE_SPECIFIC if c in first.columns])
     obs["n_sites"] = np.bincount(codes)
     obs.index = np.asarray(uniques).astype(str)
+    if keep is not None:
+        every = np.full(len(keep), -1)
+        every[keep] = codes
+        codes = every
     return obs, codes
 
 
@@ -60,11 +101,23 @@ def profile_metadata(obs: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_profiles(
-    job: ChunkedJob, store, tiles, level: str, uns: dict, out: Path, fmt: str, var_names: list[str] | None = None
+    job: ChunkedJob,
+    store,
+    tiles,
+    level: str,
+    uns: dict,
+    out: Path,
+    fmt: str,
+    var_names: list[str] | None = None,
+    skip: list[int] | None = None,
 ) -> None:
     """Stream a finished job's chunks into the output, as AnnData .h5ad or a parquet profile
-    table (a temporary name, fsynced, renamed when complete)."""
-    obs, codes = profile_obs(store, tiles, level)
+    table (a temporary name, fsynced, renamed when complete); the sites in `skip` are left out."""
+    keep = None
+    if skip:
+        keep = np.ones(len(store), bool)
+        keep[skip] = False
+    obs, codes = profile_obs(store, tiles, level, keep)
     dim = job.load(0, mmap=True).shape[-1]
     var = pd.DataFrame(index=var_names or [f"emb_{k}" for k in range(dim)])
 
@@ -73,11 +126,13 @@ def write_profiles(
         if level == "well":
             sums = np.zeros((len(obs), dim), np.float64)
             for i, (a, b) in enumerate(job.chunks):
-                np.add.at(sums, codes[a:b], job.load(i))
-            yield (sums / np.bincount(codes)[:, None]).astype(np.float32)
+                c = codes[a:b]
+                np.add.at(sums, c[c >= 0], job.load(i)[c >= 0])
+            yield (sums / np.bincount(codes[codes >= 0])[:, None]).astype(np.float32)
             return
-        for i in range(len(job.chunks)):
-            yield job.load(i).reshape(-1, dim)
+        for i, (a, b) in enumerate(job.chunks):
+            block = job.load(i)
+            yield (block if keep is None else block[keep[a:b]]).reshape(-1, dim)
 
     with atomic_file(out, overwrite=True) as tmp:  # the verb checked the output before its work
         if fmt == "parquet":

@@ -115,18 +115,39 @@ class SiteChunks:
                 raise
             return np.full(self.shape, self.fill_value, self.dtype)
         site = np.empty(self.shape, self.dtype)  # writable, decoded in place
-        # Blosc's header says how many bytes the frame holds and decodes to; the decoder trusts
-        # it, so a truncated or foreign file would decode into garbage (or past its end)
-        if len(data) < 16:
-            raise ValueError(f"{len(data)} bytes, shorter than a Blosc header")
-        nbytes, cbytes = int.from_bytes(data[4:8], "little"), int.from_bytes(data[12:16], "little")
-        if cbytes != len(data) or nbytes != site.nbytes:
-            raise ValueError(
-                f"truncated or not this store's: {len(data)} bytes on disk, the header says {cbytes} bytes decoding "
-                f"to {nbytes} (a site is {site.nbytes})"
-            )
+        problem = self._header_problem(data[:16], len(data))
+        if problem:
+            raise ValueError(problem)
         self.codec.decode(data, out=site)
         return site
+
+    def _header_problem(self, header: bytes, size: int) -> str | None:
+        """Blosc's header says how many bytes the frame holds and decodes to; the decoder trusts
+        it, so a truncated or foreign file would decode into garbage (or past its end)."""
+        if size < 16:
+            return f"{size} bytes, shorter than a Blosc header"
+        nbytes, cbytes = int.from_bytes(header[4:8], "little"), int.from_bytes(header[12:16], "little")
+        site_bytes = self.dtype.itemsize * int(np.prod(self.shape))
+        if cbytes != size or nbytes != site_bytes:
+            return (
+                f"truncated or not this store's: {size} bytes on disk, the header says {cbytes} bytes decoding "
+                f"to {nbytes} (a site is {site_bytes})"
+            )
+        return None
+
+    def damage(self, i: int) -> str | None:
+        """What is wrong with site i's chunk as far as its size and header tell (no decoding):
+        None for a sound one."""
+        try:
+            with open(self.chunk_file(i), "rb") as f:
+                header = f.read(16)
+                size = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            return "is missing"
+        except OSError as e:
+            return f"cannot be read ({e.strerror})"
+        problem = self._header_problem(header, size)
+        return f"cannot be decoded ({problem})" if problem else None
 
     @property
     def max_chunk_bytes(self) -> int:
@@ -191,6 +212,7 @@ class ImageStore:
         self._images = None
         self._chunks: SiteChunks | None = None
         self._sites: pd.DataFrame | None = None
+        self.blank_sites: frozenset[int] = frozenset()  # read as blank images (--missing blank|skip)
         try:
             arr = group["images"]
         except Exception as e:
@@ -256,9 +278,24 @@ class ImageStore:
             return site  # all channels in order: no copy
         return site[channels]
 
+    def damaged_sites(self) -> dict[int, str]:
+        """{site: what is wrong} for every site whose chunk is missing, truncated or another
+        store's (its size and Blosc header; 16 bytes read per site)."""
+        if self._chunks is None:
+            self._chunks = SiteChunks(self.path / "images")
+        found = {}
+        for i in range(len(self)):
+            problem = self._chunks.damage(i)
+            if problem:
+                found[i] = f"site {i}'s image chunk {self._chunks.chunk_file(i).relative_to(self.path)} {problem}"
+        return found
+
     def _site(self, i: int) -> np.ndarray:
         """A complete store has every chunk: a missing or undecodable one is damage, said in one
-        line naming the site and the file, never read as a blank image."""
+        line naming the site and the file, never read as a blank image (unless the caller said
+        so for these sites, `blank_sites`: `--missing blank|skip`)."""
+        if i in self.blank_sites:
+            return np.full(self._chunks.shape, self._chunks.fill_value, self._chunks.dtype)
         try:
             return self._chunks.read(i, missing_ok=False)
         except FileNotFoundError:

@@ -9,10 +9,12 @@ import numpy as np
 
 from .. import __version__
 from ..chunked import ChunkedJob
-from ..data.profiles import LEVELS, write_profiles
+from ..data.profiles import LEVELS, MISSING, apply_missing, write_profiles
 from ..determinism import record
 from ..errors import InputError
 from ..io import check_output, file_sha256, refuse_overlap
+
+REMAINDERS = ("shift", "center", "drop")  # what a tile grid does with the pixels past its last whole tile
 
 
 def model_channels(model, store, channels: list[str] | None) -> tuple[list[str], list[int] | None]:
@@ -39,9 +41,26 @@ def model_channels(model, store, channels: list[str] | None) -> tuple[list[str],
 
 
 def check_options(
-    level: str, fmt: str, batch_size: int, chunk_sites: int, tile_size: int | None, stride: int | None, num_workers: int
+    level: str,
+    fmt: str,
+    batch_size: int,
+    chunk_sites: int,
+    tile_size: int | None,
+    stride: int | None,
+    num_workers: int,
+    missing: str = "error",
+    remainder: str = "shift",
+    weights_layout: str = "auto",
 ) -> None:
     """Every option checked before anything is read or written."""
+    from ..models.weights import LAYOUTS
+
+    if missing not in MISSING:
+        raise InputError(f"--missing: '{missing}' is not one of {', '.join(MISSING)}")
+    if remainder not in REMAINDERS:
+        raise InputError(f"--remainder: '{remainder}' is not one of {', '.join(REMAINDERS)}")
+    if weights_layout not in LAYOUTS:
+        raise InputError(f"--weights-layout: '{weights_layout}' is not one of {', '.join(LAYOUTS)}")
     if level not in LEVELS:
         raise InputError(f"--level: '{level}' is not one of {', '.join(LEVELS)}")
     if fmt not in ("h5ad", "parquet"):
@@ -172,6 +191,7 @@ def embed(
     weights_layout: str = "auto",
     arch: str | None = None,
     precision: str | None = None,
+    missing: str = "error",
 ) -> Path:
     import torch
 
@@ -180,13 +200,16 @@ def embed(
     from ..data.store import ImageStore
     from .domains import adabn_states
 
-    check_options(level, fmt, batch_size, chunk_sites, tile_size, stride, num_workers)
+    check_options(
+        level, fmt, batch_size, chunk_sites, tile_size, stride, num_workers, missing, remainder, weights_layout
+    )
     precision = resolve_precision(precision, wants_gpu(accelerator), "--precision")
     out = Path(out)
     store = ImageStore(store_path)  # an input that is not a store is named first
     _ = store.sites  # read now: a damaged site table fails before any work
     refuse_overlap(out, store_path, checkpoint, weights)
     check_output(out, overwrite)
+    damaged = apply_missing(store, missing)
     model, module = load_encoder(checkpoint, weights, list(channels or store.channels), weights_layout, arch)
     use_channels, channel_ids = model_channels(model, store, channels)
     tile = tile_size or getattr(model.cfg, "img_size", None) or 64
@@ -213,13 +236,15 @@ def embed(
         "adabn": bool(getattr(model.cfg, "adabn", False)),
         "precision": precision,
         **({"weights": json.dumps(model.weights_source)} if weights is not None else {}),
+        "missing": missing,
+        **({"damaged_sites": json.dumps(damaged)} if missing != "error" else {}),
     }
     job = _shared_job(fabric, rank, out, settings, len(store), chunk_sites)
     todo = job.todo(rank, world)
     domains = (
         adabn_states(model, store, tiles, use_channels, batch_size, device) if settings["adabn"] and todo else None
     )
-    with _bar(progress and rank == 0) as bar, torch.inference_mode(), autocast(device.type, precision):
+    with job.working(), _bar(progress and rank == 0) as bar, torch.inference_mode(), autocast(device.type, precision):
         task = bar.add_task("embed", total=len(store), completed=job.n_done(todo))
         for i, a, b in todo:
             sub = TileDataset(store, tile, stride, remainder, channels=use_channels, sites=np.arange(a, b))
@@ -233,7 +258,8 @@ def embed(
         fabric.barrier()  # every rank's chunks are on disk
         if rank != 0:
             return out
-    write_profiles(job, store, tiles, level, _provenance(settings, module, model, job.started), out, fmt)
+    uns = _provenance(settings, module, model, job.started)
+    write_profiles(job, store, tiles, level, uns, out, fmt, skip=damaged if missing == "skip" else None)
     job.finish()
     return out
 

@@ -167,10 +167,12 @@ def reduce_site(cells: pd.DataFrame, channels: list[str], statistic: str) -> np.
 _W: dict = {}
 
 
-def _init(store_path: str, cfg: FeatureConfig) -> None:
+def _init(store_path: str, cfg: FeatureConfig, blank: list[int]) -> None:
     from ..data.store import ImageStore
 
-    _W.update(store=ImageStore(store_path), cfg=cfg)
+    store = ImageStore(store_path)
+    store.blank_sites = frozenset(blank)
+    _W.update(store=store, cfg=cfg)
 
 
 def _chunk(job: tuple[int, int, int, str]) -> tuple[int, int]:
@@ -199,11 +201,12 @@ def extract_features(
     fmt: str = "h5ad",
     overwrite: bool = False,
     progress: bool = True,
+    missing: str = "error",
 ) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..chunked import ChunkedJob
-    from ..data.profiles import write_profiles
+    from ..data.profiles import MISSING, apply_missing, write_profiles
     from ..data.store import ImageStore
     from ..parallel import process_map
 
@@ -213,12 +216,17 @@ def extract_features(
         raise InputError(f"--format: '{fmt}' is not h5ad or parquet")
     if workers < 1:
         raise InputError(f"--workers: must be at least 1, got {workers}")
+    if chunk_sites < 1:
+        raise InputError(f"--chunk-sites: must be at least 1, got {chunk_sites}")
+    if missing not in MISSING:
+        raise InputError(f"--missing: '{missing}' is not one of {', '.join(MISSING)}")
     out = Path(out)
     refuse_overlap(out, store_path)
     check_output(out, overwrite)
     store = ImageStore(store_path)
     _ = store.sites  # read now: a damaged site table fails before any work
     cfg.validate(store.channels)
+    damaged = apply_missing(store, missing)
     n_sites = len(store)
     names = site_feature_names(store.channels)
     settings = {
@@ -230,11 +238,14 @@ def extract_features(
         "store_identity": store.identity(),
         "n_sites": n_sites,
         "n_features": len(names),
+        "missing": missing,
+        **({"damaged_sites": json.dumps(damaged)} if missing != "error" else {}),
     }
     job = ChunkedJob(out, settings, n_sites, chunk_sites)
     todo = [(i, a, b, str(job.part)) for i, a, b in job.todo()]
     cols = (TextColumn("features"), BarColumn(), MofNCompleteColumn(), TextColumn("sites"), TimeRemainingColumn())
-    with process_map(_chunk, todo, min(workers, max(len(todo), 1)), _init, (str(store_path), cfg)) as results:
+    pool = process_map(_chunk, todo, min(workers, max(len(todo), 1)), _init, (str(store_path), cfg, damaged))
+    with job.working(), pool as results:
         with Progress(*cols, disable=not progress) as bar:
             task = bar.add_task("features", total=n_sites, completed=n_sites - sum(b - a for _, a, b, _ in todo))
             for _, n in results:
@@ -251,7 +262,15 @@ def extract_features(
         }
     }
     write_profiles(
-        job, store, None, level, uns, out, fmt, var_names=cellprofiler_names(store.channels, cfg.texture_levels)
+        job,
+        store,
+        None,
+        level,
+        uns,
+        out,
+        fmt,
+        var_names=cellprofiler_names(store.channels, cfg.texture_levels),
+        skip=damaged if missing == "skip" else None,
     )
     job.finish()
     return out

@@ -27,7 +27,16 @@ class SimulateSpec(_Strict):
     """A simulated screen with known biology (`morphoscale simulate`), then ingested."""
 
     preset: str = "demo"  # tiny, demo or large
-    seed: int = 0  # same seed, bit-identical screen
+    seed: int = Field(0, ge=0, lt=2**32)  # same seed, bit-identical screen
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, v):
+        from ..simulate.screen import PRESETS
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset; choose one of {', '.join(PRESETS)}")
+        return v
 
 
 class DataSpec(_Strict):

@@ -23,10 +23,11 @@ from typing import Callable
 
 import numpy as np
 import yaml
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import InputError
-from ..io import read_record, remove, write_text
+from ..io import OUTPUT_MARK, RUN_FOLDER, mark_output, os_error_message, output_kind, read_record, remove, write_text
 from .config import STAGES, EncoderSpec, RunConfig
 from .stages import StageActions
 
@@ -42,6 +43,9 @@ class Stage:
     upstream: list[str]
     action: Callable[[], None]
     outputs: list[Path] = field(default_factory=list)
+    # folders the stage's verb writes whole, removed before it runs again (the run folder is the
+    # flow's own: a verb's --overwrite would refuse one an older version wrote without a mark)
+    folders: list[Path] = field(default_factory=list)
 
 
 def _hash(obj) -> str:
@@ -86,7 +90,7 @@ class Flow(StageActions):
             "ingest": _file_spec(d.ingest),
             "store": str(d.store) if d.store else None,
         }
-        self.stages.append(Stage("data", "data", data_spec, [], self._data, [self.store]))
+        self.stages.append(Stage("data", "data", data_spec, [], self._data, [self.store], [self.screen]))
         if cfg.probe is not None:
             self._plan_probe()
             return
@@ -123,7 +127,15 @@ class Flow(StageActions):
         bench_spec = self.cfg.bench.model_dump(mode="json")
         outputs = [ed / "bench" / "summary.json"]
         self.stages.append(
-            Stage(f"bench:{e.name}", "bench", bench_spec, [f"map:{e.name}"], lambda e=e: self._bench(e), outputs)
+            Stage(
+                f"bench:{e.name}",
+                "bench",
+                bench_spec,
+                [f"map:{e.name}"],
+                lambda e=e: self._bench(e),
+                outputs,
+                [ed / "bench"],
+            )
         )
 
     def _embed_stage(self, e: EncoderSpec, emb: Path) -> Stage:
@@ -163,6 +175,7 @@ class Flow(StageActions):
             ["data"],
             lambda: self._train(e),
             [self.enc_dir(e) / "train" / "model.ckpt"],
+            [self.enc_dir(e) / "train"],
         )
 
     def keys(self) -> dict[str, str]:
@@ -181,21 +194,25 @@ class Flow(StageActions):
         console = console or Console(stderr=True)
         if start is not None and start not in STAGES:
             raise InputError(f"--from: '{start}' is not a stage; stages: {', '.join(STAGES)}")
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.cfg.data.store:  # a store named in the config is opened before the run folder is made
+            from ..data.store import ImageStore
+
+            _ = ImageStore(self.store).sites
+        self._claim_folder()
         (self.out / "stages").mkdir(exist_ok=True)
         write_text(self.out / "run.yaml", yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False))
         keys = self.keys()
         forced = set(STAGES[STAGES.index(start) :]) if start else set()
         todo = [s for s in self.stages if s.kind in forced or not self._cached(s, keys[s.id])]
         self.progress = progress
-        console.rule(f"morphoscale run: {self.cfg.name} -> {self.out}")
+        console.rule(escape(f"morphoscale run: {self.cfg.name} -> {self.out}"))
         t0 = time.time()
         previous = {s.id: self._record(s).get("seconds") for s in todo}  # an earlier run's times, when there was one
         took: dict[str, list[float]] = {}
         ran_ahead: set[str] = set()
         for i, s in enumerate(self.stages, 1):
             if s not in todo:
-                console.print(f"[dim][{i}/{len(self.stages)}] {s.id}: cached[/dim]")
+                console.print(f"[dim][{i}/{len(self.stages)}] {escape(s.id)}: cached[/dim]")
                 continue
             if s.id in ran_ahead:
                 continue
@@ -209,7 +226,7 @@ class Flow(StageActions):
                     self._finish(t, keys[t.id], dt)
                 ran_ahead.update(t.id for t in batch)
                 continue
-            console.print(f"[bold][{i}/{len(self.stages)}] {s.id}[/bold] ...")
+            console.print(f"[bold][{i}/{len(self.stages)}] {escape(s.id)}[/bold] ...")
             ts = time.time()
             self._clear(s)
             s.action()
@@ -228,10 +245,27 @@ class Flow(StageActions):
             "cached": [s.id for s in self.stages if s not in todo],
         }
 
+    def _claim_folder(self) -> None:
+        """The run folder: new, empty, or a run folder already (marked, or with the run.yaml and
+        stages/ of a version before the mark). Its stages remove what they re-make, so a
+        folder of anything else is refused."""
+        out = self.out
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and output_kind(out) != RUN_FOLDER:
+            if not ((out / "run.yaml").is_file() and (out / "stages").is_dir()):
+                raise InputError(
+                    f"--out {out}: not a run folder (no {OUTPUT_MARK} saying so); a run removes what its stages "
+                    "re-make, so choose a new or empty folder"
+                )
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            mark_output(out, RUN_FOLDER)
+        except OSError as e:
+            raise InputError(os_error_message(out, e)) from None
+
     def _clear(self, s: Stage) -> None:
         """A re-run replaces the stage's outputs; its record goes first, so a kill is never a cache hit."""
         self._record_path(s).unlink(missing_ok=True)
-        for p in s.outputs:
+        for p in s.outputs + s.folders:
             if p != self.store or not self.cfg.data.store:
                 remove(p)
 
@@ -269,7 +303,7 @@ class Flow(StageActions):
                 self._clear(s)
                 self._train(self._encoders[s.id], env={"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else None)
                 dt = time.time() - ts
-                console.print(f"    {s.id}: done in {dt:.1f} s")
+                console.print(f"    {escape(s.id)}: done in {dt:.1f} s")
                 return dt
             finally:
                 slots.put(slot)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from rich.markup import escape
 
 from ..errors import InputError
 from ..io import remove
@@ -242,7 +243,7 @@ def check_reproducible(flow, names: list[str], console=None) -> "pd.DataFrame":
     rows = []
     for s in stages:
         if console is not None:
-            console.print(f"[bold]re-running {s.id}[/bold] to compare with the run's own outputs ...")
+            console.print(f"[bold]re-running {escape(s.id)}[/bold] to compare with the run's own outputs ...")
         rows += check_stage(flow, s)
     table = pd.DataFrame(rows, columns=["stage", "output", "equal", "max_abs_diff", "detail"])
     write_text(flow.out / "reproducible.csv", table.to_csv(index=False))

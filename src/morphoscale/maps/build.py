@@ -57,12 +57,18 @@ def build_map(
     """Returns (map AnnData, aligned well-level AnnData)."""
     import anndata as ad
 
+    from .aggregate import METHODS
+
+    if method not in METHODS:  # before the alignment's work (and its warnings)
+        raise InputError(f"--aggregate: '{method}' is not one of {', '.join(METHODS)}")
     obs = emb.obs.copy()
     X = np.asarray(emb.X)
     X = X.astype(np.float32 if X.dtype == np.float32 else np.float64, copy=False)
     keep = np.ones(len(obs), bool)
     if exclude:
         keep &= ~obs["perturbation"].astype(str).isin(exclude).to_numpy()
+    if not keep.any():
+        raise InputError(f"--exclude: leaves none of the {len(keep)} wells to map")
     obs, X = obs[keep], X[keep]
     obs["is_control"] = obs["is_control"].astype(bool)
     batch = obs["batch"].astype(str).to_numpy()

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
-from ..io import check_output, commit_dir, partial_dir, write_text
+from ..io import IMAGE_STORE, check_output, commit_dir, mark_output, partial_dir, write_text
 from ..parallel import process_map
 from .biology import PARAMETERS, BiologyConfig, make_biology
 from .layout import LayoutConfig, make_layout
@@ -180,7 +180,7 @@ def simulate(
     if workers is not None and workers < 1:
         raise InputError(f"--workers: must be at least 1, got {workers}")
     out = Path(out)
-    check_output(out, overwrite)
+    check_output(out, overwrite, IMAGE_STORE)
     preset = PRESETS[preset_name]
     ann = examples.get("annotations")
     bio, wells, nuisance = plan(preset, seed, ann)
@@ -215,6 +215,7 @@ def simulate(
                 if k % 16 == 0 or k == len(jobs):
                     bar.update(task, completed=k, rate=f"{k / (time.perf_counter() - t0):.0f}")
     _write_metadata(part, jobs, wells)
+    mark_output(part, IMAGE_STORE)
     commit_dir(part, out)
     return out
 

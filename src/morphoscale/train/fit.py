@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from ..compute import Precision, resolve_precision, wants_gpu
 from ..config import parse_model, read_yaml
 from ..data.split import Split
 from ..errors import ConfigError, InputError, OutputExistsError, why
-from ..io import file_sha256, os_error_message, refuse_overlap
+from ..io import TRAINING_RUN, check_replaceable, file_sha256, mark_output, os_error_message, refuse_overlap
 
 
 class TrainConfig(BaseModel):
@@ -70,7 +71,27 @@ class TrainConfig(BaseModel):
     devices: int | str = "auto"  # per node; batch_size is the global batch, split over devices x nodes
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"  # auto, or ddp for data parallelism over devices and nodes (torchrun and SLURM work)
-    accelerator: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v):
+        """A count per node (or -1, every device), or auto; Lightning's own check comes after
+        the run folder exists, as a traceback."""
+        if isinstance(v, str) and v.lstrip("-").isdigit():
+            v = int(v)
+        if v == "auto" or (isinstance(v, int) and (v >= 1 or v == -1)):
+            return v
+        raise ValueError("need a count of devices (1 or more, -1 for all) or auto")
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v):
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        if v != "auto" and v not in StrategyRegistry.available_strategies():
+            raise ValueError("not a Lightning strategy; auto, ddp, ddp_spawn, fsdp, ...")
+        return v
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -111,9 +132,10 @@ def train(
         raise ConfigError(
             f"key 'batch_size': the global batch of {cfg.batch_size} does not split over {cfg.devices * cfg.num_nodes} processes"
         )
+    refuse_overlap(out, Path(store), cfg.weights, cfg.probe_truth)
     ckpt_path = _resume_from(out, resume, resume_from, overwrite, zero)
     st = ImageStore(store)
-    refuse_overlap(out, Path(store), cfg.weights, cfg.probe_truth)
+    _refuse_damage(st)
     channels, crop = _check_against_store(cfg, st, store)
     multicrop = _multicrop(cfg, crop)
     module, sites, classes = _training_module(cfg, st, store, channels, multicrop)
@@ -129,13 +151,14 @@ def train(
     except OSError as e:  # a read-only or full disk: one line, before anything is written
         raise InputError(os_error_message(out, e)) from None
     if zero:
+        mark_output(out, TRAINING_RUN)
         _write_config(cfg, out, store, st, channels, crop, classes, sites, multicrop, on_gpu)
     if cfg.random_init:
         from .checkpoint import save_untrained
 
         return save_untrained(module, out) if zero else out / "model.ckpt"
     trainer = _trainer(cfg, out, st, crop, channels, precision, on_gpu, progress)
-    with thread_invariant(module, on_gpu):
+    with thread_invariant(module, on_gpu), _interrupts_as_such():
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     final = out / "model.ckpt"
     tmp = out / ".model.ckpt.tmp"
@@ -151,6 +174,15 @@ def _stderr():
     return Console(stderr=True, soft_wrap=True)
 
 
+def _refuse_damage(st) -> None:
+    """Training samples sites at random: a damaged chunk would stop it hours in, or never be
+    read at all. Every chunk's size and header are checked first (16 bytes a site)."""
+    damaged = st.damaged_sites()
+    if damaged:
+        more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+        raise InputError(f"{st.path}: {next(iter(damaged.values()))}{more}; the store is damaged (ingest it again)")
+
+
 def _resume_from(out: Path, resume: bool, resume_from: Path | None, overwrite: bool, zero: bool) -> str | None:
     """The checkpoint a resumed run starts from; None for a fresh run (an existing output
     is refused unless overwriting)."""
@@ -163,8 +195,10 @@ def _resume_from(out: Path, resume: bool, resume_from: Path | None, overwrite: b
         if not last.exists():
             raise InputError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
         return str(last)
-    if zero and out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
+    if zero and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise OutputExistsError(f"{out}: output exists; pass --resume to continue it or --overwrite to start over")
+        check_replaceable(out, TRAINING_RUN)
     return None
 
 
@@ -413,6 +447,18 @@ def is_global_zero() -> bool:
     return int(env.get("LOCAL_RANK", 0)) == 0 and int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) == 0
 
 
+@contextlib.contextmanager
+def _interrupts_as_such():
+    """Lightning ends a fit that Ctrl-C or SIGTERM interrupted with sys.exit(1) (the checkpoints
+    stay); turned back into the interrupt, the CLI says so in one line with 130 or 143."""
+    try:
+        yield
+    except SystemExit as e:
+        if isinstance(e.__context__, KeyboardInterrupt) or type(e).__name__ == "SIGTERMException":
+            raise KeyboardInterrupt from None
+        raise
+
+
 def _quiet_lightning() -> None:
     """Hide Lightning's advertising tips and warnings that do not apply to this data path."""
     import logging
@@ -420,6 +466,8 @@ def _quiet_lightning() -> None:
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
+    # "Received SIGTERM": the CLI says it in its own line
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     # our sampler continues the stream from the restored step (on_train_start), so mid-epoch resume is exact
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
