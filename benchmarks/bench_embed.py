@@ -12,6 +12,10 @@ over the store. End to end: `morphoscale embed` on the store (site level).
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import argparse
 import os
 import tempfile

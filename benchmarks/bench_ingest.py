@@ -11,6 +11,10 @@ Writes the table into BENCHMARKS.md between the ingest markers.
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import argparse
 import multiprocessing as mp
 import os

@@ -17,6 +17,10 @@ workers pay it once per run).
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import argparse
 import os
 import tempfile

@@ -8,6 +8,10 @@ Two numbers: rendering alone (pool of one process per core, PNG writing excluded
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import argparse
 import multiprocessing as mp
 import os

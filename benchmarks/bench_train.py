@@ -15,6 +15,10 @@ CA-MAE step run in the same run, on the same device and precision.
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import argparse
 import os
 import time

@@ -6,6 +6,10 @@ every other headline metric, and the paired differences, each with its 95% inter
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import argparse
 from pathlib import Path
 

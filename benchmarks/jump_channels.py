@@ -11,6 +11,10 @@ morphoscale uses (data/examples.py JUMP_FIELD_FILES).
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import itertools
 
 import numpy as np

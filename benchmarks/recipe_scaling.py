@@ -9,6 +9,10 @@ figure (the same one the run's report draws) and prints the table.
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import argparse
 import json
 from pathlib import Path

@@ -10,6 +10,10 @@ intensity means, each without alignment and after TVN.
 
 from __future__ import annotations
 
+# isort: off
+import morphoscale  # noqa: F401  (first: it pins the numeric libraries' kernels before numpy loads)
+
+# isort: on
 import argparse
 import tempfile
 from pathlib import Path
