@@ -108,15 +108,18 @@ LAYOUTS = {"rxrx3-core": rxrx3_core, "jump": jump, "morphoscale": morphoscale, "
 
 
 def read_table(path: Path, what: str) -> pd.DataFrame:
-    """A parquet, CSV or TSV table (gzip allowed), or a one-line error naming the file."""
+    """A parquet, CSV or TSV table (gzip allowed) with its values typed (features are numbers),
+    or a one-line error naming the file."""
+    from ..data.readers.base import table_kind
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} file not found")
-    name = path.name.lower()
+    kind = table_kind(path)
     try:
-        if name.endswith(".parquet") or name.endswith(".pq"):
+        if kind == "parquet":
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep="\t" if ".tsv" in name or ".txt" in name else ",", low_memory=False)
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", low_memory=False)
     except Exception as e:
         raise InputError(f"{path}: cannot read as a table ({why(e)})") from None
 

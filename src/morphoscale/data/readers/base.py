@@ -41,16 +41,23 @@ class SourceTable:
         ]
 
 
+def table_kind(path: Path) -> str:
+    """parquet, tsv or csv, by the file's suffix (gzip allowed): the one rule every table reader follows."""
+    name = Path(path).name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    return "tsv" if name.removesuffix(".gz").endswith((".tsv", ".txt")) else "csv"
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """A CSV or TSV (by suffix, gzip allowed) or a parquet table, read as strings, so that no
     value is silently reinterpreted (the Cell Painting Gallery ships load_data as all three)."""
     path = Path(path)
-    name = path.name.lower()
+    kind = table_kind(path)
     try:
-        if name.endswith((".parquet", ".pq")):
+        if kind == "parquet":
             return _parquet_as_strings(path)
-        sep = "\t" if name.removesuffix(".gz").endswith((".tsv", ".txt")) else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
