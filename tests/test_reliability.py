@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,7 +199,6 @@ def test_a_torn_stage_record_is_not_a_cache_hit(tmp_path):
 def test_a_damaged_chunk_is_one_line_naming_it_never_a_blank_site(trained, sim_store, tmp_path, capsys, damage):
     """A complete store whose chunk file is gone, cut short or another array's: embed and
     features end in one line naming the site and the file, and write nothing."""
-    import shutil
 
     root, ckpt = trained
     store = tmp_path / "store.zarr"
@@ -227,7 +227,6 @@ def test_a_damaged_chunk_is_one_line_naming_it_never_a_blank_site(trained, sim_s
 def test_no_later_verb_writes_over_its_input(trained, sim_store, tmp_path, capsys):
     """train, embed, features, map and bench refuse an output that is, holds or lies inside
     one of their inputs, --overwrite or not; every input is left as it was."""
-    import shutil
 
     from cli_helpers import tree_state
 
@@ -312,7 +311,6 @@ def test_ctrl_c_prints_one_line_for_the_whole_pool(tmp_path):
 def test_a_damaged_store_is_one_line_naming_what_is_damaged(trained, sim_store, tmp_path, capsys, damage):
     """A store whose metadata a kill or a copy tore, or whose site table has fewer rows than
     it has sites: every verb that reads it ends in one line naming the file, no traceback."""
-    import shutil
 
     import zarr
 
@@ -433,7 +431,6 @@ def test_missing_blank_or_skip_is_the_users_choice_and_says_so(trained, sim_stor
     each warns once with the count and the first site; the sound sites' rows equal those of
     the undamaged store, and the provenance records the policy and the sites."""
     import json
-    import shutil
 
     import anndata as ad
 
@@ -479,7 +476,6 @@ def test_missing_blank_or_skip_is_the_users_choice_and_says_so(trained, sim_stor
 def test_skipped_sites_leave_their_wells_the_mean_of_the_rest(trained, sim_store, tmp_path, capsys):
     """At well level, --missing skip averages a well over its sound sites (n_sites says how
     many); a well whose every site is damaged is left out."""
-    import shutil
 
     import anndata as ad
     import zarr
@@ -511,7 +507,6 @@ def test_overwrite_never_deletes_a_folder_morphoscale_did_not_write(trained, sim
     """--overwrite replaces only an output of the same kind a verb wrote (a mark inside the
     folder says which); a user's folder given as the output by mistake, a folder where a file
     goes, or another kind of output is refused with one line and left as it was."""
-    import shutil
 
     import yaml
     from cli_helpers import tree_state
@@ -672,3 +667,85 @@ def test_killed_features_resume_to_the_same_file(sim_store, tmp_path, capsys):
         k: v for k, v in b.uns["provenance"].items() if k not in clock
     }
     assert not part.exists()
+
+
+def _verb_args(verb: str, root: Path, ckpt: Path, store: Path, src: Path, out: Path) -> list:
+    return {
+        "ingest": ["ingest", "--format", "rxrx", "--source", src, "--workers", "1"],
+        "embed": ["embed", "--checkpoint", ckpt, "--store", store, "--chunk-sites", "64"],
+        "features": ["features", "--store", store, "--workers", "1", "--chunk-sites", "64"],
+        "map": ["map", "--embeddings", root / "e.h5ad"],
+        "bench": ["bench", "--map", root / "map.h5ad", "--quick", "--null-size", "200"],
+    }[verb] + ["--out", out]
+
+
+@pytest.mark.parametrize("verb", ["ingest", "embed", "features", "map", "bench"])
+def test_disk_full_at_any_rename_is_one_line_and_leaves_no_temporary(
+    trained, sim_store, tmp_path, capsys, monkeypatch, verb
+):
+    """Every output lands by a rename (a chunk, a table, the file itself): the disk fills at
+    each rename of a run in turn. Each time: one line naming no space, exit 2, no output,
+    no temporary anywhere; a partial folder only where it holds finished work a resume uses."""
+    root, ckpt = trained
+    name = "out.h5ad" if verb in ("embed", "features", "map") else "out"
+    out = tmp_path / "clean" / name
+    out.parent.mkdir()
+    args = _verb_args(verb, root, ckpt, sim_store, sim_store.parent / "tiny", out)
+    real = os.replace
+    calls = []
+
+    def counting(*a, **k):
+        calls.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(os, "replace", counting)
+    quiet = [] if verb == "map" else ["--quiet"]
+    assert run_cli(capsys, *args, *quiet)[0] == 0
+    n = len(calls)
+    assert n >= 2
+    # every rename at the start and the end (the store's and the output's own), a tenth of
+    # those between (ingest's 192 site chunks are alike)
+    for k in sorted({*range(min(n, 12)), *range(max(0, n - 12), n), *range(0, n, max(1, n // 10))}):
+        out = tmp_path / f"full{k}" / name
+        out.parent.mkdir()
+        args = _verb_args(verb, root, ckpt, sim_store, sim_store.parent / "tiny", out)
+        seen = []
+
+        def full_at_k(*a, k=k, **kw):
+            seen.append(a)
+            if len(seen) == k + 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*a, **kw)
+
+        monkeypatch.setattr(os, "replace", full_at_k)
+        rc, _, err = run_cli(capsys, *args, *quiet)
+        err = "\n".join(x for x in err.splitlines() if not x.startswith("warning:"))  # map's note on the alignment
+        assert_one_line_error(rc, err, "no space left on the device")
+        assert not out.exists(), f"rename {k + 1} of {n}"
+        left = [p for p in out.parent.rglob("*") if ".tmp" in p.name or ".old-" in p.name or p.suffix == ".init"]
+        assert not left, f"rename {k + 1} of {n} left {left}"
+    monkeypatch.setattr(os, "replace", real)
+
+
+def test_a_map_overwritten_on_a_full_disk_keeps_its_old_map_and_wells(trained, tmp_path, capsys, monkeypatch):
+    """map --overwrite writes the map and its wells as one: the disk filling at any of the
+    renames leaves the earlier map and wells as they were, never one new beside one old."""
+    root, _ = trained
+    out = tmp_path / "m.h5ad"
+    assert run_cli(capsys, "map", "--embeddings", root / "e.h5ad", "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = os.replace
+    for k in range(4):  # two moved aside, two put in place
+        seen = []
+
+        def full_at_k(*a, k=k, **kw):
+            seen.append(a)
+            if len(seen) == k + 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*a, **kw)
+
+        monkeypatch.setattr(os, "replace", full_at_k)
+        rc, _, err = run_cli(capsys, "map", "--embeddings", root / "e.h5ad", "--out", out, "--overwrite")
+        monkeypatch.setattr(os, "replace", real)
+        assert rc == 2 and "no space left" in err, err
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, f"rename {k + 1}"

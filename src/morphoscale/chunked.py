@@ -20,12 +20,22 @@ def chunk_path(part: Path, i: int) -> Path:
 
 
 def save_chunk(part: Path, i: int, result: np.ndarray) -> None:
-    """One finished chunk (as float32), landed atomically: a killed write leaves no chunk."""
+    """One finished chunk (as float32), landed atomically: a killed write leaves no chunk, a
+    failed one (a full disk) no temporary and one line."""
+    from .errors import InputError
+    from .io import os_error_message
+
     final = chunk_path(part, i)
     tmp = final.with_name(f".{final.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, result.astype(np.float32))
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, result.astype(np.float32))
+        os.replace(tmp, final)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise InputError(os_error_message(final, e)) from None
+        raise
 
 
 class ChunkedJob:

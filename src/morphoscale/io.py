@@ -121,6 +121,44 @@ def atomic_file(path: Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_files(paths: list[Path], overwrite: bool = False) -> Iterator[list[Path]]:
+    """Several files that belong together (a map and its wells): temporaries written, then
+    all renamed into place, or none. Old versions are moved aside first and put back if a
+    rename fails, so a failure never leaves one new file beside another's old version."""
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        check_output(p, overwrite)
+    tmps = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in paths]
+    olds = [p.with_name(f".{p.name}.old-{os.getpid()}") for p in paths]
+    aside, placed = set(), set()
+    try:
+        yield tmps
+        for t in tmps:
+            with open(t, "rb+") as f:
+                os.fsync(f.fileno())
+        for i, (p, t, o) in enumerate(zip(paths, tmps, olds)):
+            if p.exists():
+                os.replace(p, o)
+                aside.add(i)
+            os.replace(t, p)
+            placed.add(i)
+        fsync_dir(paths[0].parent)
+    except BaseException as e:
+        for i in reversed(range(len(paths))):  # the new ones out, the old ones back
+            if i in placed:
+                paths[i].unlink(missing_ok=True)
+            if i in aside:
+                os.rename(olds[i], paths[i])
+        for t in tmps:
+            remove(t)
+        if isinstance(e, OSError):
+            raise InputError(os_error_message(paths[0], e)) from None
+        raise
+    for o in olds:
+        remove(o)
+
+
 def read_record(path: Path) -> dict:
     """A JSON record (a stage record, a partial folder's manifest); {} when it is not there,
     torn by a kill, or not an object: nothing in it can be trusted then."""
@@ -164,14 +202,20 @@ def open_partial(out: Path, settings: dict) -> tuple[Path, str]:
 
 
 def commit_dir(partial: Path, final: Path) -> None:
-    """Move a finished folder into place (replacing an old one only after it is done)."""
+    """Move a finished folder into place (replacing an old one only after it is done). A
+    rename that fails leaves the old folder where it was and the finished one for a resume."""
     final = Path(final)
     old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(partial, final)
-    fsync_dir(final.parent)
+    try:
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(partial, final)
+        fsync_dir(final.parent)
+    except OSError as e:
+        if old is not None and old.exists() and not final.exists():
+            os.rename(old, final)
+        raise InputError(os_error_message(final, e)) from None
     if old is not None:
         remove(old)
 

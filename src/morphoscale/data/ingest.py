@@ -270,12 +270,33 @@ def _drop_stale_partial(part: Path, fingerprint: str, overwrite: bool) -> None:
 def _create_partial(part: Path, cfg: IngestConfig, table, fingerprint: str) -> None:
     """The empty store (one chunk per site) with its attributes, made under a temporary name
     and renamed, so a partial folder is always a valid store."""
+    tmp_group = part.with_name(part.name + ".init")
+    shutil.rmtree(tmp_group, ignore_errors=True)
+    try:
+        _write_empty_store(tmp_group, cfg, table, fingerprint)
+        os.replace(tmp_group, part)
+    except BaseException:  # a full disk, an interrupt: nothing is left
+        _remove_when_settled(tmp_group)
+        raise
+
+
+def _remove_when_settled(folder: Path, tries: int = 40) -> None:
+    """Remove a folder zarr was writing: a failed write ends the call while zarr's other
+    writes of it may still land (its event loop runs them in a thread), so remove until gone."""
+    import time
+
+    for _ in range(tries):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.05)
+
+
+def _write_empty_store(tmp_group: Path, cfg: IngestConfig, table, fingerprint: str) -> None:
     import zarr
 
     n, channels = len(table.sites), table.channels
     h, w = table.image_shape
-    tmp_group = part.with_name(part.name + ".init")
-    shutil.rmtree(tmp_group, ignore_errors=True)
     group = zarr.open_group(tmp_group, mode="w")
     group.create_array(
         "images",
@@ -302,7 +323,6 @@ def _create_partial(part: Path, cfg: IngestConfig, table, fingerprint: str) -> N
         or {"applied": False, "why": f"the {cfg.format} layout has no illumination functions"},
         morphoscale_version=__version__,
     )
-    os.replace(tmp_group, part)
 
 
 def _finalize(part: Path, table: SourceTable, done: dict, channels: list[str]) -> None:

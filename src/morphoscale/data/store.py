@@ -181,8 +181,12 @@ class SiteChunks:
         if target.parent != self.path:  # nested chunk names (stores made before flat ones)
             target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        write_new_file(tmp, buf, n)
-        os.replace(tmp, target)
+        try:
+            write_new_file(tmp, buf, n)
+            os.replace(tmp, target)
+        except BaseException:  # a full disk, an interrupt: the temporary goes too
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 class ImageStore:

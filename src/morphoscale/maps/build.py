@@ -11,7 +11,7 @@ import numpy as np
 from .. import __version__
 from ..determinism import record
 from ..errors import InputError, why
-from ..io import atomic_file
+from ..io import atomic_file, atomic_files
 from . import DEFAULT_ALIGNER
 from .aggregate import aggregate
 from .align import make_aligner
@@ -122,7 +122,7 @@ def write_h5ad(adata, path: Path, overwrite: bool) -> None:
 def write_map(m, aligned, path: Path, overwrite: bool) -> None:
     """The map and its aligned wells (<name>.wells.h5ad) together: both are written to
     temporary names first, so a failure while writing either (disk full) leaves neither."""
-    with atomic_file(wells_path(path), overwrite) as wells_tmp, atomic_file(Path(path), overwrite) as map_tmp:
+    with atomic_files([wells_path(path), Path(path)], overwrite) as (wells_tmp, map_tmp):
         aligned.write_h5ad(wells_tmp)
         m.write_h5ad(map_tmp)
 
