@@ -679,6 +679,19 @@ def _verb_args(verb: str, root: Path, ckpt: Path, store: Path, src: Path, out: P
     }[verb] + ["--out", out]
 
 
+def _full_at(k: int, real):
+    """os.replace that fails as a full disk does on its (k+1)-th call, and renames otherwise."""
+    seen = []
+
+    def replace(*a, **kw):
+        seen.append(a)
+        if len(seen) == k + 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **kw)
+
+    return replace
+
+
 @pytest.mark.parametrize("verb", ["ingest", "embed", "features", "map", "bench"])
 def test_disk_full_at_any_rename_is_one_line_and_leaves_no_temporary(
     trained, sim_store, tmp_path, capsys, monkeypatch, verb
@@ -709,15 +722,7 @@ def test_disk_full_at_any_rename_is_one_line_and_leaves_no_temporary(
         out = tmp_path / f"full{k}" / name
         out.parent.mkdir()
         args = _verb_args(verb, root, ckpt, sim_store, sim_store.parent / "tiny", out)
-        seen = []
-
-        def full_at_k(*a, k=k, **kw):
-            seen.append(a)
-            if len(seen) == k + 1:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real(*a, **kw)
-
-        monkeypatch.setattr(os, "replace", full_at_k)
+        monkeypatch.setattr(os, "replace", _full_at(k, real))
         rc, _, err = run_cli(capsys, *args, *quiet)
         err = "\n".join(x for x in err.splitlines() if not x.startswith("warning:"))  # map's note on the alignment
         assert_one_line_error(rc, err, "no space left on the device")
@@ -736,15 +741,7 @@ def test_a_map_overwritten_on_a_full_disk_keeps_its_old_map_and_wells(trained, t
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     real = os.replace
     for k in range(4):  # two moved aside, two put in place
-        seen = []
-
-        def full_at_k(*a, k=k, **kw):
-            seen.append(a)
-            if len(seen) == k + 1:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real(*a, **kw)
-
-        monkeypatch.setattr(os, "replace", full_at_k)
+        monkeypatch.setattr(os, "replace", _full_at(k, real))
         rc, _, err = run_cli(capsys, "map", "--embeddings", root / "e.h5ad", "--out", out, "--overwrite")
         monkeypatch.setattr(os, "replace", real)
         assert rc == 2 and "no space left" in err, err
