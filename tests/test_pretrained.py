@@ -1,6 +1,10 @@
 """Pretrained weights from disk: state dicts built in each layout (the reference's names and
-shapes, random values), loaded by `load_pretrained`, and our embeddings against a direct
-re-implementation of the reference forward pass on the same input."""
+shapes, trained-like random values: LayerScale about 0.5, every bias non-zero, mlp_bias
+included), loaded by `load_pretrained`, and our embeddings against the reference's forward
+written out from first principles: timm 1.0.11's ParallelScalingBlock (the fused projection's
+bias laid out as [zeros for q, k, v, then mlp_bias] over outputs split [mlp, q, k, v]), and
+its predict's input normalization (pixels / 255, InstanceNorm with eps 1e-5). The check
+against the reference's own code, under its own timm, is benchmarks/openphenom_reference.py."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from cli_helpers import assert_one_line_error, run_cli
 from safetensors.torch import save_file
 from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
@@ -33,7 +38,9 @@ def reference_sincos(dim: int, length: int, n_modality: int) -> torch.Tensor:
 
 def reference_backbone(img: int, patch: int, dim: int, depth: int, max_in_chans: int) -> VisionTransformer:
     """The reference's vit_small_patch16_256 recipe (ParallelScalingBlock, no qkv bias, qk-norm,
-    LayerScale, global_pool avg) at a small size, made channel-agnostic as its code does."""
+    LayerScale, global_pool avg) at a small size, made channel-agnostic as its code does, with
+    weights at a trained-like scale (timm's init would leave LayerScale at 1e-4 and mlp_bias at 0,
+    which hides the bias routing)."""
     torch.manual_seed(0)
     vit = VisionTransformer(
         img_size=img,
@@ -52,21 +59,62 @@ def reference_backbone(img: int, patch: int, dim: int, depth: int, max_in_chans:
         qk_norm=True,
     )
     vit.pos_embed = torch.nn.Parameter(reference_sincos(dim, img // patch, max_in_chans), requires_grad=False)
-    with torch.no_grad():  # random values everywhere (LayerScale, norms and biases included), not the init's
+    with torch.no_grad():
         for name, p in vit.named_parameters():
-            if name != "pos_embed":
-                p.copy_(torch.randn_like(p) * (0.5 if p.ndim > 1 else 0.2) + (1.0 if name.endswith("gamma") else 0.0))
+            if name == "pos_embed":
+                continue
+            if name.endswith("gamma"):
+                p.copy_(0.5 + 0.05 * torch.randn_like(p))
+            elif p.ndim > 1:
+                p.copy_(torch.randn_like(p) * p.shape[-1] ** -0.5)
+            else:  # biases (mlp_bias too) and the norms' shifts at std 0.05, the norms' scales about 1
+                p.copy_(torch.randn_like(p) * 0.05 + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
     return vit.eval()
 
 
-def reference_embedding(vit: VisionTransformer, imgs: torch.Tensor) -> torch.Tensor:
-    """The reference's predict: per-channel projection stacked channel-major, cls, the table sliced
-    to the tokens, norm_pre, blocks, norm (Identity under global_pool avg), mean of patch tokens."""
+def legacy_block(blk, x: torch.Tensor) -> torch.Tensor:
+    """timm 1.0.11's ParallelScalingBlock.forward, every step by hand: one projection with the
+    bias [0 (3 x dim), mlp_bias], split [mlp, q, k, v]; softmax attention with LayerNorm'd q and
+    k; GELU MLP; the two output projections summed and scaled by LayerScale."""
+    B, N, D = x.shape
+    H = blk.mlp_bias.shape[0]
+    h = blk.num_heads
+    y = F.layer_norm(x, (D,), blk.in_norm.weight, blk.in_norm.bias, blk.in_norm.eps)
+    bias = torch.cat([torch.zeros(3 * D), blk.mlp_bias])  # laid out for [q, k, v, mlp] ...
+    y = y @ blk.in_proj.weight.T + bias  # ... added to outputs ordered [mlp, q, k, v]
+    x_mlp, q, k, v = y[..., :H], y[..., H : H + D], y[..., H + D : H + 2 * D], y[..., H + 2 * D :]
+
+    def heads(t, norm=None):
+        t = t.reshape(B, N, h, D // h)
+        if norm is not None:
+            t = F.layer_norm(t, (D // h,), norm.weight, norm.bias, norm.eps)
+        return t.transpose(1, 2)
+
+    q, k, v = heads(q, blk.q_norm), heads(k, blk.k_norm), heads(v)
+    attn = torch.softmax(q @ k.transpose(-2, -1) * (D // h) ** -0.5, dim=-1)
+    x_attn = (attn @ v).transpose(1, 2).reshape(B, N, D) @ blk.attn_out_proj.weight.T + blk.attn_out_proj.bias
+    x_mlp = F.gelu(x_mlp) @ blk.mlp_out_proj.weight.T + blk.mlp_out_proj.bias
+    return x + blk.ls.gamma * (x_attn + x_mlp)
+
+
+def reference_input(pixels: torch.Tensor) -> torch.Tensor:
+    """The reference's input_norm: pixels / 255, then InstanceNorm2d(affine=False): per image
+    and channel, biased variance, eps 1e-5 inside the square root."""
+    x = pixels.float() / 255.0
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=(-2, -1), keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+def reference_embedding(vit: VisionTransformer, imgs: torch.Tensor, layer: int = -1) -> torch.Tensor:
+    """The reference's predict on normalized crops: per-channel projection stacked channel-major,
+    cls, the table sliced to the tokens, the legacy blocks (up to `layer`), mean of patch tokens."""
     x = torch.stack([vit.patch_embed.proj(imgs[:, i : i + 1]) for i in range(imgs.shape[1])], dim=2)
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([vit.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
     x = x + vit.pos_embed[:, : x.shape[1]]
-    x = vit.norm(vit.blocks(vit.norm_pre(x)))
+    for blk in vit.blocks[: (layer % len(vit.blocks)) + 1]:
+        x = legacy_block(blk, x)
     return x[:, 1:].mean(dim=1)
 
 
@@ -99,11 +147,16 @@ def test_openphenom_layout_embeds_as_the_reference_forward(tmp_path, fmt):
     path = openphenom_file(tmp_path, vit, 11, fmt)
     model = load_pretrained(path, ["DNA", "ER", "RNA", "AGP", "Mito"])
     assert model.weights_source["layout"] == "openphenom" and model.cfg.img_size == 32 and model.cfg.num_heads == 2
-    imgs = torch.randn(3, 5, 32, 32)
+    assert model.weights_source["mlp_bias"] == "legacy" and model.input_norm.kind == "instance"
+    pixels = torch.randint(0, 256, (3, 5, 32, 32), dtype=torch.uint8)
+    pixels[0, 1] = pixels[0, 1] // 64  # a dim channel, where eps and the units matter
+    imgs = model.input_norm(pixels)
+    torch.testing.assert_close(imgs, reference_input(pixels), rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        ours, ref = model.embed(imgs), reference_embedding(vit, imgs)
+        ours, ref = model.embed(imgs), reference_embedding(vit, reference_input(pixels))
         assert ours.shape == (3, 128)
         torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.embed(imgs, layer=0), reference_embedding(vit, imgs, layer=0))
         # channel-agnostic without channel embeddings: the channels' order does not matter, their number may change
         torch.testing.assert_close(model.embed(imgs[:, [4, 2, 0, 1, 3]]), ours, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(
@@ -112,6 +165,47 @@ def test_openphenom_layout_embeds_as_the_reference_forward(tmp_path, fmt):
         per = model.embed(imgs, pooling="per_channel")
         assert per.shape == (3, 5 * 128)
         torch.testing.assert_close(per.reshape(3, 5, 128).mean(dim=1), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_the_bias_routing_is_what_separates_the_two_timm_eras(tmp_path):
+    """The fixed routing is the pinned timm's own block; it differs from the legacy one by
+    where mlp_bias lands, so with mlp_bias zero the two agree and with it non-zero they do not."""
+    vit = reference_backbone(img=32, patch=8, dim=128, depth=2, max_in_chans=11)
+    path = openphenom_file(tmp_path, vit, 11, "torch")
+    legacy = load_pretrained(path, ["a", "b"])
+    fixed = load_pretrained(path, ["a", "b"], mlp_bias="fixed")
+    assert fixed.weights_source["mlp_bias"] == "fixed"
+    x = torch.randn(2, 2, 32, 32)
+    with torch.no_grad():
+        tokens = fixed.tokens(x)
+        torch.testing.assert_close(fixed.vit.blocks[0](tokens), vit.blocks[0](tokens))  # timm 1.0.31's forward
+        torch.testing.assert_close(legacy.vit.blocks[0](tokens), legacy_block(vit.blocks[0], tokens))
+        gap = (legacy.embed(x) - fixed.embed(x)).abs().max()
+        assert gap > 1e-2, gap
+        for m in (legacy, fixed):
+            for blk in m.vit.blocks:
+                blk.mlp_bias.zero_()
+        torch.testing.assert_close(legacy.embed(x), fixed.embed(x), rtol=1e-5, atol=1e-5)
+
+
+def test_input_norms_as_each_code_prepares_pixels():
+    from morphoscale.data.transforms import InputNorm, self_standardize
+
+    pixels = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    pixels[1, 2] = 7  # a flat channel
+    inst = InputNorm("instance", eps=1e-5).for_dtype(np.uint8)
+    torch.testing.assert_close(inst(pixels), reference_input(pixels))
+    torch.testing.assert_close(inst(pixels[0]), reference_input(pixels[0]))
+    assert inst(pixels)[1, 2].abs().max() < 1e-5  # a flat channel is zero, up to the kernel's rounding
+    # uint16: the same image at 16 bits (x 257) is read as its 8-bit self, eps weighing the same
+    wide = InputNorm("instance", eps=1e-5).for_dtype(np.uint16)
+    torch.testing.assert_close(wide(pixels.to(torch.int32) * 257), inst(pixels), rtol=1e-5, atol=1e-5)
+    ms = InputNorm("mean_std", mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 1.0)).for_dtype(np.uint8)
+    expect = (pixels.float() / 255 - torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)) / torch.tensor([0.5, 0.25, 1.0]).view(
+        3, 1, 1
+    )
+    torch.testing.assert_close(ms(pixels), expect)
+    assert torch.equal(InputNorm().for_dtype(np.uint16)(pixels), self_standardize(pixels))
 
 
 def test_timm_layout_embeds_as_timm(tmp_path):
@@ -126,6 +220,79 @@ def test_timm_layout_embeds_as_timm(tmp_path):
             model.embed(x), net.forward_features(x)[:, net.num_prefix_tokens :].mean(dim=1), rtol=1e-5, atol=1e-5
         )
         torch.testing.assert_close(model.embed(x, pooling="cls"), net.forward_features(x)[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_timm_weights_take_their_own_mean_and_std(tmp_path, capsys, sim_store):
+    import timm
+
+    from morphoscale.errors import InputError
+
+    net = timm.create_model("vit_tiny_patch16_224", num_classes=0, in_chans=3, img_size=32)
+    path = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    model = load_pretrained(path, ["DNA", "ER", "Mito"], arch="vit_tiny_patch16_224")
+    timm_cfg = timm.data.resolve_model_data_config(net)  # the architecture's default tag (augreg: 0.5, 0.5)
+    assert model.input_norm.kind == "mean_std"
+    assert model.input_norm.mean == tuple(timm_cfg["mean"]) and model.input_norm.std == tuple(timm_cfg["std"])
+    given = load_pretrained(path, ["DNA", "ER", "Mito"], arch="vit_tiny_patch16_224", mean=[0.2], std=[0.1])
+    assert given.input_norm.mean == (0.2, 0.2, 0.2) and given.input_norm.std == (0.1, 0.1, 0.1)
+    # a Hub folder's config.json names the architecture and its pretrained_cfg the mean and std
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "vit_tiny_patch16_224",
+                "pretrained_cfg": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.4]},
+            }
+        )
+    )
+    hub = load_pretrained(path, ["DNA", "ER", "Mito"])
+    assert hub.preset == "timm:vit_tiny_patch16_224" and hub.input_norm.mean == (0.4, 0.5, 0.6)
+    assert load_pretrained(path, ["DNA", "ER", "Mito"], input_norm="self").input_norm.kind == "self"
+    for kwargs, match in (
+        ({"mean": [0.1, 0.2], "std": [0.1, 0.2]}, "2 means and 2 stds for 3 channels"),
+        ({"mean": [0.1]}, "give both"),
+        ({"mean": [0.1], "std": [0.0]}, "every std must be positive"),
+        ({"mean": [0.1], "std": [0.1], "input_norm": "instance"}, "used only by --input-norm mean_std"),
+        ({"mlp_bias": "legacy"}, "has no ParallelScalingBlock"),
+    ):
+        with pytest.raises(InputError, match=match):
+            load_pretrained(path, ["DNA", "ER", "Mito"], **kwargs)
+    # through the verb: pixels / 255, then the config's mean and std, recorded in the provenance
+    store_channels = ["DNA", "ER", "Mito"]
+    rc, _, err = run_cli(
+        capsys,
+        "embed",
+        "--weights",
+        path,
+        *[a for c in store_channels for a in ("--channels", c)],
+        "--store",
+        sim_store,
+        "--out",
+        tmp_path / "t.h5ad",
+        "--level",
+        "site",
+        "--quiet",
+    )
+    assert rc == 0, err
+    e = ad.read_h5ad(tmp_path / "t.h5ad")
+    assert json.loads(e.uns["provenance"]["weights"])["input_norm"]["mean"] == [0.4, 0.5, 0.6]
+
+
+def test_reading_options_belong_to_pretrained_weights(tmp_path, capsys, trained, sim_store):
+    _, trained = trained
+    for flag, value, says in (
+        ("--mlp-bias", "legacy", "--mlp-bias: only with --weights"),
+        ("--input-norm", "instance", "--input-norm: only with --weights"),
+        ("--mlp-bias", "old", "--mlp-bias: 'old' is not one of"),
+        ("--input-norm", "z", "--input-norm: 'z' is not one of"),
+    ):
+        rc, _, err = run_cli(
+            capsys, "embed", "--checkpoint", trained, "--store", sim_store, "--out", tmp_path / "x.h5ad", flag, value
+        )
+        assert_one_line_error(rc, err, says)
+        assert not (tmp_path / "x.h5ad").exists()
+    with pytest.raises(Exception, match="trained on self-standardized crops"):
+        load_pretrained(trained, [], input_norm="instance")
 
 
 def test_weights_that_do_not_fit_name_the_first_key(tmp_path):
@@ -180,6 +347,16 @@ def test_embed_a_store_with_openphenom_weights_through_the_cli(tmp_path, capsys,
         and np.isfinite(e.X).all()
         and json.loads(e.uns["provenance"]["weights"])["layout"] == "openphenom"
     )
+    # the verb's site embedding is the reference's predict on the store's uint8 tiles, averaged
+    from morphoscale.data.store import ImageStore
+
+    store = ImageStore(sim_store)
+    assert store.dtype == np.uint8
+    pixels = torch.from_numpy(np.stack([store.read(i) for i in range(3)]))  # (3, C, 64, 64)
+    tiles = torch.stack([pixels[:, :, y : y + 32, x : x + 32] for y in (0, 32) for x in (0, 32)], dim=1)
+    with torch.no_grad():
+        ref = reference_embedding(vit, reference_input(tiles.reshape(12, -1, 32, 32))).reshape(3, 4, -1).mean(dim=1)
+    np.testing.assert_allclose(e.X[:3], ref.numpy(), rtol=1e-4, atol=1e-5)
     rc, _, err = run_cli(capsys, "embed", "--store", sim_store, "--out", tmp_path / "f.h5ad")
     assert_one_line_error(rc, err, "give --checkpoint")
 

@@ -163,6 +163,29 @@ def embed(
     arch: Annotated[
         Optional[str], typer.Option("--arch", help="A timm checkpoint's architecture, e.g. vit_small_patch16_224.")
     ] = None,
+    mlp_bias: Annotated[
+        str,
+        typer.Option(
+            "--mlp-bias",
+            help="ParallelScalingBlock's bias routing: legacy (timm <= 1.0.24, what OpenPhenom was trained with), "
+            "fixed (timm >= 1.0.25), auto (legacy for openphenom weights, fixed for timm).",
+        ),
+    ] = "auto",
+    input_norm: Annotated[
+        str,
+        typer.Option(
+            "--input-norm",
+            help="How --weights want their pixels: self (z-score per crop and channel), instance (/ full scale, "
+            "InstanceNorm: OpenPhenom), mean_std (/ full scale, (x - mean) / std: timm), auto (as the weights were trained).",
+        ),
+    ] = "auto",
+    mean: Annotated[
+        Optional[list[float]],
+        typer.Option("--mean", help="mean_std's mean per channel (or one for all), pixels / full scale; repeat."),
+    ] = None,
+    std: Annotated[
+        Optional[list[float]], typer.Option("--std", help="mean_std's std per channel (or one for all); repeat.")
+    ] = None,
     missing: Missing = "error",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -198,6 +221,10 @@ def embed(
         arch=arch,
         precision=precision,
         missing=missing,
+        mlp_bias=mlp_bias,
+        input_norm=input_norm,
+        mean=mean,
+        std=std,
     )
     _say_once(f"wrote {path}")
 

@@ -210,8 +210,10 @@ class TileDataset(Dataset):
         remainder: Literal["shift", "center", "drop"] = "shift",
         channels: list[str] | None = None,
         sites: np.ndarray | None = None,
+        normalize=self_standardize,
     ):
         self.store = store if isinstance(store, ImageStore) else ImageStore(store)
+        self.normalize = normalize  # the encoder's input normalization (transforms.InputNorm)
         self.tile_size = tile_size
         self.stride = stride or tile_size
         h, w = self.store.image_size
@@ -239,4 +241,4 @@ class TileDataset(Dataset):
         site = self._cache[1]
         k = self.tile_size
         crop = torch.from_numpy(np.ascontiguousarray(site[:, t.y : t.y + k, t.x : t.x + k]))
-        return {"image": self_standardize(crop), "site": t.site, "y": t.y, "x": t.x}
+        return {"image": self.normalize(crop), "site": t.site, "y": t.y, "x": t.x}

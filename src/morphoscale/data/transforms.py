@@ -6,7 +6,7 @@ All work on float tensors (C, H, W) and draw randomness from an explicit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -20,6 +20,55 @@ def self_standardize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     mean = x.mean(dim=(-2, -1), keepdim=True)
     std = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
     return (x - mean) / (std + eps)
+
+
+INPUT_NORMS = ("self", "instance", "mean_std")
+
+
+@dataclass(frozen=True)
+class InputNorm:
+    """How an encoder wants its pixels, as the code it was trained with prepared them:
+
+    - `self`: morphoscale's own models: each crop and channel z-scored in the store's units
+      (`self_standardize`, std + 1e-6);
+    - `instance`: OpenPhenom's predict: pixels / full scale, then torch's InstanceNorm per crop
+      and channel (biased variance, eps inside the square root, in those units);
+    - `mean_std`: timm's ImageNet-style checkpoints: pixels / full scale, then (x - mean) / std
+      per channel.
+
+    The full scale is the store's largest value (255 for uint8, 65535 for uint16: a uint16
+    image is read as the same image converted linearly to 8 bits would be), set by `for_dtype`.
+    """
+
+    kind: str = "self"
+    eps: float = 1e-6
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    full_scale: float = 255.0
+
+    def for_dtype(self, dtype) -> "InputNorm":
+        import numpy as np
+
+        return replace(self, full_scale=float(np.iinfo(np.dtype(dtype)).max))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(C, H, W) or (N, C, H, W) pixels -> float32, as the encoder expects them."""
+        if self.kind == "self":
+            return self_standardize(x, self.eps)
+        x = x.float() / self.full_scale
+        if self.kind == "instance":
+            return torch.nn.functional.instance_norm(x.reshape(-1, *x.shape[-3:]), eps=self.eps).reshape(x.shape)
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def describe(self) -> dict:
+        """For provenance and the resume key: every number that changes the embedding."""
+        d = {k: v for k, v in asdict(self).items() if v is not None}
+        return {"kind": "self", "eps": self.eps} if self.kind == "self" else d
+
+
+SELF_STANDARDIZE = InputNorm()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ def adabn_states(model, store, tiles, channels, batch_size, device) -> tuple[np.
         sites = np.flatnonzero(codes == d)
         if len(sites) > ADABN_SITES:
             sites = np.sort(np.random.default_rng(int(d)).choice(sites, ADABN_SITES, replace=False))
-        sub = TileDataset(store, tiles.tile_size, tiles.stride, channels=channels, sites=sites)
+        sub = TileDataset(
+            store, tiles.tile_size, tiles.stride, channels=channels, sites=sites, normalize=tiles.normalize
+        )
         images = (b["image"].to(device) for b in DataLoader(sub, batch_size=batch_size))
         states[int(d)] = estimate_batchnorm_state(model, images, forward=model.encoder)
     return codes, states

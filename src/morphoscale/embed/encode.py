@@ -51,10 +51,16 @@ def check_options(
     missing: str = "error",
     remainder: str = "shift",
     weights_layout: str = "auto",
+    mlp_bias: str = "auto",
+    input_norm: str = "auto",
 ) -> None:
     """Every option checked before anything is read or written."""
-    from ..models.weights import LAYOUTS
+    from ..models.weights import INPUT_NORM_CHOICES, LAYOUTS, MLP_BIAS_CHOICES
 
+    if mlp_bias not in MLP_BIAS_CHOICES:
+        raise InputError(f"--mlp-bias: '{mlp_bias}' is not one of {', '.join(MLP_BIAS_CHOICES)}")
+    if input_norm not in INPUT_NORM_CHOICES:
+        raise InputError(f"--input-norm: '{input_norm}' is not one of {', '.join(INPUT_NORM_CHOICES)}")
     if missing not in MISSING:
         raise InputError(f"--missing: '{missing}' is not one of {', '.join(MISSING)}")
     if remainder not in REMAINDERS:
@@ -78,9 +84,15 @@ def check_options(
 
 
 def load_encoder(
-    checkpoint: Path | None, weights: Path | None, channels: list[str], weights_layout: str, arch: str | None
+    checkpoint: Path | None,
+    weights: Path | None,
+    channels: list[str],
+    weights_layout: str,
+    arch: str | None,
+    **reading,
 ):
-    """(model in eval mode, its training module or None for pretrained weights)."""
+    """(model in eval mode, its training module or None for pretrained weights). `reading`:
+    mlp_bias, input_norm, mean, std, for pretrained weights only."""
     from ..train.checkpoint import load_module, load_pretrained
 
     if (checkpoint is None) == (weights is None):
@@ -88,7 +100,11 @@ def load_encoder(
             "embed: give --checkpoint (a morphoscale training checkpoint) or --weights (pretrained weights), one of them"
         )
     if weights is not None:
-        return load_pretrained(weights, channels, weights_layout, arch), None
+        return load_pretrained(weights, channels, weights_layout, arch, **reading), None
+    given = {k: v for k, v in reading.items() if v not in (None, "auto", [], ())}
+    if given:
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise InputError(f"{flag}: only with --weights (a training checkpoint is read as it was trained)")
     module = load_module(checkpoint)
     return module.model.eval(), module
 
@@ -192,16 +208,32 @@ def embed(
     arch: str | None = None,
     precision: str | None = None,
     missing: str = "error",
+    mlp_bias: str = "auto",
+    input_norm: str = "auto",
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
 ) -> Path:
     import torch
 
     from ..compute import autocast, resolve_precision, wants_gpu
     from ..data.datasets import TileDataset
     from ..data.store import ImageStore
+    from ..data.transforms import SELF_STANDARDIZE
     from .domains import adabn_states
 
     check_options(
-        level, fmt, batch_size, chunk_sites, tile_size, stride, num_workers, missing, remainder, weights_layout
+        level,
+        fmt,
+        batch_size,
+        chunk_sites,
+        tile_size,
+        stride,
+        num_workers,
+        missing,
+        remainder,
+        weights_layout,
+        mlp_bias,
+        input_norm,
     )
     precision = resolve_precision(precision, wants_gpu(accelerator), "--precision")
     out = Path(out)
@@ -210,7 +242,9 @@ def embed(
     refuse_overlap(out, store_path, checkpoint, weights)
     check_output(out, overwrite)
     damaged = apply_missing(store, missing)
-    model, module = load_encoder(checkpoint, weights, list(channels or store.channels), weights_layout, arch)
+    reading = {"mlp_bias": mlp_bias, "input_norm": input_norm, "mean": mean, "std": std}
+    model, module = load_encoder(checkpoint, weights, list(channels or store.channels), weights_layout, arch, **reading)
+    normalize = getattr(model, "input_norm", SELF_STANDARDIZE).for_dtype(store.dtype)
     use_channels, channel_ids = model_channels(model, store, channels)
     tile = tile_size or getattr(model.cfg, "img_size", None) or 64
     fabric, device = place(devices, num_nodes, accelerator)
@@ -218,7 +252,7 @@ def embed(
     pooling = pooling or model.default_pooling
     forward, kwargs = readout(model, device, channel_ids, len(use_channels), tile, layer, pooling, compile)
 
-    tiles = TileDataset(store, tile, stride, remainder, channels=use_channels)
+    tiles = TileDataset(store, tile, stride, remainder, channels=use_channels, normalize=normalize)
     settings = {
         "checkpoint_sha256": file_sha256(Path(checkpoint or weights)),
         "preset": model.preset,
@@ -247,7 +281,9 @@ def embed(
     with job.working(), _bar(progress and rank == 0) as bar, torch.inference_mode(), autocast(device.type, precision):
         task = bar.add_task("embed", total=len(store), completed=job.n_done(todo))
         for i, a, b in todo:
-            sub = TileDataset(store, tile, stride, remainder, channels=use_channels, sites=np.arange(a, b))
+            sub = TileDataset(
+                store, tile, stride, remainder, channels=use_channels, sites=np.arange(a, b), normalize=normalize
+            )
             E = embed_sites(model, forward, kwargs, sub, device, batch_size, num_workers, domains).reshape(
                 b - a, tiles.tiles_per_site, -1
             )

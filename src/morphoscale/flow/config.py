@@ -85,6 +85,10 @@ class EncoderSpec(_Strict):
     weights: Path | None = None  # kind pretrained: released weights on disk (OpenPhenom, timm ViT, ours; docs/embed.md)
     weights_layout: Literal["auto", "openphenom", "timm", "morphoscale"] = "auto"
     arch: str | None = None  # a timm checkpoint's architecture name
+    mlp_bias: Literal["auto", "legacy", "fixed"] = "auto"  # ParallelScalingBlock's bias routing (docs/embed.md)
+    input_norm: Literal["auto", "self", "instance", "mean_std"] = "auto"  # how the weights want their pixels
+    mean: list[float] | None = None  # input_norm mean_std: per channel, pixels / full scale
+    std: list[float] | None = None
     embed: EmbedSpec = EmbedSpec()
     features: FeatureSpec = FeatureSpec()
     # the fair floor: another encoder of the run (the same architecture and readout at random

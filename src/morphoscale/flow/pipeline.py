@@ -156,6 +156,12 @@ class Flow(StageActions):
                 "weights_sha256": file_sha256(Path(e.weights)),
                 "weights_layout": e.weights_layout,
                 "arch": e.arch,
+                "reading": 2,  # 2: OpenPhenom's legacy block and each layout's own input normalization (#42)
+                **{
+                    k: getattr(e, k)
+                    for k in ("mlp_bias", "input_norm", "mean", "std")
+                    if getattr(e, k) not in (None, "auto")
+                },
             }
             return Stage(f"embed:{e.name}", "embed", spec, ["data"], lambda: self._pretrained(e), [emb])
         return Stage(f"embed:{e.name}", "embed", {"oracle": True}, ["data"], lambda: self._oracle(e), [emb])

@@ -134,7 +134,16 @@ class StageActions:
         )
 
     def _pretrained(self, e: EncoderSpec) -> None:
-        self._embed(e, weights=Path(e.weights), weights_layout=e.weights_layout, arch=e.arch)
+        self._embed(
+            e,
+            weights=Path(e.weights),
+            weights_layout=e.weights_layout,
+            arch=e.arch,
+            mlp_bias=e.mlp_bias,
+            input_norm=e.input_norm,
+            mean=e.mean,
+            std=e.std,
+        )
 
     def _features(self, e: EncoderSpec) -> None:
         import os

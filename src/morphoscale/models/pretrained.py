@@ -10,6 +10,13 @@ depend on the channels' order), a cls token with a zero position. With global_po
 moves the final norm after pooling, so the tokens its `predict` averages are the last block's,
 un-normalized; the embedding is their mean over every patch token of every channel (or each
 channel's mean, concatenated).
+
+timm changed ParallelScalingBlock's bias at 1.0.25 (timm issue #2653): up to 1.0.24 the
+fused input projection's bias was [zeros for q, k, v, then mlp_bias] while its output is split
+[mlp, q, k, v], so `mlp_bias` landed on the last units of the MLP and on q, k and v. OpenPhenom
+was trained and is served that way; the pinned timm adds `mlp_bias` to the MLP units only.
+`LegacyParallelScalingBlock` is the block the weights expect ("legacy"), the pinned timm's own
+is "fixed"; a state dict cannot tell which era it comes from, so `embed --mlp-bias` can choose.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import ParallelScalingBlock
 from torch import nn
 
 from ..errors import why
@@ -34,6 +43,45 @@ def phenom_sincos(dim: int, grid: int, scale: float = 10000.0) -> torch.Tensor:
     return torch.cat([torch.sin(h), torch.cos(h), torch.sin(x), torch.cos(x)], dim=1)
 
 
+MLP_BIAS = ("legacy", "fixed")
+
+
+class LegacyParallelScalingBlock(ParallelScalingBlock):
+    """ParallelScalingBlock as timm 1.0.11 computed it (the parameters are the pinned timm's,
+    the same names and shapes; the forward is the old one, for inference)."""
+
+    def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or is_causal:
+            raise ValueError("the legacy OpenPhenom block takes no attention mask")
+        B, N, C = x.shape
+        y = self.in_norm(x)
+        if self.mlp_bias is not None:  # the old routing: [0 (q, k, v), mlp_bias] over [mlp, q, k, v]
+            y = F.linear(y, self.in_proj.weight, torch.cat((self.mlp_bias.new_zeros(3 * C), self.mlp_bias)))
+        else:
+            y = self.in_proj(y)
+        x_mlp, q, k, v = torch.split(y, self.in_split, dim=-1)
+        q = self.q_norm(q.view(B, N, self.num_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(k.view(B, N, self.num_heads, self.head_dim)).transpose(1, 2)
+        v = v.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        x_attn = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        x_attn = self.attn_out_proj(x_attn.transpose(1, 2).reshape(B, N, C))
+        x_mlp = self.mlp_out_proj(self.mlp_drop(self.mlp_act(x_mlp)))
+        return x + self.drop_path(self.ls(x_attn + x_mlp))
+
+
+def use_mlp_bias(vit: nn.Module, mlp_bias: str) -> int:
+    """Give every ParallelScalingBlock of `vit` the legacy or the fixed routing (the same
+    parameters either way); returns how many blocks are parallel ones."""
+    if mlp_bias not in MLP_BIAS:
+        raise ValueError(f"mlp_bias '{mlp_bias}' is not one of {', '.join(MLP_BIAS)}")
+    blocks = [b for b in vit.modules() if isinstance(b, ParallelScalingBlock)]
+    for b in blocks:
+        if mlp_bias == "legacy" and b.out_proj is not None:
+            raise ValueError("a ParallelScalingBlock with a fused output projection has no legacy form")
+        b.__class__ = LegacyParallelScalingBlock if mlp_bias == "legacy" else ParallelScalingBlock
+    return len(blocks)
+
+
 @dataclass
 class PhenomConfig:
     img_size: int = 256
@@ -44,6 +92,7 @@ class PhenomConfig:
     max_in_chans: int = 11
     channel_agnostic: bool = True
     adabn: bool = False
+    mlp_bias: str = "legacy"  # the routing OpenPhenom was trained under (module docstring)
 
 
 class PhenomEncoder(nn.Module):
@@ -53,7 +102,7 @@ class PhenomEncoder(nn.Module):
     default_pooling = "mean"
 
     def __init__(self, cfg: PhenomConfig, channel_names: list[str]):
-        from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
+        from timm.models.vision_transformer import VisionTransformer
 
         super().__init__()
         self.cfg = cfg
@@ -75,6 +124,7 @@ class PhenomEncoder(nn.Module):
             qk_norm=True,
             init_values=1e-4,
         )
+        use_mlp_bias(self.vit, cfg.mlp_bias)
 
     @property
     def embed_dim(self) -> int:
@@ -112,6 +162,7 @@ class TimmConfig:
     img_size: int
     channel_agnostic: bool = False
     adabn: bool = False
+    mlp_bias: str = "fixed"  # ParallelScalingBlock's routing, where the architecture has that block
 
 
 class TimmViTEncoder(nn.Module):
@@ -120,7 +171,7 @@ class TimmViTEncoder(nn.Module):
 
     default_pooling = "mean"
 
-    def __init__(self, arch: str, channel_names: list[str], img_size: int | None = None):
+    def __init__(self, arch: str, channel_names: list[str], img_size: int | None = None, mlp_bias: str = "fixed"):
         import timm
 
         super().__init__()
@@ -133,7 +184,17 @@ class TimmViTEncoder(nn.Module):
             raise ValueError(f"--arch {arch}: timm cannot build it ({why(e)})") from None
         self.preset = f"timm:{arch}"
         self.channel_names = list(channel_names)
-        self.cfg = TimmConfig(img_size=int(self.net.patch_embed.img_size[0]))
+        self.cfg = TimmConfig(img_size=int(self.net.patch_embed.img_size[0]), mlp_bias=mlp_bias)
+        if not use_mlp_bias(self.net, mlp_bias) and mlp_bias == "legacy":
+            raise ValueError(f"--mlp-bias legacy: {arch} has no ParallelScalingBlock, whose bias it routes")
+
+    def timm_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The mean and std timm's pretrained config gives this architecture (its default tag,
+        or the tag in the name), in pixels / full scale."""
+        from timm.data import resolve_model_data_config
+
+        cfg = resolve_model_data_config(self.net)
+        return tuple(cfg["mean"]), tuple(cfg["std"])
 
     def embed(self, imgs: torch.Tensor, layer: int = -1, pooling: str = "mean", channel_ids=None) -> torch.Tensor:
         n = len(self.net.blocks)

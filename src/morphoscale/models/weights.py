@@ -60,25 +60,92 @@ def detect_layout(sd: dict, path: Path) -> str:
     )
 
 
-def foreign_encoder(sd: dict, path: Path, channels: list[str], layout: str, arch: str | None = None):
+MLP_BIAS_CHOICES = ("auto", "legacy", "fixed")
+INPUT_NORM_CHOICES = ("auto", "self", "instance", "mean_std")
+
+
+def foreign_encoder(
+    sd: dict, path: Path, channels: list[str], layout: str, arch: str | None = None, mlp_bias: str = "auto"
+):
     """The encoder an OpenPhenom or timm state dict defines, for these channel names (a
-    morphoscale checkpoint is read by train/checkpoint.py, which knows the training module)."""
-    return _openphenom(sd, path, channels) if layout == "openphenom" else _timm(sd, path, channels, arch)
+    morphoscale checkpoint is read by train/checkpoint.py, which knows the training module).
+    mlp_bias auto: OpenPhenom's blocks as it was trained (legacy), a timm ViT's as the pinned timm builds them."""
+    if mlp_bias not in MLP_BIAS_CHOICES:
+        raise InputError(f"--mlp-bias: '{mlp_bias}' is not one of {', '.join(MLP_BIAS_CHOICES)}")
+    if layout == "openphenom":
+        return _openphenom(sd, path, channels, "legacy" if mlp_bias == "auto" else mlp_bias)
+    return _timm(sd, path, channels, arch, "fixed" if mlp_bias == "auto" else mlp_bias)
+
+
+def input_norm_for(model, layout: str, path: Path, input_norm: str = "auto", mean: list[float] | None = None, std=None):
+    """How these weights want their pixels (data/transforms.InputNorm): auto is what the code
+    that trained them did: ours self-standardize, OpenPhenom's predict divides by 255 and
+    instance-normalizes (eps 1e-5), a timm checkpoint takes its mean and std (--mean/--std, the
+    config.json beside it, else timm's pretrained config for --arch)."""
+    from ..data.transforms import SELF_STANDARDIZE, InputNorm
+
+    if input_norm not in INPUT_NORM_CHOICES:
+        raise InputError(f"--input-norm: '{input_norm}' is not one of {', '.join(INPUT_NORM_CHOICES)}")
+    if bool(mean) != bool(std):
+        raise InputError("--mean/--std: give both (one value per channel, or one for every channel)")
+    kind = input_norm
+    if kind == "auto":
+        kind = "mean_std" if mean else {"morphoscale": "self", "openphenom": "instance", "timm": "mean_std"}[layout]
+    if mean and kind != "mean_std":
+        raise InputError(f"--mean/--std: used only by --input-norm mean_std, not {kind}")
+    if layout == "morphoscale" and kind != "self":
+        raise InputError(f"--input-norm {kind}: a morphoscale checkpoint was trained on self-standardized crops")
+    if kind == "self":
+        return SELF_STANDARDIZE
+    if kind == "instance":
+        return InputNorm("instance", eps=1e-5)
+    mean, std, source = _mean_std(model, path, mean, std)
+    n = len(model.channel_names)
+    if len(mean) == 1:
+        mean, std = mean * n, std * n
+    if len(mean) != n or len(std) != n:
+        raise InputError(
+            f"{source}: {len(mean)} means and {len(std)} stds for {n} channels; give --mean/--std, one per channel "
+            "(or one for all), or --input-norm self"
+        )
+    if min(std) <= 0:
+        raise InputError(f"{source}: every std must be positive, got {list(std)}")
+    return InputNorm("mean_std", eps=0.0, mean=tuple(map(float, mean)), std=tuple(map(float, std)))
+
+
+def _mean_std(model, path: Path, mean, std) -> tuple[list, list, str]:
+    """(mean, std, where they came from): the flags, the checkpoint's config.json, timm's config."""
+    if mean:
+        return list(mean), list(std), "--mean/--std"
+    cfg = _config_json(path).get("pretrained_cfg")
+    if isinstance(cfg, dict) and cfg.get("mean") and cfg.get("std"):
+        return list(cfg["mean"]), list(cfg["std"]), f"{path.parent / 'config.json'} (pretrained_cfg)"
+    if hasattr(model, "timm_mean_std"):
+        m, s = model.timm_mean_std()
+        return list(m), list(s), f"timm's pretrained config for {model.preset}"
+    raise InputError(f"{path}: no mean and std known for these weights; give --mean/--std or --input-norm self")
+
+
+def _config_json(path: Path) -> dict:
+    """The config.json beside the weights (the Hub saves one), or {} when there is none or it is unreadable."""
+    cfg = Path(path).parent / "config.json"
+    try:
+        out = json.loads(cfg.read_text()) if cfg.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
 
 
 def _max_in_chans(path: Path) -> int:
     """The config.json beside the weights says how many channels its position table covers; else
     the released model's 11."""
-    cfg = path.parent / "config.json"
-    if cfg.is_file():
-        try:
-            return int(json.loads(cfg.read_text())["encoder"]["max_in_chans"])
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-            pass
-    return 11
+    try:
+        return int(_config_json(path)["encoder"]["max_in_chans"])
+    except (KeyError, TypeError, ValueError):
+        return 11
 
 
-def _openphenom(sd: dict, path: Path, channels: list[str]):
+def _openphenom(sd: dict, path: Path, channels: list[str], mlp_bias: str):
     from .pretrained import PhenomConfig, PhenomEncoder, phenom_sincos
 
     enc = {k[len(PHENOM_PREFIX) :]: v for k, v in sd.items() if k.startswith(PHENOM_PREFIX)}
@@ -95,7 +162,13 @@ def _openphenom(sd: dict, path: Path, channels: list[str]):
             f"{path}: {PHENOM_PREFIX}pos_embed has {n_pos} rows, not 1 + channels x grid^2 for {m} channels"
         )
     cfg = PhenomConfig(
-        img_size=grid * p, patch_size=p, embed_dim=D, depth=depth, num_heads=max(D // 64, 1), max_in_chans=m
+        img_size=grid * p,
+        patch_size=p,
+        embed_dim=D,
+        depth=depth,
+        num_heads=max(D // 64, 1),
+        max_in_chans=m,
+        mlp_bias=mlp_bias,
     )
     if len(channels) > m:
         raise InputError(f"{path}: the model takes at most {m} channels; {len(channels)} given (--channels to choose)")
@@ -110,9 +183,10 @@ def _openphenom(sd: dict, path: Path, channels: list[str]):
     return model
 
 
-def _timm(sd: dict, path: Path, channels: list[str], arch: str | None):
+def _timm(sd: dict, path: Path, channels: list[str], arch: str | None, mlp_bias: str):
     from .pretrained import TimmViTEncoder
 
+    arch = arch or _config_json(path).get("architecture")  # a Hub folder names it
     if not arch:
         raise InputError(f"{path}: a timm checkpoint; name its architecture with --arch (e.g. vit_small_patch16_224)")
     c = sd["patch_embed.proj.weight"].shape[1]
@@ -128,7 +202,7 @@ def _timm(sd: dict, path: Path, channels: list[str], arch: str | None):
         grid = math.isqrt(pos.shape[1] - prefix)
         img = grid * p if grid * grid == pos.shape[1] - prefix else None
     try:
-        model = TimmViTEncoder(arch, channels, img)
+        model = TimmViTEncoder(arch, channels, img, mlp_bias)
     except ValueError as e:
         raise InputError(str(e)) from None
     _load_strict(model.net, {k: v for k, v in sd.items() if not k.startswith("head.")}, path, "")

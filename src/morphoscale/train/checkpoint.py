@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError, why
 from ..io import atomic_file
-from ..models.weights import LAYOUTS, detect_layout, foreign_encoder, read_state_dict
+from ..models.weights import LAYOUTS, detect_layout, foreign_encoder, input_norm_for, read_state_dict
 
 
 def load_module(checkpoint: Path):
@@ -24,8 +24,18 @@ def load_module(checkpoint: Path):
         raise InputError(f"{checkpoint}: not a morphoscale checkpoint ({why(e, 200)})") from None
 
 
-def load_pretrained(path: Path, channels: list[str], layout: str = "auto", arch: str | None = None):
-    """The encoder the weights at `path` define, loaded, in eval mode, for these channel names."""
+def load_pretrained(
+    path: Path,
+    channels: list[str],
+    layout: str = "auto",
+    arch: str | None = None,
+    mlp_bias: str = "auto",
+    input_norm: str = "auto",
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+):
+    """The encoder the weights at `path` define, loaded, in eval mode, for these channel names,
+    with `input_norm`: how its pixels are to be prepared (models/weights.input_norm_for)."""
     if layout not in LAYOUTS:
         raise InputError(f"--weights-layout {layout}: unknown; choose {', '.join(LAYOUTS)}")
     path = Path(path)
@@ -33,8 +43,23 @@ def load_pretrained(path: Path, channels: list[str], layout: str = "auto", arch:
     if layout != "morphoscale":
         sd, how = read_state_dict(path)
         layout = detect_layout(sd, path) if layout == "auto" else layout
-    model = load_module(path).model if layout == "morphoscale" else foreign_encoder(sd, path, channels, layout, arch)
-    model.weights_source = {"file": str(path), "read_as": how, "layout": layout}
+    if layout == "morphoscale":
+        if mlp_bias != "auto":
+            raise InputError(
+                f"--mlp-bias {mlp_bias}: only for OpenPhenom or timm weights, not a morphoscale checkpoint"
+            )
+        model = load_module(path).model
+    else:
+        model = foreign_encoder(sd, path, channels, layout, arch, mlp_bias)
+    model.input_norm = input_norm_for(model, layout, path, input_norm, mean, std)
+    model.weights_source = {
+        "file": str(path),
+        "read_as": how,
+        "layout": layout,
+        "input_norm": model.input_norm.describe(),
+    }
+    if layout != "morphoscale":
+        model.weights_source["mlp_bias"] = model.cfg.mlp_bias
     return model.eval()
 
 
