@@ -46,16 +46,22 @@ def _quiet_cwd(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def sim_store(tmp_path_factory):
-    """The `tiny` simulated screen (2 batches, 192 sites of 64 px), ingested."""
-    from morphoscale.data.ingest import ingest, load_ingest_config
+def sim_screen(tmp_path_factory):
+    """The `tiny` simulated screen (2 batches, 192 sites of 64 px) with its ground_truth/."""
     from morphoscale.simulate.screen import simulate
 
     root = tmp_path_factory.mktemp("tiny")
-    sim = simulate(root / "tiny", "tiny", seed=0, workers=2, progress=False)
+    return simulate(root / "tiny", "tiny", seed=0, workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def sim_store(sim_screen):
+    """The `tiny` simulated screen, ingested."""
+    from morphoscale.data.ingest import ingest, load_ingest_config
+
     return ingest(
-        load_ingest_config(None, {"format": "rxrx", "source": str(sim), "workers": 2}),
-        root / "tiny.zarr",
+        load_ingest_config(None, {"format": "rxrx", "source": str(sim_screen), "workers": 2}),
+        sim_screen.parent / "tiny.zarr",
         progress=False,
     )
 

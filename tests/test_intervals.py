@@ -96,6 +96,60 @@ def test_cosine_correlation_is_spearman_over_gene_pairs_with_a_phenotype():
     assert est.value > 0.5 and abs(shuffled.value) < 0.2
 
 
+def test_truth_metrics_leave_out_a_cluster_of_genes_that_share_a_phenotype():
+    """Genes of one complex share a latent phenotype: the jackknife leaves the cluster out
+    whole (each replicate recomputed without it), and says so beside the interval."""
+    rng = np.random.default_rng(5)
+    params = [f"p{i}" for i in range(5)]
+    latent = rng.normal(size=(8, 5))
+    cluster_of = np.repeat(np.arange(8), 4)  # 8 clusters of 4 genes
+    T = latent[cluster_of] + 0.2 * rng.normal(size=(32, 5))
+    G = T @ rng.normal(size=(5, 8)) + 0.5 * rng.normal(size=(32, 8))
+    genes = [f"g{i}" for i in range(32)]
+    phen = pd.DataFrame(T, columns=params).assign(gene=genes)
+    clusters = pd.Series([f"cluster{c}" for c in cluster_of], index=genes)
+    est, reps, n = truth_cosine_correlation(G, genes, phen, params, clusters)
+    assert n == 32 and est.n_units == 8 and est.unit == "cluster of genes sharing a phenotype"
+    per_gene, _, _ = truth_cosine_correlation(G, genes, phen, params)
+    assert per_gene.value == est.value and per_gene.n_units == 32 and per_gene.unit == "gene"
+    iu = np.triu_indices(32, 1)
+    U = G / np.linalg.norm(G, axis=1, keepdims=True)
+    V = T / np.linalg.norm(T, axis=1, keepdims=True)
+    a, b = (U @ U.T)[iu], (V @ V.T)[iu]
+    for c in range(8):
+        keep = (cluster_of[iu[0]] != c) & (cluster_of[iu[1]] != c)
+        got = reps.set_index("unit").loc[f"cluster{c}", "value"]
+        assert got == pytest.approx(spearmanr(a[keep], b[keep]).statistic)
+    assert est.se > per_gene.se  # pairs inside a cluster move together
+
+
+def test_a_compound_joins_the_cluster_of_its_targets():
+    from morphoscale.bench.clusters import perturbation_clusters
+
+    clusters = pd.Series(["cluster0", "cluster0", "cluster1", "cluster2"], index=["A", "B", "C", "D"])
+    targets = pd.DataFrame({"compound": ["X", "Y", "Y"], "target": ["A", "C", "D"]})
+    got = perturbation_clusters(np.array(["A", "B", "C", "D", "X", "Y", "E", "CPD9"]), clusters, targets)
+    # Y targets C and D: their clusters become one unit, named by one of them
+    assert list(got[:2]) == ["cluster0", "cluster0"] and got[4] == "cluster0"
+    assert got[2] == got[3] == got[5] and got[2] in ("cluster1", "cluster2")
+    assert list(got[6:]) == ["E", "CPD9"]  # no cluster, no target: their own units
+
+
+def test_the_simulated_screens_clusters_hold_every_complex_and_pair(sim_screen):
+    from morphoscale.bench.clusters import truth_units
+
+    gt = sim_screen / "ground_truth"
+    genes = pd.read_csv(gt / "phenotypes.csv")["gene"].astype(str).tolist()
+    clusters, targets = truth_units(gt, genes)
+    assert set(clusters.index) == set(genes) and targets is not None and len(targets)
+    for _, members in pd.read_csv(gt / "complexes.csv").groupby("complex")["gene"]:
+        assert clusters.reindex(members.astype(str)).dropna().nunique() == 1
+    for a, b in pd.read_csv(gt / "pairs.csv")[["gene1", "gene2"]].astype(str).itertuples(index=False):
+        if a in clusters.index and b in clusters.index:
+            assert clusters[a] == clusters[b]
+    assert 1 < clusters.nunique() < len(genes)
+
+
 def small_map(tmp_path):
     """A screen too small for several metrics: 4 genes, 2 compounds, 2 plates, 12 control wells."""
     rng = np.random.default_rng(4)

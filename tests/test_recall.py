@@ -9,7 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from morphoscale.bench.clusters import pair_groups
 from morphoscale.bench.relationships import (
+    gene_groups,
     normalize_rows,
     null_order_statistics,
     pair_indices,
@@ -88,7 +90,7 @@ def test_the_rank_rule_holds_at_small_null_sizes_and_with_ties(n):
     assert table.n_pairs.iloc[0] == n * (n - 1) // 2
 
 
-def test_the_interval_is_the_delete_one_gene_jackknife_with_the_null_held():
+def test_the_interval_is_the_delete_a_group_jackknife_with_the_null_held():
     X, genes, pairs = random_case(3, n=40)
     table, reps = recall_with_replicates(X, genes, {"S": pairs}, dtype=torch.float64)
     row = table[table.lower == 5.0].iloc[0]
@@ -97,15 +99,42 @@ def test_the_interval_is_the_delete_one_gene_jackknife_with_the_null_held():
     null = S[np.triu_indices(len(X), 1)]
     idx = pair_indices(pairs, genes)
     hit = efaar_rule(null, S[idx[:, 0], idx[:, 1]], 5.0, 95.0)
-    units = np.unique(idx)
-    loo = np.array([hit[(idx[:, 0] != u) & (idx[:, 1] != u)].mean() for u in units])
+    group, k, cut = gene_groups(idx, genes)  # pair_groups on the genes in name order
+    # leaving a group out removes every pair that touches it, the null's cuts held
+    loo = np.array([hit[(group[idx[:, 0]] != g) & (group[idx[:, 1]] != g)].mean() for g in range(k)])
     se = np.sqrt((len(loo) - 1) / len(loo) * ((loo - loo.mean()) ** 2).sum())
     mine = reps[reps.metric == "recall/S/5"].set_index("unit")["value"]
-    np.testing.assert_allclose(mine.loc[[genes[u] for u in units]].to_numpy(), loo, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mine.loc[[f"group{g}" for g in range(k)]].to_numpy(), loo, rtol=0, atol=1e-12)
     assert row.se == pytest.approx(se)
     assert row.ci_low == pytest.approx(max(0, row.recall - 1.959964 * se), abs=1e-6)
     assert row.ci_high == pytest.approx(min(1, row.recall + 1.959964 * se), abs=1e-6)
-    assert row.n_genes == len(units)
+    assert row.n_genes == len(np.unique(idx)) and row.n_units == k and row.pairs_cut == pytest.approx(cut)
+
+
+def test_groups_keep_a_sources_pairs_together():
+    rng = np.random.default_rng(0)
+    # 60 complexes of 3 to 6 genes: components as they are, no pair cut
+    sizes = rng.integers(3, 7, 60)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    pairs = np.array([(s + i, s + j) for s, z in zip(starts, sizes) for i in range(z) for j in range(i + 1, z)])
+    group, k, cut = pair_groups(pairs, int(sizes.sum()) + 5)
+    assert k == 60 and cut == 0.0 and (group[-5:] == -1).all()
+    # more than 300 complexes: packed whole into 100 groups
+    pairs = np.array([(2 * c, 2 * c + 1) for c in range(400)])
+    group, k, cut = pair_groups(pairs, 800)
+    assert k == 100 and cut == 0.0 and np.bincount(group).max() - np.bincount(group).min() <= 2
+    # one long chain (a giant component): at least 50 stretches of it, only their joints cut
+    pairs = np.array([(i, i + 1) for i in range(999)])
+    group, k, cut = pair_groups(rng.permutation(pairs), 1000)
+    assert 50 <= k <= 100 and cut == pytest.approx((k - 1) / 999)
+    # two dense modules joined by one link: the communities keep them apart, cutting that link only
+    a = [(i, j) for i in range(30) for j in range(i + 1, 30)]
+    pairs = np.array(a + [(i + 30, j + 30) for i, j in a] + [(0, 30)] + [(100 + 2 * c, 101 + 2 * c) for c in range(60)])
+    group, k, cut = pair_groups(pairs, 300)
+    assert group[0] != group[30] and len(set(group[:30])) == 1 and cut == pytest.approx(1 / len(pairs))
+    # fewer genes than 50: one group per gene
+    group, k, cut = pair_groups(np.array([(0, 1), (1, 2)]), 3)
+    assert k == 3 and cut == 1.0
 
 
 @settings(max_examples=25, deadline=None)

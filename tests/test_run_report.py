@@ -408,3 +408,97 @@ def test_report_tables_write_counts_as_counts():
     page = _table(pd.DataFrame({"n_pairs": [50.0, np.nan], "recall": [0.123, 1.0], "zero_or_one": [0.0, 1.0]}))
     assert "<td>50</td>" in page and "50.000" not in page and "<td>n/a</td>" in page
     assert "<td>0.123</td>" in page and "<td>0.000</td>" in page and "<td>1.000</td>" in page
+
+
+def test_seeds_make_one_encoder_per_training_seed_paired_seed_by_seed():
+    from pydantic import ValidationError
+
+    from morphoscale.flow.config import RunConfig
+
+    train = {"model": "mae_vit_tiny_patch8_64", "max_steps": 2}
+    cfg = RunConfig.model_validate(
+        {
+            "data": {"simulate": {"preset": "tiny"}},
+            "encoders": [
+                {"name": "mae", "train": train, "seeds": [0, 1, 2], "baseline": "twin"},
+                {"name": "twin", "train": {**train, "random_init": True}, "seeds": [2, 1, 0]},
+                {"name": "features", "kind": "features"},
+            ],
+        }
+    )
+    e = {x.name: x for x in cfg.encoders}
+    assert list(e) == ["mae-s0", "mae-s1", "mae-s2", "twin-s2", "twin-s1", "twin-s0", "features"]
+    assert [e[f"mae-s{k}"].baseline for k in range(3)] == ["twin-s0", "twin-s1", "twin-s2"]
+    assert e["mae-s1"].seed == 1 and e["mae-s1"].family == "mae" and e["twin-s0"].family == "twin"
+    for bad, says in (
+        (
+            [
+                {"name": "m", "train": train, "seeds": [0, 1], "baseline": "t"},
+                {"name": "t", "train": train, "seeds": [0]},
+            ],
+            "seeds differ",
+        ),
+        ([{"name": "f", "kind": "features", "seeds": [0, 1]}], "seeds belong to kind model"),
+        (
+            [{"name": "m", "train": train, "baseline": "t"}, {"name": "t", "train": train, "seeds": [0, 1]}],
+            "give this encoder the same seeds",
+        ),
+    ):
+        with pytest.raises(ValidationError, match=says):
+            RunConfig.model_validate({"data": {"simulate": {"preset": "tiny"}}, "encoders": bad})
+
+
+def test_pooled_seeds_carry_the_spread_between_seeds_and_the_screens_own_error():
+    from scipy.stats import t as student
+
+    from morphoscale.bench.summary import PAIRED_COLUMNS, pool_seeds
+
+    d, se = np.array([0.10, 0.04, 0.07]), np.array([0.02, 0.03, 0.025])
+    t = pd.DataFrame(
+        {
+            "encoder": [f"mae-s{k}" for k in range(3)],
+            "baseline": [f"twin-s{k}" for k in range(3)],
+            "metric": "decoding_r2",
+            "label": "decoding R2",
+            "a": 0.3 + d,
+            "b": 0.3,
+            "difference": d,
+            "ci_low": d - 1.96 * se,
+            "ci_high": d + 1.96 * se,
+            "se": se,
+            "n_units": 39,
+            "unit": "cluster of perturbations sharing a phenotype",
+            "note": "",
+        }
+    )[PAIRED_COLUMNS]
+    fam = {**{f"mae-s{k}": "mae" for k in range(3)}, **{f"twin-s{k}": "twin" for k in range(3)}}
+    row = pool_seeds(t, fam).iloc[0]
+    pooled_se = np.sqrt(d.var(ddof=1) / 3 + (se**2).mean())
+    assert row.encoder == "mae (3 seeds)" and row.baseline == "twin" and row.difference == pytest.approx(d.mean())
+    assert row.se == pytest.approx(pooled_se)
+    assert row.ci_low == pytest.approx(d.mean() - student.ppf(0.975, 2) * pooled_se)
+    assert "+0.100, +0.040, +0.070" in row.note
+    assert pool_seeds(t.iloc[:1], fam).empty  # one seed pools nothing
+
+
+def test_a_run_with_seeds_trains_each_and_pools_the_paired_differences(tmp_path):
+    from morphoscale.flow.config import load_run_config
+    from morphoscale.flow.pipeline import Flow
+
+    (tmp_path / "s.yaml").write_text(
+        "data: {simulate: {preset: tiny, seed: 0}}\nworkers: 2\nencoders:\n"
+        "  - {name: mae, seeds: [0, 1], baseline: twin, train: {model: mae_vit_tiny_patch8_64, "
+        "model_overrides: {depth: 1}, max_steps: 2, batch_size: 4}}\n"
+        "  - {name: twin, seeds: [0, 1], train: {model: mae_vit_tiny_patch8_64, model_overrides: {depth: 1}, "
+        "random_init: true}}\n"
+        "bench: {quick: true, null_size: 200}\n"
+    )
+    Flow(load_run_config(tmp_path / "s.yaml"), tmp_path / "out").run(progress=False)
+    out = tmp_path / "out"
+    w = {k: (out / "encoders" / f"twin-s{k}" / "train" / "model.ckpt").read_bytes() for k in (0, 1)}
+    assert w[0] != w[1]  # the twin is re-drawn per seed
+    p = pd.read_csv(out / "paired.csv")
+    assert {"mae-s0", "mae-s1", "mae (2 seeds)"} <= set(p["encoder"])
+    pooled = p[p["encoder"] == "mae (2 seeds)"]
+    assert (pooled["baseline"] == "twin").all() and pooled["se"].notna().all()
+    assert set(pooled["metric"]) == set(p[p["encoder"] == "mae-s0"]["metric"])

@@ -19,7 +19,7 @@ from .compounds import compound_gene_retrieval, drug_similarity_score, read_targ
 from .intervals import mean_with_interval
 from .probes import cluster_scores, drug_vs_control
 from .profiles import compound_profiles
-from .relationships import SOURCES, load_sources, pair_indices, recall_metric, recall_with_replicates
+from .relationships import RECALL_UNIT, SOURCES, load_sources, pair_indices, recall_metric, recall_with_replicates
 from .replicates import perturbation_magnitude, replicate_consistency
 from .retrieval import phenotypic_activity, phenotypic_consistency
 
@@ -51,7 +51,9 @@ def gene_metrics(res: Results, G, genes, ann: Path, extra_pairs, null_size: int,
                 "se": r.se,
                 "ci_low": r.ci_low,
                 "ci_high": r.ci_high,
-                "n_units": r.n_genes,
+                "n_units": r.n_units,
+                "unit": RECALL_UNIT,
+                "pairs_cut": r.pairs_cut,
             }
         if figures:
             plots.recall_bars(table, res.folder / "recall.png")
@@ -232,24 +234,35 @@ def _umap(res: Results, W, X, obs, raw: Path, seed: int) -> None:
 def truth_metrics(res: Results, W, G, genes, truth, seed: int) -> None:
     from .truth import decoding_r2, truth_cosine_correlation
 
-    wells, phenotypes, params = truth
+    wells, phenotypes, params, clusters, targets = truth
 
     def decoding():
         if W is None:
             raise InputError("decoding R2 needs the aligned well embeddings (the map's .wells.h5ad)")
-        table, est, reps, _ = decoding_r2(np.asarray(W.X), W.obs.reset_index(drop=True), wells, params, seed=seed)
+        obs = W.obs.reset_index(drop=True)
+        table, est, reps, _ = decoding_r2(
+            np.asarray(W.X), obs, wells, params, seed=seed, gene_cluster=clusters, compound_targets=targets
+        )
         res.save("decoding_r2", table)
         entry = res.summary["decoding_r2"] = {
             "mean_r2": est.value,
             "n_wells": int(len(W)),
             "random": 0.0,
             "by_parameter": dict(zip(table["parameter"], table["r2"])),
+            "unit": est.unit,
+            "n_units": est.n_units,
         }
         res.estimate("decoding_r2", est, reps, entry, "mean_r2")
 
     def cosine():
-        est, reps, n = truth_cosine_correlation(G, genes, phenotypes, params)
-        entry = res.summary["truth_cosine"] = {"spearman": est.value, "n_genes": n, "random": 0.0}
+        est, reps, n = truth_cosine_correlation(G, genes, phenotypes, params, clusters)
+        entry = res.summary["truth_cosine"] = {
+            "spearman": est.value,
+            "n_genes": n,
+            "random": 0.0,
+            "unit": est.unit,
+            "n_units": est.n_units,
+        }
         res.estimate("truth_cosine_spearman", est, reps, entry, "spearman")
 
     res.run("decoding_r2", decoding)

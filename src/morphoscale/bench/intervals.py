@@ -6,9 +6,11 @@ tables, a complex for per-complex tables). The standard error is the jackknife's
 sqrt((n - 1) / n * sum (theta_(-u) - mean)^2), and the interval estimate +- 1.96 SE, clipped to
 the metric's range (fractions of independent units, which have no clustering to respect,
 take the Wilson score interval instead, which does not collapse to a point at 0 or 1).
-Pairs of genes cluster by gene (and complex), so leaving out a gene
-removes all of its pairs at once: the resampling respects the clustering that makes a
-per-pair binomial interval too narrow.
+Genes are not independent units either: genes of one complex or pathway share biology, so
+the gene-pair and truth metrics leave out a cluster of genes at a time (bench/clusters.py: the
+simulated screen's clusters of genes that share a phenotype; for recall, groups of genes that
+cut as few of the source's pairs as possible). Every estimate names its unit and how many
+there are (`unit`, `n_units`): an interval over 39 clusters is not one over 103 genes.
 
 Two maps scored on the same units (the same genes, the same perturbations) compare
 paired: the replicates of the difference are the differences of the replicates.
@@ -31,6 +33,7 @@ class Estimate:
     ci_low: float
     ci_high: float
     n_units: int
+    unit: str = ""  # what one left-out unit is (gene, cluster of genes, perturbation, ...)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,14 +48,17 @@ def jackknife_se(replicates) -> float:
     return float(np.sqrt((n - 1) / n * np.sum((r - r.mean()) ** 2)))
 
 
-def estimate(value: float, replicates, bounds: tuple[float | None, float | None] = (None, None)) -> Estimate:
+def estimate(
+    value: float, replicates, bounds: tuple[float | None, float | None] = (None, None), unit: str = ""
+) -> Estimate:
     se = jackknife_se(replicates)
     lo, hi = value - Z95 * se, value + Z95 * se
     if bounds[0] is not None:
         lo = max(lo, bounds[0])
     if bounds[1] is not None:
         hi = min(hi, bounds[1])
-    return Estimate(float(value), se, float(lo), float(hi), int(np.isfinite(np.asarray(replicates, dtype=float)).sum()))
+    n = int(np.isfinite(np.asarray(replicates, dtype=float)).sum())
+    return Estimate(float(value), se, float(lo), float(hi), n, unit)
 
 
 def ratio_replicates(num_total: float, den_total: float, num_units, den_units) -> np.ndarray:
@@ -77,7 +83,7 @@ def replicate_frame(metric: str, units, replicates) -> pd.DataFrame:
 
 
 def paired_difference(
-    value_a: float, rep_a: pd.Series, value_b: float, rep_b: pd.Series, bounds=(None, None)
+    value_a: float, rep_a: pd.Series, value_b: float, rep_b: pd.Series, bounds=(None, None), unit: str = ""
 ) -> tuple[Estimate | None, str]:
     """a - b with its jackknife interval, where both were scored on the same units (index:
     unit, values: replicates). (None, reason) when the units differ."""
@@ -85,7 +91,7 @@ def paired_difference(
         only = len(set(rep_a.index) ^ set(rep_b.index))
         return None, f"the two maps are scored on different units ({only} differ): no paired difference"
     d = rep_a - rep_b.reindex(rep_a.index)
-    return estimate(value_a - value_b, d.to_numpy(), bounds), ""
+    return estimate(value_a - value_b, d.to_numpy(), bounds, unit), ""
 
 
 def wilson(k: float, n: int) -> tuple[float, float]:
@@ -99,17 +105,20 @@ def wilson(k: float, n: int) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def fraction_with_interval(hits, units, metric: str) -> tuple[Estimate, pd.DataFrame]:
+def fraction_with_interval(hits, units, metric: str, unit: str = "") -> tuple[Estimate, pd.DataFrame]:
     """A fraction of independent units (perturbations retrieved, complexes significant): the
     Wilson interval, and the jackknife replicates for paired differences."""
     h = np.asarray(hits, dtype=np.float64)
-    est, reps = mean_with_interval(h, units, metric, (0.0, 1.0))
+    est, reps = mean_with_interval(h, units, metric, (0.0, 1.0), unit)
     est.ci_low, est.ci_high = wilson(h.sum(), len(h))
     return est, reps
 
 
-def mean_with_interval(values, units, metric: str, bounds=(None, None)) -> tuple[Estimate, pd.DataFrame]:
+def mean_with_interval(
+    values, units, metric: str, bounds=(None, None), unit: str = ""
+) -> tuple[Estimate, pd.DataFrame]:
     """The mean of per-unit values with its interval, and the replicates."""
     v = np.asarray(values, dtype=np.float64)
     reps = mean_replicates(v)
-    return estimate(float(v.mean()) if len(v) else float("nan"), reps, bounds), replicate_frame(metric, units, reps)
+    est = estimate(float(v.mean()) if len(v) else float("nan"), reps, bounds, unit)
+    return est, replicate_frame(metric, units, reps)

@@ -14,8 +14,11 @@ sorts only those bins), and each known pair's cosine is taken from the very bloc
 that put it in the null, so a pair compares with the null as efaar's one matrix does.
 Memory is O(n*d + block^2).
 
-Every recall carries a 95% interval from a delete-one-gene jackknife (pairs cluster by
-gene and complex, so a per-pair binomial interval is too narrow), with the null's cuts held.
+Every recall carries a 95% interval from a delete-a-group jackknife with the null's cuts
+held: a source's pairs cluster by gene and by complex or pathway, so a per-pair binomial
+interval, and even a delete-one-gene jackknife, is too narrow. The groups (bench/clusters.py
+`pair_groups`) cut as few of the source's pairs as possible; leaving one out removes every
+pair that touches it, and the fraction of pairs the grouping cuts is reported beside.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pandas as pd
 import torch
 
 from ..errors import InputError, why
+from .clusters import pair_groups
 from .intervals import estimate, ratio_replicates, replicate_frame
 
 SOURCES = ("CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB")
@@ -184,6 +188,8 @@ class RecallResult:
     se: float
     n_pairs: int
     n_genes: int
+    n_units: int  # groups of genes the jackknife leaves out, one at a time
+    pairs_cut: float  # the fraction of the source's pairs whose genes the grouping puts apart
     random_recall: float
     lower_threshold: float  # recalled below this cosine (v[K]), strictly
     upper_threshold: float  # recalled above this cosine (v[L-1]), strictly
@@ -200,6 +206,32 @@ def _recalled(cos: np.ndarray, stats: dict, m: int, K: int, L: int) -> np.ndarra
     return low | high
 
 
+RECALL_UNIT = "group of genes (the source's pairs cut as little as possible)"
+
+
+def gene_groups(pi: np.ndarray, genes: list[str]) -> tuple[np.ndarray, int, float]:
+    """pair_groups on the genes in name order, so the groups (and the interval) do not depend on
+    the order of the map's rows."""
+    n = len(genes)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(np.asarray(genes, dtype=str), kind="stable")] = np.arange(n)
+    group, k, cut = pair_groups(rank[pi] if len(pi) else pi, n)
+    return group[rank], k, cut
+
+
+def _touching(group: np.ndarray, pi: np.ndarray):
+    """f(values per pair, k) -> per group, the sum of the values of the pairs that touch it
+    (a pair inside one group counts once, a pair across two groups in both)."""
+    ga, gb = (group[pi[:, 0]], group[pi[:, 1]]) if len(pi) else (np.zeros(0, int), np.zeros(0, int))
+    across = ga != gb
+
+    def f(values, k: int) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64)
+        return np.bincount(ga, weights=v, minlength=k) + np.bincount(gb[across], weights=v[across], minlength=k)
+
+    return f
+
+
 def recall_with_replicates(
     X,
     genes: list[str],
@@ -209,7 +241,7 @@ def recall_with_replicates(
     dtype=torch.float32,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Recall of every source at every (lower, upper) percentile pair with its interval, as a
-    tidy table, and the delete-one-gene jackknife replicates (metric, unit, value)."""
+    tidy table, and the delete-a-group jackknife replicates (metric, unit, value)."""
     if len(genes) != len(set(genes)):
         dup = pd.Series(genes)[pd.Series(genes).duplicated()].iloc[0]
         raise InputError(f"gene '{dup}' has several profiles in the map; aggregate first")
@@ -228,14 +260,14 @@ def recall_with_replicates(
             if len(pi)
             else np.zeros(0)
         )
-        units = np.unique(pi) if len(pi) else np.zeros(0, np.int64)
-        n_per_gene = np.bincount(pi.ravel(), minlength=n)[units]
+        group, n_groups, pairs_cut = gene_groups(pi, genes)
+        touching = _touching(group, pi)
+        n_per_group = touching(np.ones(len(pi)), n_groups)
         for (lo, hi), (K, L) in cuts.items():
             hit = _recalled(cos, stats, m, K, L)
-            h_per_gene = np.bincount(pi.ravel(), weights=np.repeat(hit, 2), minlength=n)[units]
             value = float(hit.mean()) if len(pi) else float("nan")
-            r = ratio_replicates(hit.sum(), len(pi), h_per_gene, n_per_gene)
-            e = estimate(value, r, (0.0, 1.0))
+            r = ratio_replicates(hit.sum(), len(pi), touching(hit, n_groups), n_per_group)
+            e = estimate(value, r, (0.0, 1.0), RECALL_UNIT)
             rows.append(
                 RecallResult(
                     name,
@@ -246,13 +278,15 @@ def recall_with_replicates(
                     e.ci_high,
                     e.se,
                     int(len(pi)),
-                    int(len(units)),
+                    int(len(np.unique(pi))),
+                    n_groups,
+                    pairs_cut,
                     (min(K, m) + max(m - L, 0)) / m,
                     stats.get(K, float("inf")),
                     stats.get(L - 1, float("-inf")),
                 ).__dict__
             )
-            reps.append(replicate_frame(recall_metric(name, lo), [genes[u] for u in units], r))
+            reps.append(replicate_frame(recall_metric(name, lo), [f"group{k}" for k in range(n_groups)], r))
     return pd.DataFrame(rows), pd.concat(reps, ignore_index=True) if reps else replicate_frame("", [], [])
 
 

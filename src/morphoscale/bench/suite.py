@@ -140,7 +140,11 @@ def run_bench(
     if truth is not None:
         from ..simulate.oracle import read_truth
 
+        truth_path = truth
+        from .clusters import truth_units
+
         truth = read_truth(Path(truth))
+        truth = (*truth, *truth_units(Path(truth_path), truth[1]["gene"].astype(str).tolist()))
     part = partial_dir(out)
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)

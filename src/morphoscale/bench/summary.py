@@ -136,7 +136,7 @@ def paired(a: BenchResult, b: BenchResult, metrics: list[Headline] | None = None
         lo = None if h.bounds[0] is None or h.bounds[1] is None else -(h.bounds[1] - h.bounds[0])
         hi = None if lo is None else -lo
         est, why = paired_difference(
-            ea["value"], a.replicates_of(h.metric), eb["value"], b.replicates_of(h.metric), (lo, hi)
+            ea["value"], a.replicates_of(h.metric), eb["value"], b.replicates_of(h.metric), (lo, hi), ea.get("unit", "")
         )
         row = {
             "metric": h.metric,
@@ -146,11 +146,14 @@ def paired(a: BenchResult, b: BenchResult, metrics: list[Headline] | None = None
             "difference": ea["value"] - eb["value"],
             "ci_low": np.nan,
             "ci_high": np.nan,
+            "se": np.nan,
             "n_units": np.nan,
+            "unit": ea.get("unit", ""),
             "note": why,
         }
         if est is not None:
             row.update(
+                se=est.se,
                 ci_low=est.ci_low,
                 ci_high=est.ci_high,
                 n_units=est.n_units,
@@ -158,7 +161,7 @@ def paired(a: BenchResult, b: BenchResult, metrics: list[Headline] | None = None
             )
         rows.append(row)
     return pd.DataFrame(
-        rows, columns=["metric", "label", "a", "b", "difference", "ci_low", "ci_high", "n_units", "note"]
+        rows, columns=["metric", "label", "a", "b", "difference", "ci_low", "ci_high", "se", "n_units", "unit", "note"]
     )
 
 
@@ -188,8 +191,29 @@ def recall_table(results: dict[str, BenchResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["encoder", "source", "recall", "ci_low", "ci_high", "random", "n_pairs"])
 
 
-def paired_table(results: dict[str, BenchResult], baselines: dict[str, str]) -> pd.DataFrame:
-    """Every headline metric of each encoder minus its baseline's, paired, with the interval."""
+PAIRED_COLUMNS = [
+    "encoder",
+    "baseline",
+    "metric",
+    "label",
+    "a",
+    "b",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "se",
+    "n_units",
+    "unit",
+    "note",
+]
+
+
+def paired_table(
+    results: dict[str, BenchResult], baselines: dict[str, str], families: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """Every headline metric of each encoder minus its baseline's, paired, with the interval;
+    then, for encoders trained with several seeds (`families`: name -> the name the seeds
+    share), the difference pooled over the seeds (`pool_seeds`)."""
     parts = []
     for name, base in baselines.items():
         if name in results and base in results:
@@ -197,8 +221,56 @@ def paired_table(results: dict[str, BenchResult], baselines: dict[str, str]) -> 
             t.insert(0, "baseline", base)
             t.insert(0, "encoder", name)
             parts.append(t)
-    cols = ["encoder", "baseline", "metric", "label", "a", "b", "difference", "ci_low", "ci_high", "n_units", "note"]
-    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+    t = pd.concat(parts, ignore_index=True)[PAIRED_COLUMNS] if parts else pd.DataFrame(columns=PAIRED_COLUMNS)
+    return pd.concat([t, pool_seeds(t, families or {})], ignore_index=True) if families and len(t) else t
+
+
+def pool_seeds(t: pd.DataFrame, families: dict[str, str]) -> pd.DataFrame:
+    """One row per (family, baseline family, metric) over k >= 2 training seeds: the mean
+    difference, SE^2 = s_between^2 / k + mean of the per-seed SE^2, and a t interval on k - 1
+    degrees of freedom. The seeds share one screen, so its sampling error does not shrink with
+    k: the per-seed SE^2 enters undivided; s_between^2 / k is the training seeds' own spread."""
+    from scipy.stats import t as student
+
+    t = t[t["encoder"].isin(families.keys())].dropna(subset=["se"])
+    rows = []
+    fam = t["encoder"].map(families)
+    base = t["baseline"].map(lambda b: families.get(b, b))
+    for (f, b, metric), g in t.groupby([fam, base, t["metric"]], sort=False):
+        k = len(g)
+        if k < 2:
+            continue
+        d = g["difference"].to_numpy(float)
+        se = float(np.sqrt(d.var(ddof=1) / k + np.mean(g["se"].to_numpy(float) ** 2)))
+        half = float(student.ppf(0.975, k - 1)) * se
+        lo, hi = d.mean() - half, d.mean() + half
+        rows.append(
+            {
+                "encoder": f"{f} ({k} seeds)",
+                "baseline": b,
+                "metric": metric,
+                "label": g["label"].iloc[0],
+                "a": g["a"].mean(),
+                "b": g["b"].mean(),
+                "difference": d.mean(),
+                "ci_low": lo,
+                "ci_high": hi,
+                "se": se,
+                "n_units": g["n_units"].iloc[0],
+                "unit": g["unit"].iloc[0],
+                "note": ("beyond the interval" if (lo > 0 or hi < 0) else "within the interval")
+                + f"; seeds {', '.join(f'{v:+.3f}' for v in d)}",
+            }
+        )
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def units_label(n_units, unit) -> str:
+    """'39 clusters', '103 genes': how many units an interval stands on ('' when unknown)."""
+    if n_units is None or (isinstance(n_units, float) and not np.isfinite(n_units)):
+        return ""
+    word = unit.split()[0] if isinstance(unit, str) and unit.strip() else "unit"
+    return f"{int(n_units)} {word}s"
 
 
 def fmt(value, ci_low=None, ci_high=None, digits: int = 3) -> str:

@@ -6,12 +6,14 @@ well the map's gene-gene geometry follows the true phenotypes'.
   cross-validation) from each aligned well embedding to the well's 15 true morphology
   parameters (ground_truth/wells.csv), cross-validated with folds grouped by plate, so no
   plate's wells are both fitted and scored. R2 per parameter over the out-of-fold
-  predictions; the headline is their mean. Interval: delete-one-perturbation jackknife of
-  the score over the fixed out-of-fold predictions (each control well its own unit).
+  predictions; the headline is their mean. Interval: jackknife of the score over the fixed
+  out-of-fold predictions, leaving out one cluster of perturbations at a time (the genes
+  that share a phenotype, bench/clusters.py, and the compounds that target them; each
+  control well its own unit); one perturbation at a time on a screen without clusters.
 - Cosine correlation: Spearman correlation between the map's gene-gene cosines and the
   cosines of the genes' true phenotypes (ground_truth/phenotypes.csv), over every pair of
-  genes with a phenotype (a gene without one has no direction). Interval: delete-one-gene
-  jackknife (delete-a-group, 100 groups, above 300 genes).
+  genes with a phenotype (a gene without one has no direction). Interval: delete-one-cluster
+  jackknife (one gene at a time without clusters; delete-a-group, 100 groups, above 300 units).
 """
 
 from __future__ import annotations
@@ -20,15 +22,23 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .clusters import perturbation_clusters
 from .intervals import Estimate, estimate, replicate_frame
 
 MAX_GENE_UNITS = 300
+CLUSTER_UNIT = "cluster of genes sharing a phenotype"
 
 
-def _units(obs: pd.DataFrame) -> np.ndarray:
-    """A perturbation's wells are one unit; each control well is its own."""
+def _units(obs: pd.DataFrame, gene_cluster=None, compound_targets=None) -> tuple[np.ndarray, str]:
+    """(unit of each well, what a unit is): a perturbation's wells are one unit, or its
+    cluster's wells where the screen's clusters are known; each control well is its own."""
     pert = obs["perturbation"].astype(str).to_numpy()
-    return np.where(obs["is_control"].to_numpy(bool), pert + "#" + np.arange(len(obs)).astype(str), pert)
+    control = obs["is_control"].to_numpy(bool)
+    unit = "perturbation"
+    if gene_cluster is not None:
+        pert = np.where(control, pert, perturbation_clusters(pert, gene_cluster, compound_targets))
+        unit = "cluster of perturbations sharing a phenotype"
+    return np.where(control, pert + "#" + np.arange(len(obs)).astype(str), pert), unit
 
 
 def _r2_by_unit(Y: np.ndarray, P: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,7 +62,14 @@ def _r2_by_unit(Y: np.ndarray, P: np.ndarray, units: np.ndarray) -> tuple[np.nda
 
 
 def decoding_r2(
-    X: np.ndarray, obs: pd.DataFrame, wells: pd.DataFrame, params: list[str], folds: int = 5, seed: int = 0
+    X: np.ndarray,
+    obs: pd.DataFrame,
+    wells: pd.DataFrame,
+    params: list[str],
+    folds: int = 5,
+    seed: int = 0,
+    gene_cluster: pd.Series | None = None,
+    compound_targets: pd.DataFrame | None = None,
 ):
     """(table of R2 per parameter, Estimate of the mean R2, replicates, out-of-fold predictions)."""
     from sklearn.linear_model import RidgeCV
@@ -85,9 +102,10 @@ def decoding_r2(
     for train, test in GroupKFold(n_splits=min(folds, n_groups)).split(X, Y, groups):
         model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
         P[test] = model.fit(X[train], Y[train]).predict(X[test])
-    r2, reps, units = _r2_by_unit(Y, P, _units(obs))
+    well_units, unit = _units(obs, gene_cluster, compound_targets)
+    r2, reps, units = _r2_by_unit(Y, P, well_units)
     table = pd.DataFrame({"parameter": params, "r2": r2})
-    est = estimate(float(r2.mean()), reps, (None, 1.0))
+    est = estimate(float(r2.mean()), reps, (None, 1.0), unit)
     preds = pd.DataFrame(P, columns=params)
     preds.insert(0, "well_key", key[found].to_numpy())
     return table, est, replicate_frame("decoding_r2", units, reps), preds
@@ -103,7 +121,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def truth_cosine_correlation(
-    G: np.ndarray, genes: list[str], phenotypes: pd.DataFrame, params: list[str]
+    G: np.ndarray, genes: list[str], phenotypes: pd.DataFrame, params: list[str], gene_cluster: pd.Series | None = None
 ) -> tuple[Estimate, pd.DataFrame, int]:
     """(Estimate of Spearman(map cosines, true cosines) over gene pairs, replicates, genes used)."""
     truth = phenotypes.set_index(phenotypes["gene"].astype(str))[params]
@@ -120,12 +138,16 @@ def truth_cosine_correlation(
     a, b = (M @ M.T)[iu], (T @ T.T)[iu]
     value = _spearman(a, b)
     names = np.array([genes[i] for i in idx])
-    if len(idx) <= MAX_GENE_UNITS:
-        group, units = np.arange(len(idx)), names
-    else:  # delete-a-group: genes in sorted order dealt into 100 groups (the same genes, the same groups)
-        rank = np.argsort(np.argsort(names))
-        group, units = rank % 100, np.array([f"group{k}" for k in range(100)])
+    unit = "gene"
+    if gene_cluster is not None:
+        names = gene_cluster.reindex(names).fillna(pd.Series(names, index=names)).to_numpy().astype(str)
+        unit = CLUSTER_UNIT
+    units, group = np.unique(names, return_inverse=True)
+    if len(units) > MAX_GENE_UNITS:  # delete-a-group: units in sorted order dealt into 100 groups
+        group, units = group % 100, np.array([f"group{k}" for k in range(100)])
+        unit = "group of gene clusters" if gene_cluster is not None else "group of genes"
     reps = np.array(
         [_spearman(a[keep], b[keep]) for keep in ((group[iu[0]] != u) & (group[iu[1]] != u) for u in range(len(units)))]
     )
-    return estimate(value, reps, (-1.0, 1.0)), replicate_frame("truth_cosine_spearman", units, reps), int(len(idx))
+    est = estimate(value, reps, (-1.0, 1.0), unit)
+    return est, replicate_frame("truth_cosine_spearman", units, reps), int(len(idx))

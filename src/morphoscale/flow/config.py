@@ -94,6 +94,11 @@ class EncoderSpec(_Strict):
     # the fair floor: another encoder of the run (the same architecture and readout at random
     # init); every metric of this one is also reported as a paired difference against it
     baseline: str | None = None
+    # kind model: one training per seed; the encoder becomes NAME-sK for each K (its train
+    # config's seed set to K); a baseline with seeds too pairs seed by seed (docs/run.md)
+    seeds: list[int] | None = Field(None, min_length=1)
+    seed: int | None = Field(None, ge=0, lt=2**32)  # kind model: the training seed, over the train config's
+    family: str | None = None  # set by `seeds`: the name the seeds share (pooled in paired.csv)
 
     @field_validator("name")
     @classmethod
@@ -106,6 +111,8 @@ class EncoderSpec(_Strict):
     def _train_for_models(self):
         if self.kind == "model" and self.train is None:
             raise ValueError(f"encoder '{self.name}': kind model needs a train config")
+        if self.kind != "model" and (self.seeds is not None or self.seed is not None):
+            raise ValueError(f"encoder '{self.name}': seeds belong to kind model (a training seed)")
         if (self.kind == "pretrained") != (self.weights is not None):
             raise ValueError(
                 f"encoder '{self.name}': "
@@ -181,6 +188,40 @@ class RunConfig(_Strict):
     isolate_training: bool = False  # train each model in a process of its own, so its peak memory is its own
     # models trained at once, each in its own process (one GPU each where there are GPUs)
     parallel_training: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_encoder_per_seed(cls, data):
+        """encoders[].seeds: [0, 1, 2] -> three encoders NAME-s0 ..., each its seed; a baseline
+        that has seeds too is paired seed by seed (the same seeds needed), else shared."""
+        if not isinstance(data, dict) or not isinstance(data.get("encoders"), list):
+            return data
+        raw = [e for e in data["encoders"] if isinstance(e, dict)]
+        seeds_of = {e.get("name"): e["seeds"] for e in raw if isinstance(e.get("seeds"), list)}
+        out = []
+        for e in data["encoders"]:
+            if not isinstance(e, dict) or e.get("name") not in seeds_of:
+                out.append(e)
+                continue
+            base = e.get("baseline")
+            if base in seeds_of and sorted(seeds_of[base]) != sorted(e["seeds"]):
+                raise ValueError(f"encoder '{e['name']}': its seeds differ from its baseline '{base}''s")
+            for k in e["seeds"]:
+                one = {key: v for key, v in e.items() if key != "seeds"}
+                one.update(name=f"{e['name']}-s{k}", seed=k, family=e["name"])
+                if base in seeds_of:
+                    one["baseline"] = f"{base}-s{k}"
+                out.append(one)
+        for e in out:  # a seedless encoder that names a seeded baseline: no single twin to pair with
+            if (
+                isinstance(e, dict)
+                and e.get("baseline") in seeds_of
+                and e.get("name") not in {f"{n}-s{k}" for n, ks in seeds_of.items() for k in ks}
+            ):
+                raise ValueError(
+                    f"encoder '{e['name']}': baseline '{e['baseline']}' has seeds; give this encoder the same seeds"
+                )
+        return {**data, "encoders": out}
 
     @model_validator(mode="after")
     def _checks(self):

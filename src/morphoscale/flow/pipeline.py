@@ -169,6 +169,10 @@ class Flow(StageActions):
     def baselines(self) -> dict[str, str]:
         return {e.name: e.baseline for e in self.cfg.encoders if e.baseline}
 
+    def families(self) -> dict[str, str]:
+        """Each seeded encoder's family (the name its training seeds share)."""
+        return {e.name: e.family for e in self.cfg.encoders if e.family}
+
     def _split_spec(self) -> dict:
         return {"split": self.cfg.split.model_dump()} if self.cfg.split.active else {}  # inactive: keys as before
 
@@ -177,7 +181,7 @@ class Flow(StageActions):
         return Stage(
             f"train:{e.name}",
             "train",
-            {"train": _file_spec(e.train), **self._split_spec()},
+            {"train": _file_spec(e.train), **self._split_spec(), **({"seed": e.seed} if e.seed is not None else {})},
             ["data"],
             lambda: self._train(e),
             [self.enc_dir(e) / "train" / "model.ckpt"],

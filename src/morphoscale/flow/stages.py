@@ -63,6 +63,8 @@ class StageActions:
             if isinstance(e.train, Path)
             else parse_model(TrainConfig, e.train, "run config", f"encoders.{e.name}.train")
         )
+        if e.seed is not None:
+            tcfg = tcfg.model_copy(update={"seed": e.seed})
         if self.cfg.split.active:
             if tcfg.split.active and tcfg.split != self.cfg.split:
                 raise ConfigError(
@@ -247,5 +249,8 @@ class StageActions:
         names = [e.name for e in self.cfg.encoders]
         results = summary.run_results(self.out, names + list(self.baselines().values()))
         write_text(self.out / "recall.csv", summary.recall_table(results).to_csv(index=False))
-        write_text(self.out / "paired.csv", summary.paired_table(results, self.baselines()).to_csv(index=False))
+        write_text(
+            self.out / "paired.csv",
+            summary.paired_table(results, self.baselines(), self.families()).to_csv(index=False),
+        )
         write_report(self.out)

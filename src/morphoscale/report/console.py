@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..bench.relationships import DEFAULT_THRESHOLDS, HEADLINE
-from ..bench.summary import BenchResult, fmt, headline_table
+from ..bench.summary import BenchResult, fmt, headline_table, units_label
 from .grid import format_cell
 from .sections import recall_wide
 
@@ -108,7 +108,7 @@ def paired_table(path: Path) -> Table | None:
     if not len(t):
         return None
     table = Table(title="paired differences, encoder - baseline [95% CI]")
-    for c in ("encoder - baseline", "metric", "encoder", "baseline", "difference [95% CI]", ""):
+    for c in ("encoder - baseline", "metric", "encoder", "baseline", "difference [95% CI]", "units", ""):
         table.add_column(c, justify="left" if c in ("encoder - baseline", "metric", "") else "right")
     for r in t.itertuples():
         table.add_row(
@@ -117,6 +117,7 @@ def paired_table(path: Path) -> Table | None:
             f"{r.a:.3f}",
             f"{r.b:.3f}",
             fmt(r.difference, r.ci_low, r.ci_high),
+            units_label(r.n_units, getattr(r, "unit", "")),
             str(r.note) if isinstance(r.note, str) else "",
         )
     return table

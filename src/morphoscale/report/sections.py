@@ -286,7 +286,7 @@ def summary_table(encoders: dict[str, Path], results: dict, seconds: dict[str, f
 
 
 def paired_section(run_dir: Path) -> str:
-    from ..bench.summary import fmt
+    from ..bench.summary import fmt, units_label
 
     f = run_dir / "paired.csv"
     if not f.exists():
@@ -301,12 +301,14 @@ def paired_section(run_dir: Path) -> str:
             "encoder": t["a"],
             "baseline": t["b"],
             "difference [95% CI]": [fmt(d, lo, hi) for d, lo, hi in zip(t["difference"], t["ci_low"], t["ci_high"])],
+            "units": [units_label(n, u) for n, u in zip(t["n_units"], t.get("unit", pd.Series("", index=t.index)))],
             "": t["note"].fillna(""),
         }
     )
     return (
         "<h2>Each encoder against its baseline, paired</h2><p>The same genes (perturbations, compounds) scored in both maps: the "
-        "jackknife replicates of the difference are the differences of the replicates, so the interval is the paired one. "
+        "jackknife replicates of the difference are the differences of the replicates, so the interval is the paired one; "
+        "'units' says what the jackknife leaves out, one at a time, and how many (clusters of genes that share biology). "
         "A difference inside its interval is not evidence of a difference.</p>" + html_table(show)
     )
 
