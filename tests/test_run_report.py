@@ -481,19 +481,19 @@ def test_pooled_seeds_carry_the_spread_between_seeds_and_the_screens_own_error()
     assert pool_seeds(t.iloc[:1], fam).empty  # one seed pools nothing
 
 
-def test_a_run_with_seeds_trains_each_and_pools_the_paired_differences(tmp_path):
-    from morphoscale.flow.config import load_run_config
-    from morphoscale.flow.pipeline import Flow
-
+def test_a_run_with_seeds_trains_each_pools_the_paired_differences_and_climbs_the_ladder(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text(
         "data: {simulate: {preset: tiny, seed: 0}}\nworkers: 2\nencoders:\n"
         "  - {name: mae, seeds: [0, 1], baseline: twin, train: {model: mae_vit_tiny_patch8_64, "
         "model_overrides: {depth: 1}, max_steps: 2, batch_size: 4}}\n"
         "  - {name: twin, seeds: [0, 1], train: {model: mae_vit_tiny_patch8_64, model_overrides: {depth: 1}, "
         "random_init: true}}\n"
+        "  - {name: features, kind: features}\n  - {name: oracle, kind: oracle}\n"
+        "ladder: {untrained: twin-s0, features: features, oracle: oracle}\n"
         "bench: {quick: true, null_size: 200}\n"
     )
-    Flow(load_run_config(tmp_path / "s.yaml"), tmp_path / "out").run(progress=False)
+    rc, out_text, err = run_cli(capsys, "run", tmp_path / "s.yaml", "--out", tmp_path / "out", "--quiet")
+    assert rc == 0, err
     out = tmp_path / "out"
     w = {k: (out / "encoders" / f"twin-s{k}" / "train" / "model.ckpt").read_bytes() for k in (0, 1)}
     assert w[0] != w[1]  # the twin is re-drawn per seed
@@ -502,3 +502,14 @@ def test_a_run_with_seeds_trains_each_and_pools_the_paired_differences(tmp_path)
     pooled = p[p["encoder"] == "mae (2 seeds)"]
     assert (pooled["baseline"] == "twin").all() and pooled["se"].notna().all()
     assert set(pooled["metric"]) == set(p[p["encoder"] == "mae-s0"]["metric"])
+    lad = pd.read_csv(out / "ladder.csv")
+    assert set(lad["encoder"]) == {"mae-s0", "mae-s1"}
+    assert set(lad["rung"]) == {"twin", "strongest untrained", "features", "oracle fraction"}
+    assert set(lad[lad["rung"] == "features"]["other"]) == {"features"}
+    assert "mae-s0: " in out_text and "of the oracle's distance from random" in out_text
+    assert "The ladder" in (out / "report.html").read_text()
+    (tmp_path / "bad.yaml").write_text(
+        (tmp_path / "s.yaml").read_text().replace("untrained: twin-s0", "untrained: twin")
+    )
+    rc, _, err = run_cli(capsys, "run", tmp_path / "bad.yaml", "--out", tmp_path / "bad")
+    assert_one_line_error(rc, err, "ladder.untrained: 'twin' is not an encoder of the run")

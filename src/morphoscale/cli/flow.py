@@ -58,6 +58,7 @@ def run_(
     else:
         print_recall(flow.out / "recall.csv")
         print_paired(flow.out / "paired.csv")
+        print_ladder(flow.out / "ladder.csv")
     out_console.print(f"wrote {flow.out / 'report.html'}")
 
 
@@ -95,6 +96,17 @@ def print_paired(path: Path) -> None:
     table = paired_table(path)
     if table is not None:
         print_table(table)
+
+
+def print_ladder(path: Path) -> None:
+    """ladder.csv: which rung each learned encoder reaches, then the table."""
+    from ..report.console import ladder_table
+
+    shown = ladder_table(path)
+    if shown is not None:
+        print_table(shown[1])
+        for line in shown[0]:
+            out_console.print(line, markup=False)
 
 
 def print_probe(path: Path) -> None:

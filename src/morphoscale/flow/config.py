@@ -172,6 +172,15 @@ class ProbeSpec(_Strict):
     folds: int = Field(5, ge=2)
 
 
+class LadderSpec(_Strict):
+    """The rungs every learned encoder (one with a baseline) is placed against, beyond its
+    twin: encoders of this run, named (bench/ladder.py; docs/run.md)."""
+
+    untrained: str | None = None  # the strongest untrained encoder, chosen on another screen
+    features: str | None = None  # the hand-crafted features
+    oracle: str | None = None  # the simulator's true parameters: the fraction of its distance from random
+
+
 class RunConfig(_Strict):
     """One experiment: where the images come from, the encoders to compare, and how maps are
     made and scored. Relative paths are relative to the folder `morphoscale run` is started in."""
@@ -184,6 +193,9 @@ class RunConfig(_Strict):
     map: MapSpec = MapSpec()
     bench: BenchSpec = BenchSpec()
     probe: ProbeSpec | None = None  # a real field: the nucleus-feature probe replaces embed, map and bench
+    ladder: LadderSpec | None = (
+        None  # each learned encoder against the strongest untrained one, the features, the oracle
+    )
     workers: int | None = None  # processes for simulate, ingest and features (default: one per core)
     isolate_training: bool = False  # train each model in a process of its own, so its peak memory is its own
     # models trained at once, each in its own process (one GPU each where there are GPUs)
@@ -234,6 +246,9 @@ class RunConfig(_Strict):
         for e in self.encoders:
             if e.baseline is not None and (e.baseline not in names or e.baseline == e.name):
                 raise ValueError(f"encoder '{e.name}': baseline '{e.baseline}' is not another encoder of the run")
+        for rung, name in (self.ladder.model_dump() if self.ladder else {}).items():
+            if name is not None and name not in names:
+                raise ValueError(f"ladder.{rung}: '{name}' is not an encoder of the run ({', '.join(names)})")
         for e in self.encoders:
             if (
                 self.split.active

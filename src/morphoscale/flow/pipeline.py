@@ -98,6 +98,9 @@ class Flow(StageActions):
             self._plan_encoder(e)
         report_spec = {"encoders": [e.name for e in cfg.encoders], "baselines": self.baselines()}
         outputs = [self.out / "recall.csv", self.out / "paired.csv", self.out / "report.html"]
+        if cfg.ladder is not None:
+            report_spec["ladder"] = cfg.ladder.model_dump()
+            outputs.insert(2, self.out / "ladder.csv")
         self.stages.append(
             Stage("report", "report", report_spec, [f"bench:{e.name}" for e in cfg.encoders], self._report, outputs)
         )

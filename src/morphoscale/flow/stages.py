@@ -249,6 +249,11 @@ class StageActions:
         names = [e.name for e in self.cfg.encoders]
         results = summary.run_results(self.out, names + list(self.baselines().values()))
         write_text(self.out / "recall.csv", summary.recall_table(results).to_csv(index=False))
+        if self.cfg.ladder is not None:
+            from ..bench.ladder import Rungs, ladder_table
+
+            rungs = Rungs(**self.cfg.ladder.model_dump())
+            write_text(self.out / "ladder.csv", ladder_table(results, self.baselines(), rungs).to_csv(index=False))
         write_text(
             self.out / "paired.csv",
             summary.paired_table(results, self.baselines(), self.families()).to_csv(index=False),

@@ -123,6 +123,30 @@ def paired_table(path: Path) -> Table | None:
     return table
 
 
+def ladder_table(path: Path) -> tuple[list[str], Table] | None:
+    """A run's ladder.csv: one verdict line per learned encoder, and the table behind it."""
+    from ..bench.ladder import verdicts
+
+    if not path.exists():
+        return None
+    t = pd.read_csv(path)
+    if not len(t):
+        return None
+    table = Table(title="the ladder: each learned encoder against each rung [95% CI]")
+    for c in ("encoder", "rung", "metric", "difference [95% CI]", "units", ""):
+        table.add_column(c, justify="right" if c in ("difference [95% CI]", "units") else "left")
+    for r in t.itertuples():
+        table.add_row(
+            r.encoder,
+            f"{r.rung} ({r.other})",
+            r.label,
+            fmt(r.difference, r.ci_low, r.ci_high),
+            units_label(r.n_units, r.unit),
+            "" if r.rung == "oracle fraction" else ("beyond" if r.ci_low > 0 or r.ci_high < 0 else "within"),
+        )
+    return verdicts(t), table
+
+
 def probe_table(path: Path) -> Table:
     """probe/r2.csv: R2 by target (rows) and embedding (columns), to 3 decimals."""
     t = pd.read_csv(path)

@@ -26,6 +26,7 @@ from .sections import (
     budget_section,
     data_section,
     distributions_figure,
+    ladder_section,
     paired_section,
     recall_figure,
     recall_wide,
@@ -178,13 +179,15 @@ def maps_body(run: RunFolder, results: dict) -> str:
     return f"""
 <h2>Every encoder side by side</h2>
 {split_note(run.cfg.get("split") or {})}
-<p>Every number with its 95% interval (delete-one-unit jackknife: genes for gene-gene metrics, perturbations for
-decoding, compounds for compound-gene retrieval; Wilson intervals for fractions of perturbations or complexes); the last
-column is what a random map scores.</p>
+<p>Every number with its 95% interval (delete-one-unit jackknife over units that share no biology: groups of genes
+that cut few of a source's pairs for recall, clusters of genes sharing a phenotype for the cosine correlation and of
+perturbations for decoding, perturbations for mAP, compounds for compound-gene retrieval; Wilson intervals for
+fractions of perturbations or complexes); the last column is what a random map scores.</p>
 {html_table(summary_table(run.encoders, results, seconds))}
 {skipped_section(results)}
 {bench_cost_section(results)}
 {paired_section(run.path)}
+{ladder_section(run.path)}
 {budget_section(run.path, run.encoders)}
 <h2>Relationship recall</h2>
 <p>Fraction of known gene pairs whose cosine similarity falls in the bottom 5% or top 5% of all gene pairs, by

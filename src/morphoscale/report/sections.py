@@ -313,6 +313,35 @@ def paired_section(run_dir: Path) -> str:
     )
 
 
+def ladder_section(run_dir: Path) -> str:
+    """ladder.csv: one verdict line per learned encoder, then every rung and metric."""
+    from ..bench.ladder import verdicts
+    from ..bench.summary import fmt, units_label
+
+    f = run_dir / "ladder.csv"
+    if not f.exists():
+        return ""
+    t = pd.read_csv(f)
+    if not len(t):
+        return ""
+    show = pd.DataFrame(
+        {
+            "encoder": t["encoder"],
+            "rung": t["rung"] + " (" + t["other"] + ")",
+            "metric": t["label"],
+            "difference [95% CI]": [fmt(d, lo, hi) for d, lo, hi in zip(t["difference"], t["ci_low"], t["ci_high"])],
+            "units": [units_label(n, u) for n, u in zip(t["n_units"], t["unit"])],
+        }
+    )
+    lines = "".join(f"<li>{html.escape(v)}</li>" for v in verdicts(t))
+    return (
+        "<h2>The ladder</h2><p>Each learned encoder against its untrained twin, the strongest untrained encoder (named in "
+        "the config, chosen on another screen), the hand-crafted features (paired differences: a rung is reached where "
+        "the interval lies above 0) and the oracle (the fraction of its distance from random the encoder covers).</p>"
+        f"<ul>{lines}</ul>" + html_table(show)
+    )
+
+
 BUDGET_METRICS = {
     "decoding_r2": "decoding R2",
     "truth_cosine_spearman": "cosine correlation with the truth",
