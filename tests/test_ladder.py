@@ -64,3 +64,5 @@ def test_a_rung_the_run_lacks_is_left_out():
     t = ladder_table(res, {"mae": "twin"}, Rungs(untrained="cnn", features=None, oracle="oracle"))
     assert list(t["rung"]) == ["twin"]
     assert ladder_table(res, {}, Rungs()).empty
+    # the twin is the strongest untrained encoder: one rung, not the same pairing twice
+    assert list(ladder_table(res, {"mae": "twin"}, Rungs(untrained="twin"))["rung"]) == ["twin"]

@@ -50,6 +50,8 @@ def ladder_table(results: dict[str, BenchResult], baselines: dict[str, str], run
         if name not in results:
             continue
         for rung, other in zip(RUNGS, (twin, rungs.untrained, rungs.features)):
+            if rung != "twin" and other == twin:
+                continue  # its twin is that rung already
             if other and other != name and other in results:
                 t = paired(results[name], results[other])
                 parts.append(t.assign(encoder=name, rung=rung, other=other))
