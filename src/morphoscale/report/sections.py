@@ -285,14 +285,28 @@ def summary_table(encoders: dict[str, Path], results: dict, seconds: dict[str, f
     return pd.DataFrame(rows)
 
 
-def paired_section(run_dir: Path) -> str:
+def _run_table(path: Path) -> pd.DataFrame | None:
+    """A run's CSV of paired rows (paired.csv, ladder.csv), or None when absent or empty."""
+    if not path.exists():
+        return None
+    t = pd.read_csv(path)
+    return t if len(t) else None
+
+
+def _difference_columns(t: pd.DataFrame) -> dict:
+    """'difference [95% CI]' and 'units' (how many units the jackknife left out, and what) of paired rows."""
     from ..bench.summary import fmt, units_label
 
-    f = run_dir / "paired.csv"
-    if not f.exists():
-        return ""
-    t = pd.read_csv(f)
-    if not len(t):
+    units = t.get("unit", pd.Series("", index=t.index))  # paired.csv of older runs has no unit column
+    return {
+        "difference [95% CI]": [fmt(d, lo, hi) for d, lo, hi in zip(t["difference"], t["ci_low"], t["ci_high"])],
+        "units": [units_label(n, u) for n, u in zip(t["n_units"], units)],
+    }
+
+
+def paired_section(run_dir: Path) -> str:
+    t = _run_table(run_dir / "paired.csv")
+    if t is None:
         return ""
     show = pd.DataFrame(
         {
@@ -300,8 +314,7 @@ def paired_section(run_dir: Path) -> str:
             "metric": t["label"],
             "encoder": t["a"],
             "baseline": t["b"],
-            "difference [95% CI]": [fmt(d, lo, hi) for d, lo, hi in zip(t["difference"], t["ci_low"], t["ci_high"])],
-            "units": [units_label(n, u) for n, u in zip(t["n_units"], t.get("unit", pd.Series("", index=t.index)))],
+            **_difference_columns(t),
             "": t["note"].fillna(""),
         }
     )
@@ -316,21 +329,16 @@ def paired_section(run_dir: Path) -> str:
 def ladder_section(run_dir: Path) -> str:
     """ladder.csv: one verdict line per learned encoder, then every rung and metric."""
     from ..bench.ladder import verdicts
-    from ..bench.summary import fmt, units_label
 
-    f = run_dir / "ladder.csv"
-    if not f.exists():
-        return ""
-    t = pd.read_csv(f)
-    if not len(t):
+    t = _run_table(run_dir / "ladder.csv")
+    if t is None:
         return ""
     show = pd.DataFrame(
         {
             "encoder": t["encoder"],
             "rung": t["rung"] + " (" + t["other"] + ")",
             "metric": t["label"],
-            "difference [95% CI]": [fmt(d, lo, hi) for d, lo, hi in zip(t["difference"], t["ci_low"], t["ci_high"])],
-            "units": [units_label(n, u) for n, u in zip(t["n_units"], t["unit"])],
+            **_difference_columns(t),
         }
     )
     lines = "".join(f"<li>{html.escape(v)}</li>" for v in verdicts(t))
